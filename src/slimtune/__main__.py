@@ -1,0 +1,5 @@
+import sys
+
+from slimtune.cli.main import main
+
+sys.exit(main())

@@ -1,0 +1,56 @@
+"""One generic registry used for datasets, models, stages and methods."""
+
+from __future__ import annotations
+
+import difflib
+from collections.abc import Callable, Iterator
+from typing import Generic, TypeVar
+
+from slimtune.errors import ConfigError
+
+T = TypeVar("T")
+
+
+def did_you_mean(name: str, choices: list[str]) -> str:
+    close = difflib.get_close_matches(name, choices, n=1)
+    return f" (did you mean '{close[0]}'?)" if close else ""
+
+
+class Registry(Generic[T]):
+    """Maps names to objects. Registering a name twice is an error."""
+
+    def __init__(self, kind: str) -> None:
+        self.kind = kind
+        self._items: dict[str, T] = {}
+        self._help: dict[str, str] = {}
+
+    def register(self, name: str, *, help: str = "") -> Callable[[T], T]:
+        def deco(obj: T) -> T:
+            self.add(name, obj, help=help)
+            return obj
+
+        return deco
+
+    def add(self, name: str, obj: T, *, help: str = "") -> None:
+        if name in self._items:
+            raise ConfigError(f"{self.kind} '{name}' is already registered; pick another name")
+        self._items[name] = obj
+        self._help[name] = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
+
+    def get(self, name: str) -> T:
+        if name not in self._items:
+            known = ", ".join(sorted(self._items))
+            raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, list(self._items))}; known: {known}")
+        return self._items[name]
+
+    def help(self, name: str) -> str:
+        return self._help.get(name, "")
+
+    def names(self) -> list[str]:
+        return sorted(self._items)
+
+    def __contains__(self, name: object) -> bool:
+        return name in self._items
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self.names())

@@ -1,0 +1,105 @@
+"""ONNX export with dynamic batch (and sequence) axes, and the parity check every export must pass."""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimtune._io import atomic_path
+from slimtune.config import Config, check
+from slimtune.errors import ParityError, UnsupportedModelError
+
+INPUT, OUTPUT = "input", "logits"
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportConfig(Config):
+    opset: int = 17
+    # parity tolerances: fp32 exports must match closely; int8 ones by argmax agreement
+    max_abs_diff: float = 1e-3
+    min_argmax_agreement: float = 0.99
+
+    def __post_init__(self) -> None:
+        check(7 <= self.opset <= 21, f"opset must be in 7..21, got {self.opset}")
+        check(0 <= self.min_argmax_agreement <= 1, "min_argmax_agreement must be in [0, 1]")
+
+
+def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 17) -> Path:
+    """Export ``model`` (eval mode) to ``path`` atomically, batch axis (and sequence axis for ids) dynamic."""
+    out = Path(path)
+    axes: dict[int, str] = {0: "batch"}
+    if example.dtype == torch.long and example.ndim == 2:
+        axes[1] = "sequence"
+    was_training = model.training
+    model.eval()
+    try:
+        with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
+            warnings.simplefilter("ignore")
+            torch.onnx.export(
+                model,
+                (example,),
+                str(tmp),
+                dynamo=False,
+                opset_version=opset,
+                input_names=[INPUT],
+                output_names=[OUTPUT],
+                dynamic_axes={INPUT: axes, OUTPUT: {0: "batch"}},
+            )
+    except Exception as exc:
+        raise UnsupportedModelError(
+            f"ONNX export of {type(model).__name__} failed: {str(exc).splitlines()[0]}"
+        ) from exc
+    finally:
+        model.train(was_training)
+    return out
+
+
+def ort_session(path: str | Path, *, threads: int | None = None) -> Any:
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    if threads:
+        opts.intra_op_num_threads = threads
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+def ort_predict(session: Any, x: np.ndarray, *, batch_size: int = 256) -> np.ndarray:
+    name = session.get_inputs()[0].name
+    outs = [session.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
+    return np.concatenate(outs)
+
+
+def parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor) -> dict[str, float]:
+    """Compare ONNX Runtime with PyTorch on ``x``: max |Δ| of logits and argmax agreement."""
+    from slimtune.train.loop import predict
+
+    ref = predict(model, x).numpy()
+    got = ort_predict(ort_session(onnx_path), x.numpy())
+    return {
+        "max_abs_diff": float(np.abs(ref - got).max()),
+        "argmax_agreement": float((ref.argmax(1) == got.argmax(1)).mean()),
+        "n": len(x),
+    }
+
+
+def check_parity(
+    report: dict[str, float], *, what: str, max_abs_diff: float | None, min_argmax_agreement: float
+) -> None:
+    """Raise ``ParityError`` when a parity report is out of tolerance (``max_abs_diff=None`` skips that check)."""
+    if max_abs_diff is not None and report["max_abs_diff"] > max_abs_diff:
+        raise ParityError(
+            f"{what}: ONNX Runtime output differs from PyTorch by {report['max_abs_diff']:.3g} "
+            f"(> tolerance {max_abs_diff:g})"
+        )
+    if report["argmax_agreement"] < min_argmax_agreement:
+        raise ParityError(
+            f"{what}: ONNX Runtime and PyTorch agree on {report['argmax_agreement']:.2%} of predictions "
+            f"(< required {min_argmax_agreement:.0%})"
+        )

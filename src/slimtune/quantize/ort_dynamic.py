@@ -1,0 +1,48 @@
+"""Post-training dynamic int8 through ONNX Runtime's own quantizer: real int8 execution in ORT."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slimtune._io import atomic_path
+from slimtune.config import Config
+from slimtune.env import int8_capability
+
+
+@dataclass(frozen=True, kw_only=True)
+class OrtDynamicInt8Config(Config):
+    """``reduce_range=None`` decides from the CPU: 7-bit weights on CPUs without VNNI (u8·s8 saturation)."""
+
+    reduce_range: bool | None = None
+    per_channel: bool = True
+    weight_type: Literal["qint8", "quint8"] = "qint8"
+
+
+def resolve_reduce_range(config: OrtDynamicInt8Config) -> tuple[bool, str]:
+    if config.reduce_range is not None:
+        return config.reduce_range, "set in the config"
+    cap = int8_capability()
+    if cap["vnni"]:
+        return False, "CPU has VNNI: full 8-bit range is exact"
+    return True, "CPU lacks VNNI: 7-bit weights avoid u8·s8 saturation"
+
+
+def quantize_dynamic_onnx(src: str | Path, dst: str | Path, config: OrtDynamicInt8Config) -> dict[str, Any]:
+    """Quantize the MatMul/Gemm weights of ``src`` to int8 into ``dst``; returns the settings used and why."""
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    reduce_range, why = resolve_reduce_range(config)
+    weight_type = QuantType.QInt8 if config.weight_type == "qint8" else QuantType.QUInt8
+    logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs hints at WARNING level
+    with atomic_path(dst) as tmp:
+        quantize_dynamic(
+            str(src),
+            str(tmp),
+            weight_type=weight_type,
+            per_channel=config.per_channel,
+            reduce_range=reduce_range,
+        )
+    return {"reduce_range": reduce_range, "reduce_range_reason": why, "per_channel": config.per_channel}

@@ -1,0 +1,85 @@
+"""Run a recipe: sequencing, output folders, resume and the report. Stages do the work."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import time
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimtune._io import prepare_out_dir, write_text
+from slimtune.evaluate.report import Report, StageRow
+from slimtune.recipe.measure import measure_onnx, measure_torch
+from slimtune.recipe.schema import Recipe, load_recipe
+from slimtune.recipe.stages import STAGES, Context, StageOutput
+
+STAGE_DONE = "stage.json"
+
+
+def run_recipe(
+    recipe: Recipe | str | Path,
+    out: str | Path,
+    *,
+    force: bool = False,
+    resume: bool = False,
+    progress: bool | None = None,
+    log: Any = None,
+) -> Report:
+    """Run every stage in order, one subfolder each; write report.json/.md/.html into ``out``."""
+    from slimtune import env as envinfo
+    from slimtune.models.inputs import load_data, load_start_model
+
+    if not isinstance(recipe, Recipe):
+        recipe = load_recipe(recipe)
+    say = log or (lambda msg: None)
+    out_dir = prepare_out_dir(out, force=force, resume=resume)
+    data, preprocess = load_data(recipe.data, recipe.model)
+    say(f"data: {data.summary()}")
+    model = load_start_model(recipe.model, data, preprocess)
+    ctx = Context(data=data, model=model, resume=resume, progress=progress)
+    report = Report(env=envinfo.collect())
+    for i, spec in enumerate(recipe.stages, 1):
+        stage_dir = out_dir / f"{i:02d}-{spec.label}"
+        done = stage_dir / STAGE_DONE
+        if resume and done.exists():
+            row = _restore(ctx, done)
+            say(f"[{i}/{len(recipe.stages)}] {spec.label}: already done, loaded from {stage_dir}")
+        else:
+            say(f"[{i}/{len(recipe.stages)}] {spec.label} ...")
+            t0 = time.perf_counter()
+            stage_dir.mkdir(parents=True, exist_ok=True)
+            result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
+            if result.model is not None:
+                ctx.model = result.model
+            row = _measure(spec.label, result, ctx)
+            row.extra["seconds"] = round(time.perf_counter() - t0, 2)
+            write_text(done, json.dumps({"row": row.to_dict(), "has_model": result.model is not None}, indent=2))
+            shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
+        report.add(row)
+    report.write(out_dir)
+    return report
+
+
+def _measure(label: str, result: StageOutput, ctx: Context) -> StageRow:
+    if result.onnx is not None:
+        row = measure_onnx(label, result.onnx, ctx.model, ctx.data, parity=result.parity)
+    else:
+        row = measure_torch(label, ctx.model, ctx.data, artifact=result.artifact)
+    row.extra.update(result.extra)
+    return row
+
+
+def _restore(ctx: Context, done: Path) -> StageRow:
+    from slimtune.models import load_model
+    from slimtune.prune.unstructured import masks_from_zeros
+
+    saved = json.loads(done.read_text())
+    if saved["has_model"]:
+        model: nn.Module = load_model(done.parent / "model")
+        ctx.model = model
+        sparsity = saved["row"].get("extra", {}).get("sparsity", 0.0)
+        ctx.masks = masks_from_zeros(model) if sparsity and sparsity > 0.05 else None
+    return StageRow.from_dict(saved["row"])

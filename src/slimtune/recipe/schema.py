@@ -1,0 +1,103 @@
+"""Recipe schema: the whole YAML file is parsed and validated before any stage runs."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from slimtune._registry import did_you_mean
+from slimtune.config import Config, check
+from slimtune.errors import ConfigError, DataError
+
+
+@dataclass(frozen=True, kw_only=True)
+class DataRef(Config):
+    name: str
+    seed: int = 0
+    limit: int | None = None
+    max_length: int = 64  # token ids per text example
+
+    def __post_init__(self) -> None:
+        check(self.limit is None or self.limit >= 10, f"data.limit must be >= 10, got {self.limit}")
+        check(self.max_length >= 2, f"data.max_length must be >= 2, got {self.max_length}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class ModelRef(Config):
+    """A registered architecture (``name`` + ``options``) or a saved slimtune model folder (``load``)."""
+
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    load: str | None = None
+    checkpoint: str | None = None  # a .pt state dict loaded safely into the named architecture
+
+    def __post_init__(self) -> None:
+        check((self.name is None) != (self.load is None), "model: give exactly one of 'name' or 'load'")
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    kind: str
+    label: str
+    config: Any
+
+
+@dataclass(frozen=True)
+class Recipe:
+    name: str
+    data: DataRef
+    model: ModelRef
+    stages: tuple[StageSpec, ...]
+    source: str = "<dict>"
+
+
+TOP_KEYS = ("name", "data", "model", "stages")
+
+
+def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
+    from slimtune.recipe.stages import STAGES
+
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{source}: a recipe must be a mapping with keys {', '.join(TOP_KEYS)}")
+    for key in raw:
+        if key not in TOP_KEYS:
+            raise ConfigError(f"{source}: unknown key '{key}'{did_you_mean(str(key), list(TOP_KEYS))}")
+    for key in ("data", "model", "stages"):
+        if key not in raw:
+            raise ConfigError(f"{source}: missing required key '{key}'")
+    data = DataRef.from_dict(raw["data"], where="data")
+    model = ModelRef.from_dict(raw["model"], where="model")
+    if model.name is not None:
+        from slimtune.models import MODELS
+
+        MODELS.get(model.name)
+    if not isinstance(raw["stages"], list) or not raw["stages"]:
+        raise ConfigError(f"{source}: 'stages' must be a non-empty list")
+    stages = []
+    for i, entry in enumerate(raw["stages"], 1):
+        if not isinstance(entry, dict) or "stage" not in entry:
+            raise ConfigError(f"stages[{i}]: each stage is a mapping with a 'stage' key, e.g. 'stage: train'")
+        entry = dict(entry)
+        kind = entry.pop("stage")
+        label = str(entry.pop("label", kind))
+        stage = STAGES.get(kind)
+        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})")))
+    labels = [s.label for s in stages]
+    dupes = {lab for lab in labels if labels.count(lab) > 1}
+    if dupes:
+        raise ConfigError(f"stage labels must be unique; give a 'label:' to repeated stages {sorted(dupes)}")
+    return Recipe(str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source)
+
+
+def load_recipe(path: str | Path) -> Recipe:
+    p = Path(path)
+    if not p.exists():
+        raise DataError(f"recipe not found: {p}")
+    try:
+        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
+    return parse_recipe(raw, source=str(p))

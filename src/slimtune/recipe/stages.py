@@ -1,0 +1,210 @@
+"""Recipe stages: each parses its own options (validated up front) and runs over a shared context.
+A stage adapts a library verb (``fit``, ``prune_``, distillation, export, quantize) — no logic lives here
+that the Python API lacks."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol
+
+import torch
+from torch import nn
+
+from slimtune._registry import Registry
+from slimtune.config import Config
+from slimtune.data.core import DataSplits
+from slimtune.distill.losses import DistillationTask, KDConfig
+from slimtune.errors import ConfigError
+from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
+from slimtune.models import build, save_model
+from slimtune.models.serialization import get_spec
+from slimtune.prune.unstructured import MagnitudePruneConfig, MaskCallback, prune_
+from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx
+from slimtune.recipe.schema import ModelRef
+from slimtune.train.loop import TrainConfig, fit
+
+
+@dataclass
+class Context:
+    data: DataSplits
+    model: nn.Module
+    resume: bool = False
+    progress: bool | None = None
+    masks: dict[str, torch.Tensor] | None = None  # pruning masks that later training must keep
+
+
+@dataclass
+class StageOutput:
+    artifact: Path
+    model: nn.Module | None = None  # the new torch model, when the stage produced one
+    onnx: Path | None = None  # an ONNX artefact to measure in ONNX Runtime instead
+    parity: dict[str, float] | None = None
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+class Stage(Protocol):
+    def parse(self, raw: dict[str, Any], *, where: str) -> Any: ...
+    def run(self, ctx: Context, cfg: Any, out: Path) -> StageOutput: ...
+
+
+STAGES: Registry[Stage] = Registry("stage")
+PRUNE_METHODS: Registry[type[Config]] = Registry("pruning method")
+QUANT_METHODS: Registry[type[Config]] = Registry("quantization method")
+PRUNE_METHODS.add("magnitude", MagnitudePruneConfig, help="unstructured magnitude pruning, global or per layer")
+QUANT_METHODS.add("ort-dynamic-int8", OrtDynamicInt8Config, help="ONNX Runtime dynamic int8 (weights int8)")
+
+
+def _train(ctx: Context, model: nn.Module, cfg: TrainConfig, out: Path, *, desc: str, task: Any = None) -> None:
+    callbacks = [MaskCallback(ctx.masks)] if ctx.masks else []
+    fit(
+        model,
+        ctx.data,
+        config=cfg,
+        task=task,
+        callbacks=callbacks,
+        checkpoint_dir=out / "checkpoints",
+        resume=ctx.resume,
+        progress=ctx.progress,
+        desc=desc,
+    )
+
+
+def _save(model: nn.Module, out: Path) -> Path:
+    return save_model(model, out / "model")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainStageConfig(Config):
+    train: TrainConfig = TrainConfig()
+
+
+class TrainStage:
+    """Train (or fine-tune) the current model on the recipe's data."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> TrainStageConfig:
+        return TrainStageConfig.from_dict(raw, where=where)
+
+    def run(self, ctx: Context, cfg: TrainStageConfig, out: Path) -> StageOutput:
+        _train(ctx, ctx.model, cfg.train, out, desc="train")
+        return StageOutput(_save(ctx.model, out), model=ctx.model)
+
+
+@dataclass(frozen=True)
+class PruneStageConfig:
+    method: str
+    config: Config
+    recovery: TrainConfig | None
+
+
+class PruneStage:
+    """Prune by a registered method, then recover accuracy by fine-tuning with the masks held."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> PruneStageConfig:
+        raw = dict(raw)
+        method = raw.pop("method", "magnitude")
+        recovery = raw.pop("recovery", None)
+        cfg = PRUNE_METHODS.get(method).from_dict(raw, where=where)
+        rec = TrainConfig.from_dict(recovery, where=f"{where}.recovery") if recovery is not None else None
+        return PruneStageConfig(method, cfg, rec)
+
+    def run(self, ctx: Context, cfg: PruneStageConfig, out: Path) -> StageOutput:
+        assert isinstance(cfg.config, MagnitudePruneConfig)
+        ctx.masks = prune_(ctx.model, cfg.config)
+        if cfg.recovery is not None:
+            _train(ctx, ctx.model, cfg.recovery, out, desc="recover")
+        return StageOutput(_save(ctx.model, out), model=ctx.model)
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillStageConfig(Config):
+    student: ModelRef
+    kd: KDConfig = KDConfig()
+    train: TrainConfig = TrainConfig()
+
+
+class DistillStage:
+    """Train a new student from the current model's soft targets; the student becomes the current model."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> DistillStageConfig:
+        cfg = DistillStageConfig.from_dict(raw, where=where)
+        if cfg.student.name is None:
+            raise ConfigError(f"{where}.student: give a registered model 'name' (and 'options')")
+        return cfg
+
+    def run(self, ctx: Context, cfg: DistillStageConfig, out: Path) -> StageOutput:
+        assert cfg.student.name is not None
+        data = ctx.data
+        torch.manual_seed(cfg.train.seed)
+        teacher_spec: dict[str, Any] = getattr(ctx.model, "slimtune_spec", {})
+        options = dict(cfg.student.options)
+        if data.kind == "text" and "vocab_size" in teacher_spec.get("options", {}):
+            options.setdefault("vocab_size", teacher_spec["options"]["vocab_size"])
+        student = build(cfg.student.name, input_shape=data.input_shape, num_classes=data.num_classes, **options)
+        if "preprocess" in teacher_spec:  # the student reads the same tokenized inputs
+            get_spec(student)["preprocess"] = teacher_spec["preprocess"]
+        task = DistillationTask(ctx.model, cfg.kd)
+        ctx.masks = None  # the student is a new, dense model
+        _train(ctx, student, cfg.train, out, desc="distill", task=task)
+        ctx.model = student
+        return StageOutput(_save(student, out), model=student)
+
+
+class ExportStage:
+    """Export the current model to ONNX (fp32) and check parity with PyTorch on the test split."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> ExportConfig:
+        return ExportConfig.from_dict(raw, where=where)
+
+    def run(self, ctx: Context, cfg: ExportConfig, out: Path) -> StageOutput:
+        x = _tensor(ctx.data.test.x)
+        path = export_onnx(ctx.model, x[:1], out / "model.onnx", opset=cfg.opset)
+        par = parity(ctx.model, path, x)
+        check_parity(
+            par,
+            what="fp32 export",
+            max_abs_diff=cfg.max_abs_diff,
+            min_argmax_agreement=cfg.min_argmax_agreement,
+        )
+        return StageOutput(path, onnx=path, parity=par)
+
+
+@dataclass(frozen=True)
+class QuantizeStageConfig:
+    method: str
+    config: Config
+    export: ExportConfig
+
+
+class QuantizeStage:
+    """Export to ONNX, quantize to int8 with ONNX Runtime, and check int8 parity against PyTorch."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> QuantizeStageConfig:
+        raw = dict(raw)
+        method = raw.pop("method", "ort-dynamic-int8")
+        export = ExportConfig.from_dict(raw.pop("export", None), where=f"{where}.export")
+        return QuantizeStageConfig(method, QUANT_METHODS.get(method).from_dict(raw, where=where), export)
+
+    def run(self, ctx: Context, cfg: QuantizeStageConfig, out: Path) -> StageOutput:
+        assert isinstance(cfg.config, OrtDynamicInt8Config)
+        x = _tensor(ctx.data.test.x)
+        fp32 = export_onnx(ctx.model, x[:1], out / "model.fp32.onnx", opset=cfg.export.opset)
+        int8 = out / "model.int8.onnx"
+        info = quantize_dynamic_onnx(fp32, int8, cfg.config)
+        fp32.unlink()  # the artefact of this stage is the int8 model alone
+        par = parity(ctx.model, int8, x)
+        check_parity(par, what="int8 model", max_abs_diff=None, min_argmax_agreement=cfg.export.min_argmax_agreement)
+        return StageOutput(int8, onnx=int8, parity=par, extra={"quantization": {"method": cfg.method, **info}})
+
+
+def _tensor(x: torch.Tensor | list[str]) -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise ConfigError("this stage needs tensor inputs; text must be tokenized first")
+    return x
+
+
+STAGES.add("train", TrainStage(), help="train or fine-tune the current model")
+STAGES.add("prune", PruneStage(), help="prune (method: magnitude) with recovery fine-tuning")
+STAGES.add("distill", DistillStage(), help="distil the current model into a smaller student")
+STAGES.add("export", ExportStage(), help="export to ONNX fp32 with a parity check")
+STAGES.add("quantize", QuantizeStage(), help="int8 in ONNX Runtime with a parity check")

@@ -1,0 +1,107 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+import yaml
+
+from slimtune.errors import ConfigError, OutputExistsError
+from slimtune.evaluate import Report
+from slimtune.recipe import builtin_recipe, load_recipe, parse_recipe, run_recipe
+
+
+def tiny_demo(limit: int = 500) -> dict:
+    """The built-in demo recipe on a small digits slice with short training."""
+    raw = yaml.safe_load(builtin_recipe("demo").read_text())
+    raw["data"]["limit"] = limit
+    for stage in raw["stages"]:
+        for key in ("train", "recovery"):
+            if key in stage:
+                stage[key].update(epochs=min(stage[key]["epochs"], 10), batch_size=32)
+    return raw
+
+
+def test_builtin_demo_recipe_is_valid() -> None:
+    recipe = load_recipe(builtin_recipe("demo"))
+    assert [s.kind for s in recipe.stages] == ["train", "prune", "distill", "quantize"]
+
+
+@pytest.mark.parametrize(
+    ("mutate", "message"),
+    [
+        (
+            lambda r: r["stages"][0]["train"].update(epoch=3),
+            r"stages\[1\] \(train\).train: unknown key 'epoch'",
+        ),
+        (lambda r: r["stages"][1].update(sparsity=1.5), r"sparsity must be in \[0, 1\), got 1.5"),
+        (lambda r: r["stages"][1].update(method="magnitud"), r"unknown pruning method 'magnitud'"),
+        (lambda r: r["stages"].append({"stage": "prnue"}), r"unknown stage 'prnue'.*did you mean 'prune'"),
+        (lambda r: r.update(dataa={}), r"unknown key 'dataa'.*did you mean 'data'"),
+        (lambda r: r["model"].update(name="mpl"), r"unknown model 'mpl'.*did you mean 'mlp'"),
+        (lambda r: r["stages"][2]["kd"].update(temperature=-1), r"temperature must be > 0"),
+        (lambda r: r["stages"][0]["train"].update(lr="fast"), r"lr: expected a number"),
+    ],
+)
+def test_bad_recipes_fail_before_any_work(mutate, message: str) -> None:  # type: ignore[no-untyped-def]
+    raw = tiny_demo()
+    mutate(raw)
+    with pytest.raises(ConfigError, match=message) as info:
+        parse_recipe(raw)
+    assert "\n" not in str(info.value)
+
+
+def test_demo_end_to_end_on_tiny_slice(tmp_path: Path) -> None:
+    report = run_recipe(parse_recipe(tiny_demo()), tmp_path / "out")
+    rows = {r.name: r for r in report.rows}
+    assert list(rows) == ["teacher", "prune", "student", "int8-onnx"]
+    assert rows["prune"].extra["sparsity"] >= 0.84
+    assert rows["student"].params <= rows["teacher"].params / 4
+    sizes = [r.bytes_on_disk for r in report.rows]
+    assert sizes == sorted(sizes, reverse=True) and len(set(sizes)) == 4
+    assert rows["int8-onnx"].parity is not None and rows["int8-onnx"].parity["argmax_agreement"] >= 0.99
+    for r in report.rows:
+        assert 0 < r.metrics["accuracy"] <= 1 and r.latency_ms["batch1"] > 0 and r.macs > 0
+    saved = json.loads((tmp_path / "out" / "report.json").read_text())
+    stage = saved["stages"][0]
+    for key in (
+        "name",
+        "artifact",
+        "metrics",
+        "params",
+        "nonzero_params",
+        "bytes_on_disk",
+        "macs",
+        "latency_ms",
+    ):
+        assert key in stage
+    assert {"accuracy", "f1_macro"} <= set(stage["metrics"]) and {"batch1", "batch32"} <= set(stage["latency_ms"])
+    assert "parity" in stage and saved["stages"][-1]["parity"]["argmax_agreement"] >= 0.99
+    assert (tmp_path / "out" / "report.html").read_text().count("<svg") == 2
+    assert not (tmp_path / "out" / "01-teacher" / "checkpoints").exists()
+
+
+def test_existing_output_is_not_overwritten_without_force(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "keep.txt").write_text("precious")
+    raw = tiny_demo()
+    raw["stages"] = raw["stages"][:1]
+    with pytest.raises(OutputExistsError, match="--force"):
+        run_recipe(parse_recipe(raw), out)
+    assert (out / "keep.txt").read_text() == "precious"
+    run_recipe(parse_recipe(raw), out, force=True)
+    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+
+
+def test_resume_skips_finished_stages(tmp_path: Path) -> None:
+    raw = tiny_demo()
+    out = tmp_path / "out"
+    first = run_recipe(parse_recipe({**raw, "stages": raw["stages"][:2]}), out)
+    marker = out / "01-teacher" / "stage.json"
+    stamp = marker.stat().st_mtime_ns
+    full = run_recipe(parse_recipe(raw), out, resume=True)
+    assert marker.stat().st_mtime_ns == stamp  # not re-run
+    assert [r.name for r in full.rows] == ["teacher", "prune", "student", "int8-onnx"]
+    assert full.rows[1].metrics == first.rows[1].metrics
+    assert Report.load(out).rows[-1].name == "int8-onnx"
