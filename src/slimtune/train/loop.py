@@ -11,6 +11,7 @@ from __future__ import annotations
 import copy
 import math
 import sys
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -98,15 +99,22 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
 
 
 def _batches(n: int, cfg: TrainConfig, epoch: int, rank: int, world: int) -> list[torch.Tensor]:
-    """Global batches from a per-epoch seeded permutation; each rank takes its share of every batch."""
+    """Global batches from a per-epoch seeded permutation; each rank takes an equal share of every batch.
+
+    With ``world > 1`` a global batch is cut to a multiple of ``world`` (its last few examples, which
+    differ every epoch because the permutation does) and a batch smaller than ``world`` is skipped:
+    DDP averages the ranks' mean gradients, which is the mean gradient of the global batch only when
+    every rank holds the same number of examples. With ``world == 1`` every example is used.
+    """
     g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
     perm = torch.randperm(n, generator=g)
     out = []
     for i in range(0, n, cfg.batch_size):
         batch = perm[i : i + cfg.batch_size]
-        if len(batch) < world:
+        keep = len(batch) - len(batch) % world
+        if keep == 0:
             continue
-        out.append(batch[rank::world])
+        out.append(batch[:keep][rank::world])
     return out
 
 
@@ -122,30 +130,85 @@ def fit(
     progress: bool | None = None,
     desc: str = "train",
 ) -> FitResult:
-    """Train ``model`` in place on ``data.train``, validating on ``data.val`` after every epoch."""
+    """Train ``model`` in place on ``data.train``, validating on ``data.val`` after every epoch.
+
+    Under ``torchrun`` (``WORLD_SIZE > 1``) this trains with DistributedDataParallel; see
+    :mod:`slimtune.train.ddp` for the launch command and what is kept identical across ranks.
+    """
     train, val = data.train, data.val
     if not isinstance(train.x, torch.Tensor) or not isinstance(val.x, torch.Tensor):
         raise DataError("fit needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
     if len(train) == 0:
         raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
-    task = task or ClassificationTask()
-    distributed = ddp.init_if_needed()
-    rank, world = ddp.world()
+    device = next(model.parameters(), torch.empty(0)).device
+    with ddp.process_group(device) as distributed:
+        return _fit(
+            model,
+            data,
+            config=config,
+            task=task or ClassificationTask(),
+            callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir,
+            resume=resume,
+            progress=progress,
+            desc=desc,
+            distributed=distributed,
+        )
+
+
+def _load_checkpoint(ckpt: Path | None, resume: bool, distributed: bool) -> dict[str, Any] | None:
+    """The checkpoint to resume from, or None. Under DDP rank 0 reads it and sends it to every rank
+    (an error reading it is raised on every rank, so none is left waiting)."""
+    if not resume or ckpt is None:
+        return None
+    if not distributed:
+        return torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
+    saved: dict[str, Any] | BaseException | None = None
+    if ddp.is_main() and ckpt.exists():
+        try:
+            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+        except Exception as exc:
+            saved = exc
+    saved = ddp.broadcast_object(saved)
+    if isinstance(saved, BaseException):
+        raise saved
+    return saved
+
+
+def _fit(
+    model: nn.Module,
+    data: DataSplits,
+    *,
+    config: TrainConfig,
+    task: Task,
+    callbacks: Sequence[Callback],
+    checkpoint_dir: str | Path | None,
+    resume: bool,
+    progress: bool | None,
+    desc: str,
+    distributed: bool,
+) -> FitResult:
+    train, val = data.train, data.val
+    assert isinstance(train.x, torch.Tensor)
+    rank, world = ddp.world() if distributed else (0, 1)
+    if distributed and rank == 0 and config.batch_size % world:
+        warnings.warn(
+            f"batch_size {config.batch_size} is not a multiple of the {world} ranks; each batch is cut to "
+            f"{config.batch_size - config.batch_size % world} examples so every rank gets an equal share",
+            stacklevel=3,
+        )
     torch.manual_seed(config.seed)
     params = [p for p in model.parameters() if p.requires_grad]
     optimizer = _optimizer(params, config)
     steps_per_epoch = len(_batches(len(train), config, 0, 0, world))
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
-    net: nn.Module = model
-    if distributed:
-        net = nn.parallel.DistributedDataParallel(model)
     state = LoopState(model=model, optimizer=optimizer)
     result = FitResult()
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, start_epoch = 0, 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-    if resume and ckpt is not None and ckpt.exists():
-        saved = torch.load(ckpt, map_location="cpu", weights_only=True)
+    saved = _load_checkpoint(ckpt, resume, distributed)
+    if saved is not None:
         if saved["config"] != config.to_dict():
             raise ConfigError(f"cannot resume from {ckpt}: it was written with a different training config")
         model.load_state_dict(saved["model"])
@@ -154,8 +217,12 @@ def fit(
         start_epoch, bad_epochs = saved["epoch"], saved["bad_epochs"]
         best_state, result.history = saved["best_state"], saved["history"]
         result.best_epoch, result.best_val_accuracy = saved["best_epoch"], saved["best_val_accuracy"]
+    net: nn.Module = model
+    if distributed:
+        # after any resume; the wrapper broadcasts rank 0's parameters and buffers to every rank
+        net = nn.parallel.DistributedDataParallel(model)
     state.history = result.history
-    show = ddp.is_main() and (sys.stderr.isatty() if progress is None else progress)
+    show = rank == 0 and (sys.stderr.isatty() if progress is None else progress)
     bar = _progress_bar(show, total=steps_per_epoch * config.epochs, initial=steps_per_epoch * start_epoch, desc=desc)
     for cb in callbacks:
         cb.on_fit_start(state)
@@ -184,7 +251,17 @@ def fit(
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / count:.4f}")
-        val_acc, val_loss = _accuracy(model, val) if len(val) else (float("nan"), float("nan"))
+        if distributed:
+            # the last forward updated each rank's buffers from its own shard: make them rank 0's again,
+            # and make the epoch's train loss the global mean rather than rank 0's shard
+            ddp.sync_buffers(model)
+            total, count_f = ddp.all_reduce_sum([total, count])
+            count = round(count_f)
+        val_acc, val_loss = float("nan"), float("nan")
+        if len(val) and rank == 0:
+            val_acc, val_loss = _accuracy(model, val)
+        # every rank takes rank 0's numbers, so early stopping and the best epoch agree everywhere
+        val_acc, val_loss = ddp.broadcast_floats([val_acc, val_loss])
         result.history.append(
             {
                 "epoch": epoch + 1,
@@ -201,8 +278,11 @@ def fit(
         for cb in callbacks:
             cb.on_epoch_end(state)
         stop = config.patience is not None and bad_epochs >= config.patience
-        if ckpt is not None and ddp.is_main():
-            _save_checkpoint(ckpt, model, optimizer, scheduler, config, epoch + 1, bad_epochs, best_state, result)
+        if ckpt is not None:
+            if rank == 0:
+                _save_checkpoint(ckpt, model, optimizer, scheduler, config, epoch + 1, bad_epochs, best_state, result)
+            if distributed:
+                ddp.barrier()  # no rank moves on (or returns) before the checkpoint is on disk
         if stop:
             break
     if bar is not None:

@@ -1,0 +1,183 @@
+"""DistributedDataParallel under torchrun: two CPU processes (gloo) against one plain process.
+
+Each run is a real subprocess: a plain ``python script.py`` or
+``python -m torch.distributed.run --standalone --nproc_per_node=2 script.py``. Every rank writes its
+own JSON (history, best epoch, test accuracy, weight checksum) and weights, so the test can check both
+that the ranks agree with each other (exactly) and that two processes agree with one (closely).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+SCRIPT = textwrap.dedent(
+    """
+    import contextlib, hashlib, json, os, signal, sys
+    import torch
+    import torch.distributed as dist
+    from slimtune.data import load
+    from slimtune.models import build
+    from slimtune.train import Callback, TrainConfig, fit, predict
+
+    out, kill_epoch = sys.argv[1], int(sys.argv[2])
+    rank, world = int(os.environ.get("RANK", 0)), int(os.environ.get("WORLD_SIZE", 1))
+
+    class KillRank0(Callback):
+        def on_step_end(self, state):
+            if rank == 0 and state.epoch == kill_epoch and state.step == 3:
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    def sha(model):
+        h = hashlib.sha256()
+        for k, v in model.state_dict().items():
+            h.update(k.encode())
+            h.update(v.detach().contiguous().numpy().tobytes())
+        return h.hexdigest()
+
+    def run(name, model, cfg, callbacks=()):
+        # per-rank checkpoint dirs: shows that only rank 0 writes, and that resume needs no shared disk
+        ckpt = os.path.join(out, f"ckpt-{name}.{rank}")
+        with open(os.path.join(out, f"stderr-{name}.{rank}.txt"), "w") as err, contextlib.redirect_stderr(err):
+            result = fit(model, data, config=cfg, checkpoint_dir=ckpt, resume=True, progress=True,
+                         desc=f"fit-{name}", callbacks=callbacks)
+        acc = float((predict(model, data.test.x).argmax(1) == data.test.y).float().mean())
+        torch.save(model.state_dict(), os.path.join(out, f"weights-{name}.{rank}.pt"))
+        return {"history": result.history, "best_epoch": result.best_epoch, "test_acc": acc, "sha": sha(model),
+                "group_after_fit": dist.is_initialized()}
+
+    data = load("digits", seed=0, limit=600)  # 420 train examples
+    report = {"rank": rank, "world": world}
+
+    # 420 = 14 batches of 30 = 14 x (2 ranks x 15): every shard has the same size, so the 2-rank update is
+    # the 1-rank update up to float summation order. restore_best and patience are on.
+    torch.manual_seed(0)
+    mlp = build("mlp", input_shape=data.input_shape, num_classes=10, hidden=[64])
+    cfg = TrainConfig(epochs=5, batch_size=30, lr=5e-3, seed=1, patience=3, restore_best=True)
+    report["mlp"] = run("mlp", mlp, cfg, [KillRank0()])
+
+    if kill_epoch < 0:
+        # BatchNorm, and a process group the script created itself (fit must leave it alone)
+        if world > 1:
+            dist.init_process_group("gloo")
+        torch.manual_seed(rank)  # different initial weights per rank: DDP must start from rank 0's
+        cnn = build("resnet-small", input_shape=data.input_shape, num_classes=10, widths=[8], blocks=1)
+        report["bn"] = run("bn", cnn, TrainConfig(epochs=2, batch_size=32, lr=1e-2, seed=2))
+        if world > 1:
+            shas = [None] * world
+            dist.all_gather_object(shas, report["bn"]["sha"])
+            report["bn"]["all_sha"] = shas
+            dist.destroy_process_group()
+
+    with open(os.path.join(out, f"report.{rank}.json"), "w") as f:
+        json.dump(report, f)
+    """
+)
+
+# The two runs are not bit-identical only because DDP sums two half-batch mean gradients (and
+# all-reduces them) where one process sums the whole batch: float32 summation order, ~1e-7 relative
+# per step. Over 70 Adam steps that stays far below these bounds (the measured gap is ~1e-6); the
+# bounds are loose enough for other CPUs/BLAS builds yet tight enough that any real mismatch (unequal
+# shards, a rank's gradient counted twice, a missed all-reduce, rank 0's loss logged alone) fails.
+WEIGHT_ATOL = 1e-4  # max |w_1proc - w_2proc| over all parameters
+LOSS_ATOL = 1e-4  # train/val loss per epoch in the history
+ACC_ATOL = 1.5 / 120  # test accuracy: at most one of the 120 test examples may flip
+
+
+def _run(cmd: list[str], out: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    env.pop("RANK", None)
+    return subprocess.run(cmd, env=env, capture_output=True, text=True, timeout=120, cwd=out)
+
+
+def _torchrun(script: Path, out: Path, kill_epoch: int = -1) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
+    cmd += ["--monitor-interval=0.1", str(script), str(out), str(kill_epoch)]
+    return _run(cmd, out)
+
+
+def _report(out: Path, rank: int) -> dict[str, Any]:
+    return json.loads((out / f"report.{rank}.json").read_text())
+
+
+def _weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
+    return torch.load(out / f"weights-{name}.{rank}.pt", weights_only=True)
+
+
+def _check(proc: subprocess.CompletedProcess[str]) -> None:
+    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
+
+
+@pytest.fixture(scope="module")
+def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    root = tmp_path_factory.mktemp("ddp")
+    script = root / "script.py"
+    script.write_text(SCRIPT)
+    dirs = {name: root / name for name in ("single", "ddp", "resumed")}
+    for d in dirs.values():
+        d.mkdir()
+    _check(_run([sys.executable, str(script), str(dirs["single"]), "-1"], dirs["single"]))
+    _check(_torchrun(script, dirs["ddp"]))
+    killed = _torchrun(script, dirs["resumed"], kill_epoch=2)  # rank 0 SIGKILLed mid-epoch 3
+    assert killed.returncode != 0 and not (dirs["resumed"] / "report.0.json").exists()
+    _check(_torchrun(script, dirs["resumed"]))
+    return dirs
+
+
+def test_two_ranks_match_one_process(runs: dict[str, Path]) -> None:
+    one, two = _report(runs["single"], 0)["mlp"], _report(runs["ddp"], 0)["mlp"]
+    assert one["best_epoch"] == two["best_epoch"]
+    assert abs(one["test_acc"] - two["test_acc"]) <= ACC_ATOL and one["test_acc"] > 0.8
+    assert len(one["history"]) == len(two["history"])
+    for h1, h2 in zip(one["history"], two["history"]):
+        assert abs(h1["train_loss"] - h2["train_loss"]) <= LOSS_ATOL, (h1, h2)
+        assert abs(h1["val_loss"] - h2["val_loss"]) <= LOSS_ATOL, (h1, h2)
+        assert abs(h1["val_accuracy"] - h2["val_accuracy"]) <= 1.5 / 60, (h1, h2)
+    w1, w2 = _weights(runs["single"], "mlp", 0), _weights(runs["ddp"], "mlp", 0)
+    assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= WEIGHT_ATOL
+
+
+@pytest.mark.parametrize("name", ["mlp", "bn"])
+def test_ranks_end_identical(runs: dict[str, Path], name: str) -> None:
+    r0, r1 = _report(runs["ddp"], 0), _report(runs["ddp"], 1)
+    assert (r0["world"], r1["world"]) == (2, 2)
+    a, b = r0[name], r1[name]
+    # same weights and buffers (BatchNorm running stats included), same history, same decisions
+    assert a["sha"] == b["sha"]
+    assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
+    wa, wb = _weights(runs["ddp"], name, 0), _weights(runs["ddp"], name, 1)
+    assert all(torch.equal(wa[k], wb[k]) for k in wa)
+    if name == "bn":
+        assert a["all_sha"] == [a["sha"], a["sha"]]
+        assert any("running_mean" in k for k in wa)
+
+
+def test_process_group_destroyed_only_if_fit_created_it(runs: dict[str, Path]) -> None:
+    for rank in (0, 1):
+        report = _report(runs["ddp"], rank)
+        assert report["mlp"]["group_after_fit"] is False  # fit created it, fit destroyed it
+        assert report["bn"]["group_after_fit"] is True  # the script created it: left alone
+
+
+def test_only_rank0_writes_checkpoints_and_progress(runs: dict[str, Path]) -> None:
+    out = runs["ddp"]
+    for name in ("mlp", "bn"):
+        assert (out / f"ckpt-{name}.0" / "last.pt").exists()
+        assert not (out / f"ckpt-{name}.1").exists()
+        assert f"fit-{name}" in (out / f"stderr-{name}.0.txt").read_text()
+        assert (out / f"stderr-{name}.1.txt").read_text() == ""
+
+
+def test_resume_after_kill_under_ddp_matches_uninterrupted(runs: dict[str, Path]) -> None:
+    for rank in (0, 1):
+        done, resumed = _report(runs["ddp"], rank)["mlp"], _report(runs["resumed"], rank)["mlp"]
+        assert resumed == done
