@@ -9,17 +9,12 @@ import yaml
 from slimtune.errors import ConfigError, OutputExistsError
 from slimtune.evaluate import Report
 from slimtune.recipe import builtin_recipe, load_recipe, parse_recipe, run_recipe
+from slimtune.testing import shrink_recipe
 
 
 def tiny_demo(limit: int = 500) -> dict:
     """The built-in demo recipe on a small digits slice with short training."""
-    raw = yaml.safe_load(builtin_recipe("demo").read_text())
-    raw["data"]["limit"] = limit
-    for stage in raw["stages"]:
-        for key in ("train", "recovery"):
-            if key in stage:
-                stage[key].update(epochs=min(stage[key]["epochs"], 10), batch_size=32)
-    return raw
+    return shrink_recipe(yaml.safe_load(builtin_recipe("demo").read_text()), limit=limit)
 
 
 def test_builtin_demo_recipe_is_valid() -> None:
