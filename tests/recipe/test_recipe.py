@@ -100,3 +100,15 @@ def test_resume_skips_finished_stages(tmp_path: Path) -> None:
     assert [r.name for r in full.rows] == ["teacher", "prune", "student", "int8-onnx"]
     assert full.rows[1].metrics == first.rows[1].metrics
     assert Report.load(out).rows[-1].name == "int8-onnx"
+
+
+def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
+    raw = tiny_demo()
+    raw["stages"] = raw["stages"][:1]
+    run_recipe(parse_recipe(raw), tmp_path / "out")
+    raw["stages"][0]["train"]["lr"] = 0.01
+    with pytest.raises(ConfigError, match="stage '01-teacher' was run with other options"):
+        run_recipe(parse_recipe(raw), tmp_path / "out", resume=True)
+    raw["data"]["seed"] = 7
+    with pytest.raises(ConfigError, match="different 'data' section"):
+        run_recipe(parse_recipe(raw), tmp_path / "out", resume=True)

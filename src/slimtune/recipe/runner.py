@@ -11,12 +11,14 @@ from typing import Any
 from torch import nn
 
 from slimtune._io import prepare_out_dir, write_text
+from slimtune.errors import ConfigError
 from slimtune.evaluate.report import Report, StageRow
 from slimtune.recipe.measure import measure_onnx, measure_torch
 from slimtune.recipe.schema import Recipe, load_recipe
 from slimtune.recipe.stages import STAGES, Context, StageOutput
 
 STAGE_DONE = "stage.json"
+RECIPE_COPY = "recipe.json"
 
 
 def run_recipe(
@@ -36,6 +38,7 @@ def run_recipe(
         recipe = load_recipe(recipe)
     say = log or (lambda msg: None)
     out_dir = prepare_out_dir(out, force=force, resume=resume)
+    _check_same_recipe(out_dir / RECIPE_COPY, recipe, resume=resume)
     data, preprocess = load_data(recipe.data, recipe.model)
     say(f"data: {data.summary()}")
     model = load_start_model(recipe.model, data, preprocess)
@@ -44,8 +47,9 @@ def run_recipe(
     for i, spec in enumerate(recipe.stages, 1):
         stage_dir = out_dir / f"{i:02d}-{spec.label}"
         done = stage_dir / STAGE_DONE
+        raw_stage = recipe.raw["stages"][i - 1] if recipe.raw else {}
         if resume and done.exists():
-            row = _restore(ctx, done)
+            row = _restore(ctx, done, raw_stage)
             say(f"[{i}/{len(recipe.stages)}] {spec.label}: already done, loaded from {stage_dir}")
         else:
             say(f"[{i}/{len(recipe.stages)}] {spec.label} ...")
@@ -56,11 +60,26 @@ def run_recipe(
                 ctx.model = result.model
             row = _measure(spec.label, result, ctx)
             row.extra["seconds"] = round(time.perf_counter() - t0, 2)
-            write_text(done, json.dumps({"row": row.to_dict(), "has_model": result.model is not None}, indent=2))
+            saved = {"row": row.to_dict(), "has_model": result.model is not None, "stage": raw_stage}
+            write_text(done, json.dumps(saved, indent=2, default=str))
             shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
         report.add(row)
     report.write(out_dir)
     return report
+
+
+def _check_same_recipe(path: Path, recipe: Recipe, *, resume: bool) -> None:
+    """Keep the recipe beside its outputs; refuse to resume a folder made from other data or another model.
+    (Stages are checked one by one in ``_restore``, so appending stages to a finished run is fine.)"""
+    if resume and path.exists():
+        before = json.loads(path.read_text())
+        for key in ("data", "model"):
+            if before.get(key) != recipe.raw.get(key):
+                raise ConfigError(
+                    f"cannot resume in '{path.parent}': it was made by a recipe with a different '{key}' section; "
+                    "use a new --out or --force"
+                )
+    write_text(path, json.dumps(recipe.raw, indent=2, default=str))
 
 
 def _measure(label: str, result: StageOutput, ctx: Context) -> StageRow:
@@ -72,11 +91,16 @@ def _measure(label: str, result: StageOutput, ctx: Context) -> StageRow:
     return row
 
 
-def _restore(ctx: Context, done: Path) -> StageRow:
+def _restore(ctx: Context, done: Path, raw_stage: dict[str, Any]) -> StageRow:
     from slimtune.models import load_model
     from slimtune.prune.unstructured import masks_from_zeros
 
     saved = json.loads(done.read_text())
+    if saved.get("stage") != json.loads(json.dumps(raw_stage, default=str)):
+        raise ConfigError(
+            f"cannot resume: stage '{done.parent.name}' was run with other options than the recipe now gives; "
+            "use a new --out or --force"
+        )
     if saved["has_model"]:
         model: nn.Module = load_model(done.parent / "model")
         ctx.model = model

@@ -52,6 +52,7 @@ class Recipe:
     model: ModelRef
     stages: tuple[StageSpec, ...]
     source: str = "<dict>"
+    raw: dict[str, Any] = field(default_factory=dict, compare=False)
 
 
 TOP_KEYS = ("name", "data", "model", "stages")
@@ -89,7 +90,7 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
     dupes = {lab for lab in labels if labels.count(lab) > 1}
     if dupes:
         raise ConfigError(f"stage labels must be unique; give a 'label:' to repeated stages {sorted(dupes)}")
-    return Recipe(str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source)
+    return Recipe(str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw)
 
 
 def load_recipe(path: str | Path) -> Recipe:
