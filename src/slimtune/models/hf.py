@@ -238,8 +238,9 @@ def minilm_l6(
 
 
 def hf_model(
-    *, input_shape: Sequence[int], num_classes: int, path: str, label_names: Sequence[str] | None = None
+    *, input_shape: Sequence[int], num_classes: int, path: str | None = None, label_names: Sequence[str] | None = None
 ) -> HFClassifier:
     """any Hugging Face model folder, pretrained, with a new head; options: path; text only"""
     length = _sequence_length("hf", input_shape)
-    return load_hf_classifier(check_folder(path), num_classes=num_classes, label_names=label_names, max_length=length)
+    folder = resolve_folder("hf", {"path": path})
+    return load_hf_classifier(folder, num_classes=num_classes, label_names=label_names, max_length=length)

@@ -15,8 +15,12 @@ from torch import nn
 
 from slimtune.data.core import DataSplits, Split
 from slimtune.errors import ConfigError
+from slimtune.models import hf
 
 if TYPE_CHECKING:
+    from tokenizers import Tokenizer
+
+    from slimtune.data.text import WordTokenizer
     from slimtune.recipe.schema import DataRef, ModelRef
 
 
@@ -26,14 +30,55 @@ def load_data(data_ref: DataRef, model_ref: ModelRef) -> tuple[DataSplits, dict[
     data = load(data_ref.name, seed=data_ref.seed, limit=data_ref.limit)
     if data.kind != "text":
         return data, {}
+    tokenizer = _hf_tokenizer(model_ref, max_length=data_ref.max_length)
+    if tokenizer is not None:
+        return hf_tokenize_splits(data, tokenizer)
+    if model_ref.load is not None:  # a saved transformer-small carries its word tokenizer
+        from slimtune.data.text import WordTokenizer
+        from slimtune.models.serialization import read_spec
+
+        pre = read_spec(model_ref.load).get("preprocess", {})
+        if "tokenizer" in pre:
+            saved = WordTokenizer.from_dict(pre["tokenizer"])
+            return tokenize_splits(data, max_length=pre["max_length"], tokenizer=saved)
     return tokenize_splits(data, max_length=data_ref.max_length)
 
 
-def tokenize_splits(data: DataSplits, *, max_length: int, vocab_size: int = 8000) -> tuple[DataSplits, dict[str, Any]]:
+def _hf_tokenizer(model_ref: ModelRef, *, max_length: int) -> Tokenizer | None:
+    """The Hugging Face tokenizer of the model: from its folder, or the one a saved model carries."""
+    if model_ref.name in hf.HF_NAMES:
+        return hf.load_tokenizer(hf.resolve_folder(model_ref.name, model_ref.options), max_length=max_length)
+    if model_ref.load is not None:
+        from slimtune.models.serialization import read_spec
+
+        spec = read_spec(model_ref.load)
+        if "hf_tokenizer" in spec.get("preprocess", {}):
+            return hf.tokenizer_from_spec(spec)
+    return None
+
+
+def hf_tokenize_splits(data: DataSplits, tokenizer: Tokenizer) -> tuple[DataSplits, dict[str, Any]]:
+    """Token ids from a Hugging Face tokenizer (it pads to a fixed length) and the preprocess entry."""
+
+    def enc(split: Split) -> Split:
+        assert isinstance(split.x, list)
+        return Split(hf.encode(tokenizer, split.x), split.y)
+
+    train = enc(data.train)
+    assert isinstance(train.x, torch.Tensor)
+    length = int(train.x.shape[1])
+    encoded = replace(data, train=train, val=enc(data.val), test=enc(data.test), input_shape=(length,))
+    return encoded, hf.tokenizer_preprocess(tokenizer, max_length=length)
+
+
+def tokenize_splits(
+    data: DataSplits, *, max_length: int, vocab_size: int = 8000, tokenizer: WordTokenizer | None = None
+) -> tuple[DataSplits, dict[str, Any]]:
+    """Token ids from slimtune's word tokenizer: ``tokenizer`` if given, else one fitted on the train split."""
     from slimtune.data.text import WordTokenizer
 
     assert isinstance(data.train.x, list)
-    tok = WordTokenizer.fit(data.train.x, vocab_size=vocab_size)
+    tok = tokenizer or WordTokenizer.fit(data.train.x, vocab_size=vocab_size)
 
     def enc(split: Split) -> Split:
         assert isinstance(split.x, list)
@@ -51,7 +96,9 @@ def load_start_model(model_ref: ModelRef, data: DataSplits, preprocess: dict[str
     else:
         assert model_ref.name is not None
         options = dict(model_ref.options)
-        if data.kind == "text":
+        if model_ref.name in hf.HF_NAMES:
+            options.setdefault("label_names", data.label_names)
+        elif data.kind == "text":
             if model_ref.name != "transformer-small":
                 raise ConfigError(
                     f"model '{model_ref.name}' takes no token ids; "
