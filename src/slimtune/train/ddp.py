@@ -9,9 +9,11 @@ every rank an equal share of every global batch::
     python -m torch.distributed.run --standalone --nproc_per_node=2 train.py
 
 torchrun sets ``OMP_NUM_THREADS=1`` for each process unless it is already set; set it yourself to
-give each rank more cores.
+give each rank more cores. With ``fit(..., checkpoint_dir=..., resume=True)``, adding
+``--max-restarts=N`` makes torchrun restart all workers after one crashes, and they continue from the
+last finished epoch.
 
-What stays the same as in one process:
+What to expect, compared with one process:
 
 - ``batch_size`` is the *global* batch; each of the ``W`` ranks trains on ``batch_size / W`` examples
   of it. A batch whose size is not a multiple of ``W`` is cut to one (the cut examples differ each
@@ -20,8 +22,8 @@ What stays the same as in one process:
   last batch divisible by ``W`` the updates match a single-process run up to float summation order.
 - Validation runs on rank 0 only and its numbers are broadcast, so early stopping, the best epoch and
   ``restore_best`` decide the same on every rank; ``train_loss`` in the history is the global mean.
-- Only rank 0 shows the progress bar and writes checkpoints; on ``resume`` rank 0 reads the
-  checkpoint and sends it to the other ranks (no shared file system needed).
+- Only rank 0 shows the progress bar (its running loss is rank 0's shard) and writes checkpoints;
+  on ``resume`` rank 0 reads the checkpoint and sends it to the other ranks (no shared disk needed).
 - Buffers (BatchNorm running statistics, pruning masks) follow DDP's ``broadcast_buffers``: rank 0's
   are copied to every rank before each forward and again after every epoch, so all ranks end with
   identical weights and buffers. BatchNorm batch statistics in training are per rank (per shard),
@@ -40,6 +42,8 @@ import torch.distributed as dist
 from torch import nn
 
 T = TypeVar("T")
+
+_generation = 0  # process groups this module has created so far
 
 
 def world() -> tuple[int, int]:
@@ -68,8 +72,25 @@ def init_if_needed(device: torch.device | None = None) -> bool:
     if not _wanted():
         return False
     if not dist.is_initialized():
-        dist.init_process_group(backend=_backend(device))
+        _init_process_group(_backend(device))
     return True
+
+
+def _init_process_group(backend: str) -> None:
+    """``init_process_group`` through torchrun's store under a fresh key prefix each time.
+
+    ``fit`` creates and destroys a group per call, and a plain env:// re-init after
+    ``destroy_process_group`` reuses the previous group's store keys, as does a worker that torchrun
+    restarted after a crash (the agent's store outlives its workers): a rank may then read another's
+    stale address and fail to connect. The prefix names the restart and this process's group count;
+    every rank creates the same groups in the same order, so the prefixes agree.
+    """
+    global _generation
+    _generation += 1
+    store, rank, world_size = next(dist.rendezvous("env://"))
+    restart = os.environ.get("TORCHELASTIC_RESTART_COUNT", "0")
+    prefixed = dist.PrefixStore(f"slimtune/restart-{restart}/pg-{_generation}/", store)
+    dist.init_process_group(backend=backend, store=prefixed, rank=rank, world_size=world_size)
 
 
 @contextmanager
