@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -35,8 +36,19 @@ def _metrics(logits: np.ndarray, data: DataSplits) -> dict[str, Any]:
     return classification_metrics(data.test.y.numpy(), logits.argmax(1), num_classes=data.num_classes)
 
 
+def _repeats(run: Callable[[Any], Any], batch: Any, *, budget_s: float = 0.3) -> int:
+    """Enough repeats for a stable median: about ``budget_s`` of timed calls, at least 20, at most 1000."""
+    for _ in range(10):  # warm-up: lazy initialisation, allocator, thread pools
+        run(batch)
+    start = time.perf_counter()
+    run(batch)
+    once = max(time.perf_counter() - start, 1e-6)
+    return int(min(1000, max(20, budget_s / once)))
+
+
 def _speed(run: Callable[[Any], Any], make: Callable[[int], Any]) -> tuple[dict[str, Any], float]:
-    lat = measure_latency(run, make, batch_sizes=BATCHES, warmup=5, repeats=30)
+    repeats = _repeats(run, make(1))
+    lat = measure_latency(run, make, batch_sizes=BATCHES, warmup=10, repeats=repeats)
     peak = measure_peak_memory(run, make(BATCHES[-1]))
     return lat, float(peak.mib)
 
