@@ -19,6 +19,7 @@ from torch import nn
 
 from slimtune._io import atomic_path, write_text
 from slimtune.errors import ConfigError, DataError, UnsupportedModelError
+from slimtune.models.structure import describe, restore
 
 FORMAT_VERSION = 1
 SPEC_FILE, WEIGHTS_FILE = "spec.json", "model.safetensors"
@@ -76,6 +77,7 @@ def save_model(
     state = model.state_dict()
     tensors, sparse_names = encode_state(state, sparse=sparse)
     spec["format_version"] = FORMAT_VERSION
+    spec["layers"] = describe(model)  # rebuilds shrunk/removed layers after structured pruning
     spec["sparse"] = {n: {"shape": list(state[n].shape)} for n in sparse_names}
     if extra:
         spec["extra"] = {**spec.get("extra", {}), **extra}
@@ -104,6 +106,8 @@ def load_model(folder: str | Path) -> nn.Module:
 
     spec = read_spec(folder)
     model = rebuild(spec)
+    if "layers" in spec:
+        restore(model, spec["layers"])
     weights = Path(folder) / WEIGHTS_FILE
     if not weights.exists():
         raise DataError(f"'{folder}' has a spec but no {WEIGHTS_FILE}; the save was incomplete")
