@@ -287,7 +287,7 @@ def _complete(points: list[tuple[str, float | None, float | None]]) -> list[tupl
 
 
 def _env_value(value: Any) -> str:
-    return value if isinstance(value, str) else json.dumps(value, default=_json_default)
+    return value if isinstance(value, str) else json.dumps(value, default=_json_default, ensure_ascii=False)
 
 
 def _throughput(row: StageRow) -> str:

@@ -94,7 +94,7 @@ def measure_onnx(
 ) -> StageRow:
     assert isinstance(data.test.x, torch.Tensor)
     x = data.test.x.numpy()
-    session = ort_session(path)
+    session = ort_session(path, threads=torch.get_num_threads())  # same threads as the torch rows
     input_name = session.get_inputs()[0].name
     make = _batch_maker(data.test.x)
 
