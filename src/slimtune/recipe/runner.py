@@ -60,7 +60,8 @@ def run_recipe(
             if result.model is not None:
                 ctx.model = result.model
             row = _measure(spec.label, result, ctx)
-            row.artifact = os.path.relpath(result.artifact, out_dir)  # the output folder can move            row.extra["seconds"] = round(time.perf_counter() - t0, 2)
+            row.artifact = os.path.relpath(result.artifact, out_dir)  # the output folder can move
+            row.extra["seconds"] = round(time.perf_counter() - t0, 2)
             saved = {"row": row.to_dict(), "has_model": result.model is not None, "stage": raw_stage}
             write_text(done, json.dumps(saved, indent=2, default=str))
             shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
