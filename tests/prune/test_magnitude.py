@@ -7,7 +7,7 @@ from slimtune.data import DataSplits
 from slimtune.errors import ConfigError
 from slimtune.evaluate import sparsity
 from slimtune.models import build
-from slimtune.prune import MagnitudePruneConfig, MaskCallback, prunable_weights, prune_
+from slimtune.prune import MagnitudePruneConfig, MaskCallback, masks_from_zeros, prunable_weights, prune_
 from slimtune.train import TrainConfig, fit
 
 
@@ -44,7 +44,8 @@ def test_threshold_mode_zeroes_below_theta() -> None:
 
 def test_masks_survive_training(digits: DataSplits) -> None:
     model = build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[64])
-    masks = prune_(model, MagnitudePruneConfig(sparsity=0.9))
+    prune_(model, MagnitudePruneConfig(sparsity=0.9))
+    masks = masks_from_zeros(model)
     fit(model, digits, config=TrainConfig(epochs=2, weight_decay=0.01), callbacks=[MaskCallback(masks)])
     assert sparsity(model) >= 0.89
     for n, w in prunable_weights(model).items():

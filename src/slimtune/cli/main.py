@@ -40,13 +40,14 @@ def _cmd_run(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from slimtune.data import DATASETS
     from slimtune.models import MODELS
-    from slimtune.recipe.stages import PRUNE_METHODS, QUANT_METHODS, STAGES
+    from slimtune.prune import PRUNERS
+    from slimtune.recipe.stages import QUANT_METHODS, STAGES
 
     registries: list[tuple[str, Any]] = [
         ("datasets", DATASETS),
         ("models", MODELS),
         ("stages", STAGES),
-        ("pruning methods", PRUNE_METHODS),
+        ("pruning methods", PRUNERS),
         ("quantization methods", QUANT_METHODS),
     ]
     for title, reg in registries:

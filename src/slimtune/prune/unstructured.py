@@ -12,6 +12,7 @@ from torch import nn
 
 from slimtune.config import Config, check
 from slimtune.errors import ConfigError, UnsupportedModelError
+from slimtune.prune.api import PruneContext, register_pruner
 from slimtune.train.callbacks import Callback, LoopState
 
 PRUNABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
@@ -83,11 +84,9 @@ def apply_masks_(model: nn.Module, masks: dict[str, torch.Tensor]) -> None:
         weight.mul_(mask.to(weight.dtype))
 
 
-def prune_(model: nn.Module, config: MagnitudePruneConfig) -> dict[str, torch.Tensor]:
-    """Zero weights in place; returns the keep-masks (True = kept) for ``MaskCallback``."""
-    masks = magnitude_masks(model, config)
-    apply_masks_(model, masks)
-    return masks
+@register_pruner("magnitude", MagnitudePruneConfig, help="unstructured: zero the smallest |w| (global or per layer)")
+def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, ctx: PruneContext) -> None:
+    apply_masks_(model, magnitude_masks(model, config))
 
 
 def masks_from_zeros(model: nn.Module) -> dict[str, torch.Tensor]:

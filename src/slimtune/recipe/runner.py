@@ -95,7 +95,7 @@ def _measure(label: str, result: StageOutput, ctx: Context) -> StageRow:
 
 def _restore(ctx: Context, done: Path, raw_stage: dict[str, Any]) -> StageRow:
     from slimtune.models import load_model
-    from slimtune.prune.unstructured import masks_from_zeros
+    from slimtune.recipe.stages import masks_if_sparse
 
     saved = json.loads(done.read_text())
     if saved.get("stage") != json.loads(json.dumps(raw_stage, default=str)):
@@ -106,6 +106,5 @@ def _restore(ctx: Context, done: Path, raw_stage: dict[str, Any]) -> StageRow:
     if saved["has_model"]:
         model: nn.Module = load_model(done.parent / "model")
         ctx.model = model
-        sparsity = saved["row"].get("extra", {}).get("sparsity", 0.0)
-        ctx.masks = masks_from_zeros(model) if sparsity and sparsity > 0.05 else None
+        ctx.masks = masks_if_sparse(model)
     return StageRow.from_dict(saved["row"])

@@ -16,10 +16,11 @@ from slimtune.config import Config
 from slimtune.data.core import DataSplits
 from slimtune.distill.losses import DistillationTask, KDConfig
 from slimtune.errors import ConfigError
+from slimtune.evaluate.size import layer_sparsity
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
-from slimtune.prune.unstructured import MagnitudePruneConfig, MaskCallback, prune_
+from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
 from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx
 from slimtune.recipe.schema import ModelRef
 from slimtune.train.loop import TrainConfig, fit
@@ -49,9 +50,7 @@ class Stage(Protocol):
 
 
 STAGES: Registry[Stage] = Registry("stage")
-PRUNE_METHODS: Registry[type[Config]] = Registry("pruning method")
 QUANT_METHODS: Registry[type[Config]] = Registry("quantization method")
-PRUNE_METHODS.add("magnitude", MagnitudePruneConfig, help="unstructured magnitude pruning, global or per layer")
 QUANT_METHODS.add("ort-dynamic-int8", OrtDynamicInt8Config, help="ONNX Runtime dynamic int8 (weights int8)")
 
 
@@ -94,26 +93,42 @@ class TrainStage:
 class PruneStageConfig:
     method: str
     config: Config
-    recovery: TrainConfig | None
+    train: TrainConfig | None  # training while pruning, for methods that need it (movement, gradual, L1)
+    recovery: TrainConfig | None  # fine-tuning after pruning, with the zeros held
 
 
 class PruneStage:
-    """Prune by a registered method, then recover accuracy by fine-tuning with the masks held."""
+    """Prune by a registered method, then recover accuracy by fine-tuning with the zeros held."""
 
     def parse(self, raw: dict[str, Any], *, where: str) -> PruneStageConfig:
         raw = dict(raw)
         method = raw.pop("method", "magnitude")
-        recovery = raw.pop("recovery", None)
-        cfg = PRUNE_METHODS.get(method).from_dict(raw, where=where)
-        rec = TrainConfig.from_dict(recovery, where=f"{where}.recovery") if recovery is not None else None
-        return PruneStageConfig(method, cfg, rec)
+        train, recovery = raw.pop("train", None), raw.pop("recovery", None)
+        cfg = PRUNERS.get(method).from_dict(raw, where=where)
+        return PruneStageConfig(
+            method,
+            cfg,
+            TrainConfig.from_dict(train, where=f"{where}.train") if train is not None else None,
+            TrainConfig.from_dict(recovery, where=f"{where}.recovery") if recovery is not None else None,
+        )
 
     def run(self, ctx: Context, cfg: PruneStageConfig, out: Path) -> StageOutput:
-        assert isinstance(cfg.config, MagnitudePruneConfig)
-        ctx.masks = prune_(ctx.model, cfg.config)
+        if ctx.masks:  # zeros from an earlier stage stay zero while this method trains
+            apply_masks_(ctx.model, ctx.masks)
+        prune_(
+            ctx.model, cfg.config, data=ctx.data, train=cfg.train, progress=ctx.progress,
+            checkpoint_dir=out / "checkpoints" / "prune", resume=ctx.resume,
+        )  # fmt: skip
+        ctx.masks = masks_if_sparse(ctx.model)
         if cfg.recovery is not None:
             _train(ctx, ctx.model, cfg.recovery, out, desc="recover")
-        return StageOutput(_save(ctx.model, out), model=ctx.model)
+        return StageOutput(_save(ctx.model, out), model=ctx.model, extra={"layer_sparsity": layer_sparsity(ctx.model)})
+
+
+def masks_if_sparse(model: nn.Module) -> dict[str, torch.Tensor] | None:
+    masks = masks_from_zeros(model)
+    zeros = sum(int((~m).sum()) for m in masks.values())
+    return masks if zeros > 0.01 * sum(m.numel() for m in masks.values()) else None
 
 
 @dataclass(frozen=True, kw_only=True)

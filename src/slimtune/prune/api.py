@@ -1,0 +1,84 @@
+"""One verb for every pruning method: ``prune_(model, config)``. A method is a config dataclass plus a
+handler registered for it; recipes, the CLI and the contract tests find methods through ``PRUNERS``."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+from torch import nn
+
+from slimtune._registry import Registry
+from slimtune.config import Config
+from slimtune.data.core import DataSplits
+from slimtune.errors import ConfigError
+from slimtune.train.loop import TrainConfig
+
+
+@dataclass
+class PruneContext:
+    """What a handler may use besides the model: data and a training budget for data-driven methods."""
+
+    data: DataSplits | None = None
+    train: TrainConfig | None = None  # training during pruning (movement, gradual, iterative, L1)
+    progress: bool | None = None
+    checkpoint_dir: Path | None = None
+    resume: bool = False
+
+    def require_data(self, method: str) -> DataSplits:
+        if self.data is None:
+            raise ConfigError(f"pruning method '{method}' needs training data: pass data=... (recipes do this)")
+        return self.data
+
+    def require_train(self, method: str) -> TrainConfig:
+        if self.train is None:
+            raise ConfigError(f"pruning method '{method}' trains while pruning: give it a 'train' config")
+        return self.train
+
+
+Handler = Callable[[nn.Module, Any, PruneContext], None]
+C = TypeVar("C", bound=type[Config])
+
+PRUNERS: Registry[type[Config]] = Registry("pruning method")
+_HANDLERS: dict[type[Config], Handler] = {}
+
+
+def register_pruner(name: str, config_cls: type[Config], *, help: str = "") -> Callable[[Handler], Handler]:
+    """Register ``handler`` for ``config_cls`` under ``name`` (the name recipes use as ``method:``)."""
+
+    def deco(handler: Handler) -> Handler:
+        PRUNERS.add(name, config_cls, help=help)
+        _HANDLERS[config_cls] = handler
+        return handler
+
+    return deco
+
+
+def prune_(
+    model: nn.Module,
+    config: Config,
+    *,
+    data: DataSplits | None = None,
+    train: TrainConfig | None = None,
+    progress: bool | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> None:
+    """Prune ``model`` in place with the method ``config`` names. Unstructured methods leave zeros
+    (keep them through later training with ``MaskCallback(masks_from_zeros(model))``); structured
+    methods physically remove neurons, channels, heads or layers."""
+    handler = _HANDLERS.get(type(config))
+    if handler is None:
+        raise ConfigError(
+            f"no pruning handler for {type(config).__name__}; register one with register_pruner(name, config_cls)"
+        )
+    ctx = PruneContext(
+        data=data,
+        train=train,
+        progress=progress,
+        checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
+        resume=resume,
+    )
+    handler(model, config, ctx)
