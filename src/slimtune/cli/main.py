@@ -41,14 +41,15 @@ def _cmd_list(args: argparse.Namespace) -> int:
     from slimtune.data import DATASETS
     from slimtune.models import MODELS
     from slimtune.prune import PRUNERS
-    from slimtune.recipe.stages import QUANT_METHODS, STAGES
+    from slimtune.quantize import QUANTIZERS
+    from slimtune.recipe.stages import STAGES
 
     registries: list[tuple[str, Any]] = [
         ("datasets", DATASETS),
         ("models", MODELS),
         ("stages", STAGES),
         ("pruning methods", PRUNERS),
-        ("quantization methods", QUANT_METHODS),
+        ("quantization methods", QUANTIZERS),
     ]
     for title, reg in registries:
         print(f"{title}:")

@@ -10,6 +10,7 @@ from typing import Any, Literal
 from slimtune._io import atomic_path
 from slimtune.config import Config
 from slimtune.env import int8_capability
+from slimtune.quantize.api import register_quantizer
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -21,20 +22,25 @@ class OrtDynamicInt8Config(Config):
     weight_type: Literal["qint8", "quint8"] = "qint8"
 
 
-def resolve_reduce_range(config: OrtDynamicInt8Config) -> tuple[bool, str]:
-    if config.reduce_range is not None:
-        return config.reduce_range, "set in the config"
+def resolve_reduce_range(reduce_range: bool | None) -> tuple[bool, str]:
+    """``None`` decides from the CPU; returns the choice and the reason shown in reports."""
+    if reduce_range is not None:
+        return reduce_range, "set in the config"
     cap = int8_capability()
     if cap["vnni"]:
         return False, "CPU has VNNI: full 8-bit range is exact"
     return True, "CPU lacks VNNI: 7-bit weights avoid u8·s8 saturation"
 
 
-def quantize_dynamic_onnx(src: str | Path, dst: str | Path, config: OrtDynamicInt8Config) -> dict[str, Any]:
-    """Quantize the MatMul/Gemm weights of ``src`` to int8 into ``dst``; returns the settings used and why."""
+@register_quantizer("ort-dynamic-int8", OrtDynamicInt8Config, help="ONNX Runtime dynamic int8 (int8 weights)")
+def quantize_dynamic_onnx(
+    src: str | Path, dst: str | Path, config: OrtDynamicInt8Config, calibration: Any = None
+) -> dict[str, Any]:
+    """Quantize the MatMul/Gemm weights of ``src`` to int8 into ``dst``; returns the settings used and why.
+    Activations are quantized per batch at run time, so no calibration data is needed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
-    reduce_range, why = resolve_reduce_range(config)
+    reduce_range, why = resolve_reduce_range(config.reduce_range)
     weight_type = QuantType.QInt8 if config.weight_type == "qint8" else QuantType.QUInt8
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs hints at WARNING level
     with atomic_path(dst) as tmp:

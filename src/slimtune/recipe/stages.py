@@ -21,7 +21,7 @@ from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
 from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
-from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx
+from slimtune.quantize import QUANTIZERS, quantize_onnx
 from slimtune.recipe.schema import ModelRef
 from slimtune.train.loop import TrainConfig, fit
 
@@ -50,8 +50,6 @@ class Stage(Protocol):
 
 
 STAGES: Registry[Stage] = Registry("stage")
-QUANT_METHODS: Registry[type[Config]] = Registry("quantization method")
-QUANT_METHODS.add("ort-dynamic-int8", OrtDynamicInt8Config, help="ONNX Runtime dynamic int8 (weights int8)")
 
 
 def _train(ctx: Context, model: nn.Module, cfg: TrainConfig, out: Path, *, desc: str, task: Any = None) -> None:
@@ -198,14 +196,14 @@ class QuantizeStage:
         raw = dict(raw)
         method = raw.pop("method", "ort-dynamic-int8")
         export = ExportConfig.from_dict(raw.pop("export", None), where=f"{where}.export")
-        return QuantizeStageConfig(method, QUANT_METHODS.get(method).from_dict(raw, where=where), export)
+        return QuantizeStageConfig(method, QUANTIZERS.get(method).from_dict(raw, where=where), export)
 
     def run(self, ctx: Context, cfg: QuantizeStageConfig, out: Path) -> StageOutput:
-        assert isinstance(cfg.config, OrtDynamicInt8Config)
         x = _tensor(ctx.data.test.x)
         fp32 = export_onnx(ctx.model, x[:1], out / "model.fp32.onnx", opset=cfg.export.opset)
         int8 = out / "model.int8.onnx"
-        info = quantize_dynamic_onnx(fp32, int8, cfg.config)
+        calibration = ctx.data.calibration(min(len(ctx.data.train), 1024)).x
+        info = quantize_onnx(fp32, int8, cfg.config, calibration=_tensor(calibration))
         fp32.unlink()  # the artefact of this stage is the int8 model alone
         par = parity(ctx.model, int8, x)
         check_parity(par, what="int8 model", max_abs_diff=None, min_argmax_agreement=cfg.export.min_argmax_agreement)
