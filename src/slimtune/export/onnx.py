@@ -24,6 +24,7 @@ class ExportConfig(Config):
     # parity tolerances: fp32 exports must match closely; int8 ones by argmax agreement
     max_abs_diff: float = 1e-3
     min_argmax_agreement: float = 0.99
+    max_accuracy_drop: float = 1.0  # percentage points, when labels are known
 
     def __post_init__(self) -> None:
         check(7 <= self.opset <= 21, f"opset must be in 7..21, got {self.opset}")
@@ -76,12 +77,13 @@ def ort_predict(session: Any, x: np.ndarray, *, batch_size: int = 256) -> np.nda
     return np.concatenate(outs)
 
 
-def parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor) -> dict[str, float]:
+def parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, y: torch.Tensor | None = None) -> dict[str, float]:
     """Compare ONNX Runtime with PyTorch on ``x``.
 
     Reports max |Δ| of the logits, argmax agreement, and how many disagreements are *near ties*:
     examples whose PyTorch top-2 logit margin is below twice the max |Δ|, i.e. flips that any
     perturbation of that size could cause. ``argmax_agreement_beyond_ties`` counts those as agreeing.
+    With labels ``y``, ``accuracy_delta`` is the accuracy lost in ONNX Runtime, in percentage points.
     """
     from slimtune.train.loop import predict
 
@@ -92,23 +94,37 @@ def parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor) -> dict[str
     top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
     near_tie = (top2[:, 1] - top2[:, 0]) <= 2 * max_diff
     ties = int((disagree & near_tie).sum())
-    return {
+    out = {
         "max_abs_diff": max_diff,
         "argmax_agreement": float(1 - disagree.mean()),
         "near_tie_flips": ties,
         "argmax_agreement_beyond_ties": float(1 - (disagree & ~near_tie).mean()),
         "n": len(x),
     }
+    if y is not None:
+        labels = y.numpy()
+        out["accuracy_delta"] = float(100 * ((ref.argmax(1) == labels).mean() - (got.argmax(1) == labels).mean()))
+    return out
 
 
 def check_parity(
-    report: dict[str, float], *, what: str, max_abs_diff: float | None, min_argmax_agreement: float
+    report: dict[str, float],
+    *,
+    what: str,
+    max_abs_diff: float | None,
+    min_argmax_agreement: float,
+    max_accuracy_drop: float | None = None,
 ) -> None:
     """Raise ``ParityError`` when a parity report is out of tolerance (``max_abs_diff=None`` skips that check)."""
     if max_abs_diff is not None and report["max_abs_diff"] > max_abs_diff:
         raise ParityError(
             f"{what}: ONNX Runtime output differs from PyTorch by {report['max_abs_diff']:.3g} "
             f"(> tolerance {max_abs_diff:g})"
+        )
+    drop = report.get("accuracy_delta")
+    if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
+        raise ParityError(
+            f"{what}: accuracy in ONNX Runtime is {drop:.2f} points below PyTorch (> tolerance {max_accuracy_drop:g})"
         )
     agreement = report.get("argmax_agreement_beyond_ties", report["argmax_agreement"])
     if agreement < min_argmax_agreement:

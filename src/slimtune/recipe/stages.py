@@ -172,12 +172,13 @@ class ExportStage:
     def run(self, ctx: Context, cfg: ExportConfig, out: Path) -> StageOutput:
         x = _tensor(ctx.data.test.x)
         path = export_onnx(ctx.model, x[:1], out / "model.onnx", opset=cfg.opset)
-        par = parity(ctx.model, path, x)
+        par = parity(ctx.model, path, x, ctx.data.test.y)
         check_parity(
             par,
             what="fp32 export",
             max_abs_diff=cfg.max_abs_diff,
             min_argmax_agreement=cfg.min_argmax_agreement,
+            max_accuracy_drop=cfg.max_accuracy_drop,
         )
         return StageOutput(path, onnx=path, parity=par)
 
@@ -205,8 +206,14 @@ class QuantizeStage:
         calibration = ctx.data.calibration(min(len(ctx.data.train), 1024)).x
         info = quantize_onnx(fp32, int8, cfg.config, calibration=_tensor(calibration))
         fp32.unlink()  # the artefact of this stage is the int8 model alone
-        par = parity(ctx.model, int8, x)
-        check_parity(par, what="int8 model", max_abs_diff=None, min_argmax_agreement=cfg.export.min_argmax_agreement)
+        par = parity(ctx.model, int8, x, ctx.data.test.y)
+        check_parity(
+            par,
+            what="int8 model",
+            max_abs_diff=None,
+            min_argmax_agreement=cfg.export.min_argmax_agreement,
+            max_accuracy_drop=cfg.export.max_accuracy_drop,
+        )
         return StageOutput(int8, onnx=int8, parity=par, extra={"quantization": {"method": cfg.method, **info}})
 
 

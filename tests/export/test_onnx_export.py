@@ -1,0 +1,59 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import onnxruntime as ort
+import pytest
+import torch
+
+from slimtune.errors import ParityError
+from slimtune.export import check_parity, export_onnx, parity
+from slimtune.models import build
+
+
+@pytest.mark.parametrize("arch", ["mlp", "lenet-300-100", "lenet5", "resnet-small", "transformer-small"])
+def test_fp32_export_matches_pytorch_with_dynamic_batch(arch: str, tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    if arch == "transformer-small":
+        model, x = build(arch, input_shape=(12,), num_classes=3, vocab_size=50), torch.randint(0, 50, (9, 12))
+        x[:, 8:] = 0  # padding
+    else:
+        model, x = build(arch, input_shape=(1, 8, 8), num_classes=10), torch.rand(9, 1, 8, 8)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx")
+    report = parity(model, path, x, torch.zeros(9, dtype=torch.long))
+    assert report["max_abs_diff"] < 1e-4 and report["argmax_agreement"] == 1.0 and report["accuracy_delta"] == 0
+    shape = ort.InferenceSession(str(path)).get_inputs()[0].shape
+    assert isinstance(shape[0], str)  # batch axis is dynamic
+    if arch == "transformer-small":
+        assert isinstance(shape[1], str)  # sequence axis too
+        short = x[:, :6].numpy()
+        assert ort.InferenceSession(str(path)).run(None, {"input": short})[0].shape == (9, 3)
+
+
+def test_check_parity_tolerances() -> None:
+    ok = {"max_abs_diff": 1e-5, "argmax_agreement": 1.0, "argmax_agreement_beyond_ties": 1.0, "accuracy_delta": 0.0}
+    check_parity(ok, what="m", max_abs_diff=1e-3, min_argmax_agreement=0.99, max_accuracy_drop=1.0)
+    with pytest.raises(ParityError, match=r"m: ONNX Runtime output differs from PyTorch by 0.5"):
+        check_parity({**ok, "max_abs_diff": 0.5}, what="m", max_abs_diff=1e-3, min_argmax_agreement=0.99)
+    with pytest.raises(ParityError, match=r"agree on 95.00% of predictions that are not near ties"):
+        check_parity(
+            {**ok, "argmax_agreement": 0.9, "argmax_agreement_beyond_ties": 0.95},
+            what="m",
+            max_abs_diff=None,
+            min_argmax_agreement=0.99,
+        )
+    with pytest.raises(ParityError, match=r"accuracy in ONNX Runtime is 2.50 points below PyTorch"):
+        check_parity({**ok, "accuracy_delta": 2.5}, what="m", max_abs_diff=None, min_argmax_agreement=0.9,
+                     max_accuracy_drop=1.0)  # fmt: skip
+
+
+def test_near_ties_are_counted_separately(tmp_path: Path) -> None:
+    model = torch.nn.Sequential(torch.nn.Linear(2, 2))
+    with torch.no_grad():
+        model[0].weight.copy_(torch.eye(2))
+        model[0].bias.zero_()
+    model.slimtune_spec = {}  # type: ignore[assignment]
+    path = export_onnx(model, torch.rand(1, 2), tmp_path / "m.onnx")
+    x = torch.tensor([[1.0, 1.0 + 1e-7], [2.0, 0.0]])  # the first row is a tie
+    report = parity(model, path, x)
+    assert report["argmax_agreement_beyond_ties"] == 1.0
