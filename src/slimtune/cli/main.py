@@ -114,7 +114,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0
+    import logging
+
     from slimtune.errors import SlimtuneError
+
+    if not sys.stderr.isatty():  # no progress bar: one line per epoch instead
+        logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
         code: int = args.func(args)

@@ -9,8 +9,10 @@ ETA, and DistributedDataParallel when launched by ``torchrun`` (no code change f
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import sys
+import time
 import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -29,6 +31,7 @@ from slimtune.train.callbacks import Callback, LoopState
 from slimtune.train.tasks import ClassificationTask, Task
 
 CHECKPOINT = "last.pt"
+log = logging.getLogger("slimtune.train")
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -226,6 +229,7 @@ def _fit(
     bar = _progress_bar(show, total=steps_per_epoch * config.epochs, initial=steps_per_epoch * start_epoch, desc=desc)
     for cb in callbacks:
         cb.on_fit_start(state)
+    started = time.perf_counter()
     for epoch in range(start_epoch, config.epochs):
         state.epoch, state.step = epoch, 0
         torch.manual_seed(config.seed * 100_003 + epoch * 7 + rank)  # dropout etc.: same stream on resume
@@ -278,6 +282,8 @@ def _fit(
         for cb in callbacks:
             cb.on_epoch_end(state)
         stop = config.patience is not None and bad_epochs >= config.patience
+        if rank == 0:
+            _log_epoch(desc, result.history[-1], config.epochs, started, epoch + 1 - start_epoch)
         if ckpt is not None:
             if rank == 0:
                 _save_checkpoint(ckpt, model, optimizer, scheduler, config, epoch + 1, bad_epochs, best_state, result)
@@ -319,6 +325,16 @@ def _save_checkpoint(
     }
     with atomic_path(path) as tmp:
         torch.save(payload, tmp)
+
+
+def _log_epoch(desc: str, row: dict[str, float], epochs: int, started: float, done: int) -> None:
+    """One INFO line per epoch with an ETA (the CLI shows these; libraries stay quiet by default)."""
+    elapsed = time.perf_counter() - started
+    eta = elapsed / done * (epochs - row["epoch"])
+    log.info(
+        "%s epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.2f%% (%.0fs, ETA %.0fs)",
+        desc, row["epoch"], epochs, row["train_loss"], row["val_loss"], 100 * row["val_accuracy"], elapsed, eta,
+    )  # fmt: skip
 
 
 def _progress_bar(show: bool, *, total: int, initial: int, desc: str) -> Any:
