@@ -4,6 +4,7 @@ so contract tests can run every registered method on every architecture in secon
 from __future__ import annotations
 
 from collections.abc import Callable
+from typing import Any
 
 import torch
 from torch import nn
@@ -44,9 +45,10 @@ def _tiny_bert(data: DataSplits) -> nn.Module:
 
     from slimtune.models.hf import from_spec
 
+    options: dict[str, Any] = {"num_labels": data.num_classes, "pad_token_id": 0}
     config = BertConfig(
         vocab_size=VOCAB, hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-        max_position_embeddings=32, num_labels=data.num_classes, pad_token_id=0,
+        max_position_embeddings=32, **options,
     )  # fmt: skip
     return from_spec({"hf_config": config.to_dict(), "input_shape": [SEQ], "options": {"pad_id": 0}})
 
