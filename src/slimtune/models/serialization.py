@@ -106,6 +106,10 @@ def load_model(folder: str | Path) -> nn.Module:
 
     spec = read_spec(folder)
     model = rebuild(spec)
+    if "qat" in spec:  # fake-quant wrappers of quantization-aware training
+        from slimtune.quantize.qat import apply_qat_spec
+
+        apply_qat_spec(model, spec["qat"])
     if "layers" in spec:
         restore(model, spec["layers"])
     weights = Path(folder) / WEIGHTS_FILE

@@ -16,6 +16,17 @@ from slimtune.errors import UnsupportedModelError
 SHAPE_ATTRS: dict[str, tuple[str, ...]] = {
     "SelfAttention": ("heads", "head_dim"),
     "BertSelfAttention": ("num_attention_heads", "attention_head_size", "all_head_size"),
+    # the other BERT-family self-attentions structured pruning cuts heads of (same attributes)
+    **dict.fromkeys(
+        (
+            "RobertaSelfAttention",
+            "XLMRobertaSelfAttention",
+            "ElectraSelfAttention",
+            "CamembertSelfAttention",
+            "ErnieSelfAttention",
+        ),
+        ("num_attention_heads", "attention_head_size", "all_head_size"),
+    ),
 }
 
 

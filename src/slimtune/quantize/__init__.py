@@ -3,11 +3,13 @@ ONNX Runtime (dynamic, calibrated static, or chosen by measurement) through one 
 
 from slimtune.quantize.affine import FakeQuantize, QuantSpec, compute_qparams, fake_quantize
 from slimtune.quantize.api import QUANTIZERS, quantize_onnx, register_quantizer
+from slimtune.quantize.binary import BinaryConfig, TernaryConfig, binarize_, fold_, lowbit_size, ternarize_
 from slimtune.quantize.calibration import CalibrationDataset, QuantizedLayer, calibrate, fake_quants, quantize_layers
 from slimtune.quantize.observers import OBSERVERS, Observer, make_observer
 from slimtune.quantize.ort_auto import OrtAutoInt8Config, quantize_auto_onnx
 from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx, resolve_reduce_range
 from slimtune.quantize.ort_static import OrtStaticInt8Config, quantize_static_onnx
+from slimtune.quantize.qat import QATCallback, QATConfig, convert_qat, export_qat_onnx, prepare_qat_, qat_
 from slimtune.quantize.sensitivity import (
     LayerSensitivity,
     format_sensitivity,
@@ -19,6 +21,7 @@ from slimtune.quantize.sensitivity import (
 __all__ = [
     "OBSERVERS",
     "QUANTIZERS",
+    "BinaryConfig",
     "CalibrationDataset",
     "FakeQuantize",
     "LayerSensitivity",
@@ -26,16 +29,26 @@ __all__ = [
     "OrtAutoInt8Config",
     "OrtDynamicInt8Config",
     "OrtStaticInt8Config",
+    "QATCallback",
+    "QATConfig",
     "QuantSpec",
     "QuantizedLayer",
+    "TernaryConfig",
+    "binarize_",
     "calibrate",
     "compute_qparams",
+    "convert_qat",
+    "export_qat_onnx",
     "fake_quantize",
     "fake_quants",
+    "fold_",
     "format_sensitivity",
     "layer_sensitivity",
+    "lowbit_size",
     "make_observer",
     "mixed_precision_plan",
+    "prepare_qat_",
+    "qat_",
     "quantize_auto_onnx",
     "quantize_dynamic_onnx",
     "quantize_layers",
@@ -44,4 +57,5 @@ __all__ = [
     "register_quantizer",
     "resolve_reduce_range",
     "sqnr",
+    "ternarize_",
 ]

@@ -203,4 +203,37 @@ class FakeQuantize(nn.Module):
         return f"bits={s.bits}, {kind}, observe={self.observe}, enabled={self.enabled}"
 
 
-__all__ = ["FakeQuantize", "QuantSpec", "compute_qparams", "dequantize", "fake_quantize", "quantize"]
+class _DequantizeLinear(torch.autograd.Function):
+    """``(q - zero_point)·scale``; exported to ONNX as one DequantizeLinear over an int8 initializer."""
+
+    @staticmethod
+    def forward(ctx: Any, q: torch.Tensor, scale: torch.Tensor, zero_point: torch.Tensor, axis: int) -> torch.Tensor:
+        return dequantize(q, scale, zero_point, axis=axis)
+
+    @staticmethod
+    def symbolic(g: Any, q: Any, scale: Any, zero_point: Any, axis: int) -> Any:
+        return g.op("DequantizeLinear", q, scale, zero_point, axis_i=axis)
+
+
+class Int8Weight(nn.Module):
+    """A weight frozen as integer codes ``q`` (int8/uint8) with the scale and zero-point of its ``FakeQuantize``.
+    It returns exactly what that ``FakeQuantize`` returned, and exports to ONNX as an int8 initializer feeding
+    one DequantizeLinear (used by ``slimtune.quantize.qat.convert_qat``)."""
+
+    def __init__(self, fq: FakeQuantize, weight: torch.Tensor) -> None:
+        super().__init__()
+        spec = fq.spec
+        dtype = torch.int8 if spec.is_signed else torch.uint8
+        per_channel = spec.per_channel and fq.scale.numel() > 1
+        scale, zp = (fq.scale, fq.zero_point) if per_channel else (fq.scale.reshape(()), fq.zero_point.reshape(()))
+        self.axis = spec.channel_axis % weight.dim()
+        self.register_buffer("q", quantize(weight.detach(), scale, zp, spec).to(dtype))
+        self.register_buffer("scale", scale.detach().float().clone())
+        self.register_buffer("zero_point", zp.detach().to(dtype).clone())
+
+    def forward(self, weight: torch.Tensor) -> torch.Tensor:  # the float weight is ignored
+        out: torch.Tensor = _DequantizeLinear.apply(self.q, self.scale, self.zero_point, self.axis)
+        return out
+
+
+__all__ = ["FakeQuantize", "Int8Weight", "QuantSpec", "compute_qparams", "dequantize", "fake_quantize", "quantize"]

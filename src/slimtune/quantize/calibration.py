@@ -7,6 +7,7 @@ predict(model, data.test.x)                         # now simulates int8 weights
 
 from __future__ import annotations
 
+import re
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence, Sized
 from typing import Any
@@ -22,6 +23,7 @@ from slimtune.quantize.affine import FakeQuantize, QuantSpec
 
 EMPTY_SET = "empty calibration set: pass at least one example"
 QUANTIZABLE = (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d)
+FIRST, LAST = "<first>", "<last>"  # exclude tokens: the first/last quantizable layer in module order
 
 
 class CalibrationDataset:
@@ -98,6 +100,11 @@ class QuantizedLayer(nn.Module):
             self.weight_fq.enabled = True  # weights need no calibration data: observe and quantize at once
         self.input_fq = FakeQuantize(activation, activation_observer) if activation is not None else None
 
+    @property
+    def weight(self) -> torch.Tensor:
+        """The wrapped layer's float weight, so code addressing ``<name>.weight`` (pruning masks) still works."""
+        return self.layer.weight  # type: ignore[return-value]
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if self.input_fq is not None:
             x = self.input_fq(x)
@@ -115,6 +122,40 @@ def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
         if isinstance(m, nn.MultiheadAttention):
             skip.update(f"{name}.{child}" if name else child for child, _ in m.named_modules() if child)
     return {n: m for n, m in model.named_modules() if isinstance(m, QUANTIZABLE) and n not in skip}
+
+
+def check_patterns(exclude: Sequence[str]) -> None:
+    """One-line ConfigError for an ``exclude`` entry that is neither a token nor a regular expression."""
+    for pattern in exclude:
+        if pattern in (FIRST, LAST):
+            continue
+        try:
+            re.compile(pattern)
+        except re.error as exc:
+            raise ConfigError(f"exclude pattern {pattern!r} is not a valid regular expression: {exc}") from None
+
+
+def select_layers(model: nn.Module, exclude: Sequence[str] = ()) -> list[str]:
+    """Names of the quantizable layers of ``model`` minus ``exclude``: regular expressions searched in
+    layer names, plus the tokens ``<first>``/``<last>`` (first/last such layer in module order). A
+    pattern matching no layer is a ConfigError, so a typo cannot silently quantize everything."""
+    check_patterns(exclude)
+    names = list(quantizable_layers(model))
+    if not names:
+        raise UnsupportedModelError(f"{type(model).__name__} has no Linear or Conv layers to quantize")
+    dropped: set[str] = set()
+    for pattern in exclude:
+        if pattern in (FIRST, LAST):
+            hits = {names[0] if pattern == FIRST else names[-1]}
+        else:
+            hits = {n for n in names if re.search(pattern, n)}
+        if not hits:
+            raise ConfigError(f"exclude pattern {pattern!r} matches no layer; layers are: {', '.join(names[:8])}")
+        dropped |= hits
+    kept = [n for n in names if n not in dropped]
+    if not kept:
+        raise ConfigError(f"exclude {list(exclude)} leaves no layer to quantize; layers are: {', '.join(names[:8])}")
+    return kept
 
 
 def quantize_layers(
@@ -198,11 +239,15 @@ def calibrate(
 
 
 __all__ = [
+    "FIRST",
+    "LAST",
     "CalibrationDataset",
     "QuantizedLayer",
     "as_calibration",
     "calibrate",
+    "check_patterns",
     "fake_quants",
     "quantizable_layers",
     "quantize_layers",
+    "select_layers",
 ]

@@ -1,0 +1,37 @@
+"""Structured pruning (``method: structured``): physically remove neurons, conv channels, attention heads,
+FFN units and whole layers, so the pruned model is smaller and faster, not just sparser.
+
+Coupled layers are found by tracing the model once (``trace.py``, ``ops.py``): a residual add couples the
+channels of everything it joins, a flatten turns a conv channel into a block of Linear columns, and
+anything not understood is left whole. Teach it a new layer type with ``register_layer_handler``.
+"""
+
+from torch import nn
+
+from slimtune.prune.api import PruneContext, register_pruner
+from slimtune.prune.structured.config import TARGETS, StructuredPruneConfig
+from slimtune.prune.structured.core import StructuredResult, structured_prune
+from slimtune.prune.structured.graph import Group, build_groups
+from slimtune.prune.structured.handlers import Cut, Inner, LayerHandler, handler_for, register_layer_handler
+
+
+@register_pruner(
+    "structured", StructuredPruneConfig, help="structured: physically remove neurons, channels, heads, layers"
+)
+def _structured(model: nn.Module, config: StructuredPruneConfig, ctx: PruneContext) -> None:
+    structured_prune(model, config, data=ctx.data)
+
+
+__all__ = [
+    "TARGETS",
+    "Cut",
+    "Group",
+    "Inner",
+    "LayerHandler",
+    "StructuredPruneConfig",
+    "StructuredResult",
+    "build_groups",
+    "handler_for",
+    "register_layer_handler",
+    "structured_prune",
+]

@@ -1,0 +1,77 @@
+"""Options of structured pruning (``method: structured``)."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Literal
+
+from slimtune._registry import did_you_mean
+from slimtune.config import Config, check
+from slimtune.errors import ConfigError
+
+TARGETS = ("neurons", "channels", "heads", "ffn", "layers")
+DEFAULT_RATIO = 0.5
+
+
+@dataclass(frozen=True, kw_only=True)
+class StructuredPruneConfig(Config):
+    """Physically remove units: Linear neurons, conv channels, attention heads, FFN units, whole layers.
+
+    ``ratio``: fraction of the units of every prunable group removed (0.5 when neither it nor ``target_macs``
+    is given); ``target_macs``: instead, the fraction of the model's MACs to keep, the ratio found by
+    bisection. ``targets``: what to cut; 'layers' drops the ``layers_ratio`` fraction of removable blocks
+    (residual blocks, encoder layers). ``importance``: how units are ranked. ``global_ranking``: rank units
+    across all groups (each group loses a different share) instead of ``ratio`` per group. ``exclude``:
+    regular expressions of module names left whole. ``round_to``: kept counts are multiples of it (unless a
+    group has fewer units); ``min_keep``: units every group keeps. ``taylor_batches``: training batches of
+    gradients for 'taylor'. ``seed``: for 'random'.
+    """
+
+    ratio: float | None = None
+    target_macs: float | None = None
+    targets: tuple[str, ...] = ("neurons", "channels", "heads", "ffn")
+    layers_ratio: float = 0.0
+    importance: Literal["l1", "l2", "random", "taylor", "bn-scale"] = "l1"
+    global_ranking: bool = False
+    exclude: tuple[str, ...] = ()
+    round_to: int = 1
+    min_keep: int = 1
+    taylor_batches: int = 4
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check(bool(self.targets), f"targets must name at least one of {', '.join(TARGETS)}")
+        for t in self.targets:
+            hint = did_you_mean(t, list(TARGETS))
+            check(t in TARGETS, f"unknown target '{t}'{hint}; choose from {', '.join(TARGETS)}")
+        check(
+            self.ratio is None or self.target_macs is None,
+            "give ratio (fraction of units removed per group) or target_macs (fraction of MACs kept), not both",
+        )
+        if self.ratio is not None:
+            check(0 <= self.ratio < 1, f"ratio must be in [0, 1), got {self.ratio}")
+        if self.target_macs is not None:
+            check(0 < self.target_macs <= 1, f"target_macs must be in (0, 1], got {self.target_macs}")
+            check(bool(self.unit_targets), "target_macs needs a unit target (neurons, channels, heads or ffn)")
+        check(0 <= self.layers_ratio < 1, f"layers_ratio must be in [0, 1), got {self.layers_ratio}")
+        if "layers" in self.targets:
+            check(self.layers_ratio > 0, "targets include 'layers': give layers_ratio in (0, 1), the share of blocks")
+        else:
+            check(self.layers_ratio == 0, "layers_ratio is set but targets do not include 'layers'; add it")
+        check(self.round_to >= 1, f"round_to must be >= 1, got {self.round_to}")
+        check(self.min_keep >= 1, f"min_keep must be >= 1, got {self.min_keep}")
+        check(self.taylor_batches >= 1, f"taylor_batches must be >= 1, got {self.taylor_batches}")
+        for pattern in self.exclude:
+            try:
+                re.compile(pattern)
+            except re.error as exc:
+                raise ConfigError(f"exclude pattern {pattern!r} is not a valid regular expression: {exc}") from None
+
+    @property
+    def unit_targets(self) -> tuple[str, ...]:
+        return tuple(t for t in self.targets if t != "layers")
+
+    @property
+    def effective_ratio(self) -> float:
+        return DEFAULT_RATIO if self.ratio is None else self.ratio

@@ -1,0 +1,174 @@
+"""How functional ops between layers move a tensor's channel axis (see ``trace.py``).
+
+Elementwise ops keep it (and an add of two channel tensors couples their spaces: the residual rule);
+pools keep dim 1; reshape/flatten/view map it by the row-major layout (a flatten turns each channel into a
+block of columns); transpose/permute move it; reductions and softmax over other dims keep it. Any other
+op touching a channel tensor (matmul, cat, indexing...) freezes its space.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
+
+import torch
+import torch.nn.functional as F
+from torch.utils._pytree import tree_flatten
+
+from slimtune.prune.structured.trace import Track, merge
+
+if TYPE_CHECKING:
+    from slimtune.prune.structured.trace import Tracer
+
+UNARY = {
+    "relu", "gelu", "silu", "sigmoid", "tanh", "hardtanh", "relu6", "leaky_relu", "elu", "selu", "celu", "mish",
+    "softplus", "hardswish", "hardsigmoid", "logsigmoid", "dropout", "alpha_dropout", "feature_alpha_dropout",
+    "dropout1d", "dropout2d", "dropout3d", "contiguous", "clone", "detach", "to", "float", "double", "half",
+    "bfloat16", "type_as", "abs", "neg", "exp", "sqrt", "square", "clamp", "clip", "requires_grad", "cpu", "cuda",
+}  # fmt: skip
+BINARY = {"add", "sub", "mul", "div", "truediv", "true_divide", "maximum", "minimum", "pow"}
+POOLS = {
+    f"{kind}{n}d" for kind in ("max_pool", "avg_pool", "adaptive_avg_pool", "adaptive_max_pool", "lp_pool")
+    for n in (1, 2, 3)
+} | {"interpolate", "upsample", "upsample_nearest", "upsample_bilinear"}  # fmt: skip
+RESHAPES = {"view", "reshape", "flatten", "squeeze", "unsqueeze", "view_as", "reshape_as", "unflatten"}
+REDUCTIONS = {"mean", "sum", "amax", "amin", "nanmean", "std", "var"}
+LIKE = {"zeros_like", "ones_like", "empty_like", "full_like", "rand_like", "randn_like", "new_zeros", "new_ones",
+        "new_empty", "new_full", "new_tensor", "size", "dim"}  # fmt: skip
+_DISPATCHED = {
+    id(fn): name
+    for name in ("max_pool1d", "max_pool2d", "max_pool3d", "adaptive_max_pool1d", "adaptive_max_pool2d",
+                 "adaptive_max_pool3d")
+    if (fn := getattr(F, name, None)) is not None
+}  # fmt: skip
+
+
+def op_name(func: Any) -> str:
+    name = getattr(func, "__name__", "")
+    if name == "fn":  # boolean_dispatch wrappers (F.max_pool2d...)
+        name = _DISPATCHED.get(id(func), name)
+    name = name.strip("_")
+    for prefix in ("i", "r"):  # __iadd__, __radd__, __rtruediv__...
+        if name.startswith(prefix) and name[1:] in BINARY:
+            return name[1:]
+    return name
+
+
+def _arg(args: tuple[Any, ...], kwargs: dict[str, Any], index: int, key: str, default: Any = None) -> Any:
+    return args[index] if len(args) > index else kwargs.get(key, default)
+
+
+def reshape_track(track: Track, before: Sequence[int], after: Sequence[int]) -> Track | None:
+    """Where the channel axis lands after a row-major reshape from ``before`` to ``after`` (None: split)."""
+    d = track.dim
+    pre, post = math.prod(before[:d]), math.prod(before[d + 1 :])
+    for k in range(len(after)):
+        a, b = math.prod(after[:k]), math.prod(after[k + 1 :])
+        if a and b and pre % a == 0 and post % b == 0 and (pre // a) * before[d] * (post // b) == after[k]:
+            return Track(track.space, k, track.outer * (pre // a), track.inner * (post // b))
+    return None
+
+
+def _dims(value: Any, ndim: int) -> list[int] | None:
+    if value is None:
+        return None
+    values = [value] if isinstance(value, int) else list(value)
+    return [int(v) % ndim for v in values]
+
+
+def _moved(name: str, track: Track, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    """The channel dim after transpose/permute, None when unknown."""
+    d = track.dim
+    if name in ("transpose", "swapaxes", "swapdims"):
+        a, b = (int(_arg(args, kwargs, i, k)) % x.ndim for i, k in ((1, "dim0"), (2, "dim1")))
+        return b if d == a else a if d == b else d
+    if name == "t":
+        return 1 - d if x.ndim == 2 else d
+    if name == "permute":
+        order = args[1:] if len(args) > 1 else kwargs.get("dims", ())
+        if len(order) == 1 and isinstance(order[0], Sequence):
+            order = order[0]
+        perm = [int(o) % x.ndim for o in order]
+        return perm.index(d) if d in perm else None
+    return None
+
+
+def _reduced(track: Track, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any]) -> int | None:
+    dims = _dims(_arg(args, kwargs, 1, "dim"), x.ndim)
+    if not dims or track.dim in dims:
+        return None
+    keep = bool(_arg(args, kwargs, 2, "keepdim", False))
+    return track.dim if keep else track.dim - sum(1 for v in dims if v < track.dim)
+
+
+def _binary(tracer: Tracer, tensors: list[torch.Tensor], out: torch.Tensor) -> None:
+    layouts, spaces, plain = set(), [], []
+    for t in tensors:
+        tr = tracer.track(t)
+        if tr is None:
+            plain.append(t)
+            continue
+        aligned = tr.dim + out.ndim - t.ndim
+        if t.shape[tr.dim] != out.shape[aligned]:
+            tracer.freeze(tensors, "it is broadcast")
+            return
+        layouts.add((aligned, tr.outer, tr.inner))
+        spaces.append(tr.space)
+    if len(layouts) != 1:
+        tracer.freeze(tensors, "an elementwise op mixes it with another axis")
+        return
+    dim, outer, inner = layouts.pop()
+    for t in plain:  # a per-channel constant that is not a layer's parameter cannot be cut
+        i = dim - (out.ndim - t.ndim)
+        if i >= 0 and t.shape[i] != 1:
+            tracer.freeze(tensors, "it meets a per-channel constant")
+            return
+    space = spaces[0]
+    for other in spaces[1:]:
+        space = merge(space, other)
+    tracer.set(out, Track(space, dim, outer, inner))
+
+
+def on_op(tracer: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
+    leaves, _ = tree_flatten((args, kwargs))
+    tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    tracked = [t for t in tensors if tracer.track(t) is not None]
+    if not tracked:
+        return
+    name = op_name(func)
+    if name in LIKE:
+        return
+    if not isinstance(out, torch.Tensor):
+        if name == "setitem" or any(isinstance(o, torch.Tensor) for o in tree_flatten(out)[0]):
+            tracer.freeze(tracked, f"op '{name}' uses it")
+        return
+    x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+    src = tracer.track(x)
+    result: Track | None = None
+    if name in BINARY:
+        _binary(tracer, tensors, out)
+        return
+    if src is not None and x is not None:
+        channel_first = (src.dim, src.outer, src.inner) == (1, 1, 1) and out.shape[:2] == x.shape[:2]
+        if (name in UNARY and out.shape == x.shape) or (name in POOLS and channel_first):
+            result = src
+        elif name in RESHAPES and out.numel() == x.numel():
+            result = reshape_track(src, tuple(x.shape), tuple(out.shape))
+        elif name in ("transpose", "swapaxes", "swapdims", "t", "permute"):
+            dim = _moved(name, src, x, args, kwargs)
+            result = Track(src.space, dim, src.outer, src.inner) if dim is not None else None
+        elif name in REDUCTIONS:
+            dim = _reduced(src, x, args, kwargs)
+            result = Track(src.space, dim, src.outer, src.inner) if dim is not None else None
+        elif name in ("softmax", "log_softmax"):
+            axis = _arg(args, kwargs, 1, "dim")
+            result = src if axis is not None and int(axis) % x.ndim != src.dim else None
+        elif name == "pad":
+            pad = _arg(args, kwargs, 1, "pad", ())
+            result = src if src.dim < x.ndim - len(pad) // 2 else None
+    if result is None or any(t is not x for t in tracked):
+        tracer.freeze(tracked, f"op '{name}' uses it")
+        if result is None:
+            return
+    tracer.set(out, result)
