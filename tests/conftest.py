@@ -12,6 +12,9 @@ def digits() -> DataSplits:
     return load("digits", seed=0, limit=600)
 
 
+torch.set_num_threads(1)  # tiny models: one thread is faster, deterministic, and never oversubscribes
+
+
 @pytest.fixture(autouse=True)
 def _seed() -> None:
     torch.manual_seed(0)

@@ -112,3 +112,25 @@ def test_resume_refuses_a_different_recipe(tmp_path: Path) -> None:
     raw["data"]["seed"] = 7
     with pytest.raises(ConfigError, match="different 'data' section"):
         run_recipe(parse_recipe(raw), tmp_path / "out", resume=True)
+
+
+def test_prune_then_qat_keeps_sparsity_in_the_int8_graph(tmp_path: Path) -> None:
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    raw = tiny_demo()
+    raw["stages"] = [
+        raw["stages"][0],
+        raw["stages"][1],
+        {"stage": "qat", "label": "qat", "train": {"epochs": 2, "lr": 0.0005, "batch_size": 32}},
+    ]
+    report = run_recipe(parse_recipe(raw), tmp_path / "out")
+    assert [r.name for r in report.rows] == ["teacher", "prune", "qat"]
+    qat = report.rows[-1]
+    assert qat.parity is not None and qat.parity["argmax_agreement_beyond_ties"] >= 0.99
+    graph = onnx.load(str(tmp_path / "out" / "03-qat" / "model.int8.onnx")).graph
+    int8 = [numpy_helper.to_array(t) for t in graph.initializer if t.data_type == onnx.TensorProto.INT8]
+    weights = [w for w in int8 if w.ndim == 2]
+    zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
+    assert weights and zeros >= 0.84 and np.isfinite(zeros)

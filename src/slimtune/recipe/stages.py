@@ -21,7 +21,7 @@ from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
 from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
-from slimtune.quantize import QUANTIZERS, quantize_onnx
+from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_, quantize_onnx
 from slimtune.recipe.schema import ModelRef
 from slimtune.train.loop import TrainConfig, fit
 
@@ -52,8 +52,10 @@ class Stage(Protocol):
 STAGES: Registry[Stage] = Registry("stage")
 
 
-def _train(ctx: Context, model: nn.Module, cfg: TrainConfig, out: Path, *, desc: str, task: Any = None) -> None:
-    callbacks = [MaskCallback(ctx.masks)] if ctx.masks else []
+def _train(
+    ctx: Context, model: nn.Module, cfg: TrainConfig, out: Path, *, desc: str, task: Any = None, extra: Any = ()
+) -> None:
+    callbacks = [*extra, *([MaskCallback(ctx.masks)] if ctx.masks else [])]
     fit(
         model,
         ctx.data,
@@ -217,6 +219,36 @@ class QuantizeStage:
         return StageOutput(int8, onnx=int8, parity=par, extra={"quantization": {"method": cfg.method, **info}})
 
 
+@dataclass(frozen=True, kw_only=True)
+class QATStageConfig(Config):
+    qat: QATConfig = QATConfig()
+    train: TrainConfig = TrainConfig(epochs=2, lr=1e-4)
+    export: ExportConfig = ExportConfig()
+
+
+class QATStage:
+    """Quantization-aware training on the one loop (zeros from pruning held), exported as an int8 QDQ graph."""
+
+    def parse(self, raw: dict[str, Any], *, where: str) -> QATStageConfig:
+        return QATStageConfig.from_dict(raw, where=where)
+
+    def run(self, ctx: Context, cfg: QATStageConfig, out: Path) -> StageOutput:
+        x = _tensor(ctx.data.test.x)
+        calibration = _tensor(ctx.data.calibration(min(len(ctx.data.train), 256)).x)
+        prepare_qat_(ctx.model, cfg.qat, calibration=calibration)
+        _train(ctx, ctx.model, cfg.train, out, desc="qat", extra=[QATCallback(cfg.qat)])
+        path = export_qat_onnx(ctx.model, x[:1], out / "model.int8.onnx", opset=max(cfg.export.opset, 13))
+        par = parity(ctx.model, path, x, ctx.data.test.y)
+        check_parity(
+            par,
+            what="QAT int8 model",
+            max_abs_diff=None,
+            min_argmax_agreement=cfg.export.min_argmax_agreement,
+            max_accuracy_drop=cfg.export.max_accuracy_drop,
+        )
+        return StageOutput(path, onnx=path, parity=par, extra={"quantization": {"method": "qat", **cfg.qat.to_dict()}})
+
+
 def _tensor(x: torch.Tensor | list[str]) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
         raise ConfigError("this stage needs tensor inputs; text must be tokenized first")
@@ -224,7 +256,8 @@ def _tensor(x: torch.Tensor | list[str]) -> torch.Tensor:
 
 
 STAGES.add("train", TrainStage(), help="train or fine-tune the current model")
-STAGES.add("prune", PruneStage(), help="prune (method: magnitude) with recovery fine-tuning")
+STAGES.add("prune", PruneStage(), help="prune by any registered method (slimtune list), then recovery fine-tuning")
 STAGES.add("distill", DistillStage(), help="distil the current model into a smaller student")
 STAGES.add("export", ExportStage(), help="export to ONNX fp32 with a parity check")
 STAGES.add("quantize", QuantizeStage(), help="int8 in ONNX Runtime with a parity check")
+STAGES.add("qat", QATStage(), help="quantization-aware training, exported as int8 QDQ ONNX with a parity check")
