@@ -134,3 +134,23 @@ def test_prune_then_qat_keeps_sparsity_in_the_int8_graph(tmp_path: Path) -> None
     weights = [w for w in int8 if w.ndim == 2]
     zeros = sum(int((w == 0).sum()) for w in weights) / sum(w.size for w in weights)
     assert weights and zeros >= 0.84 and np.isfinite(zeros)
+
+
+def test_structured_prune_stage_shrinks_params_and_file_alike(tmp_path: Path) -> None:
+    from slimtune.models import load_model
+
+    raw = tiny_demo()
+    raw["model"] = {"name": "resnet-small", "options": {"widths": [32, 64], "blocks": 2}}
+    raw["stages"] = [
+        {"stage": "train", "label": "dense", "train": {"epochs": 2, "batch_size": 32}},
+        {"stage": "prune", "method": "structured", "ratio": 0.5, "targets": ["channels", "layers"],
+         "layers_ratio": 0.5, "recovery": {"epochs": 1, "batch_size": 32}},
+    ]  # fmt: skip
+    report = run_recipe(parse_recipe(raw), tmp_path / "out")
+    dense, pruned = report.rows
+    model = load_model(tmp_path / "out" / "02-prune" / "model")
+    assert pruned.params == sum(p.numel() for p in model.parameters()) < 0.6 * dense.params
+    assert pruned.macs < 0.6 * dense.macs
+    weights = [(tmp_path / "out" / d / "model" / "model.safetensors").stat().st_size for d in ("01-dense", "02-prune")]
+    assert weights[1] / weights[0] <= pruned.params / dense.params + 0.02  # the weights file shrinks as much
+    assert pruned.bytes_on_disk < dense.bytes_on_disk  # the folder too (its small spec.json is not proportional)
