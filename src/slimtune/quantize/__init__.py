@@ -5,6 +5,8 @@ from slimtune.quantize.affine import FakeQuantize, QuantSpec, compute_qparams, f
 from slimtune.quantize.api import QUANTIZERS, quantize_onnx, register_quantizer
 from slimtune.quantize.binary import BinaryConfig, TernaryConfig, binarize_, fold_, lowbit_size, ternarize_
 from slimtune.quantize.calibration import CalibrationDataset, QuantizedLayer, calibrate, fake_quants, quantize_layers
+from slimtune.quantize.clustering import CentroidFineTune, ClusterConfig, Clustered, cluster_
+from slimtune.quantize.codec import compressed_breakdown, load_compressed, save_compressed
 from slimtune.quantize.observers import OBSERVERS, Observer, make_observer
 from slimtune.quantize.ort_auto import OrtAutoInt8Config, quantize_auto_onnx
 from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx, resolve_reduce_range
@@ -23,6 +25,9 @@ __all__ = [
     "QUANTIZERS",
     "BinaryConfig",
     "CalibrationDataset",
+    "CentroidFineTune",
+    "ClusterConfig",
+    "Clustered",
     "FakeQuantize",
     "LayerSensitivity",
     "Observer",
@@ -36,6 +41,8 @@ __all__ = [
     "TernaryConfig",
     "binarize_",
     "calibrate",
+    "cluster_",
+    "compressed_breakdown",
     "compute_qparams",
     "convert_qat",
     "export_qat_onnx",
@@ -44,6 +51,7 @@ __all__ = [
     "fold_",
     "format_sensitivity",
     "layer_sensitivity",
+    "load_compressed",
     "lowbit_size",
     "make_observer",
     "mixed_precision_plan",
@@ -56,6 +64,7 @@ __all__ = [
     "quantize_static_onnx",
     "register_quantizer",
     "resolve_reduce_range",
+    "save_compressed",
     "sqnr",
     "ternarize_",
 ]
