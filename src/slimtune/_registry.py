@@ -54,3 +54,33 @@ class Registry(Generic[T]):
 
     def __iter__(self) -> Iterator[str]:
         return iter(self.names())
+
+
+C = TypeVar("C")
+H = TypeVar("H")
+
+
+class MethodRegistry(Registry[C], Generic[C, H]):
+    """Method names → config classes (as a ``Registry``), plus config class → handler: torchao's
+    'one verb, a config per method, a handler registered for the config type'."""
+
+    def __init__(self, kind: str, verb: str) -> None:
+        super().__init__(kind)
+        self.verb = verb
+        self._handlers: dict[object, H] = {}
+
+    def register_handler(self, name: str, config_cls: C, *, help: str = "") -> Callable[[H], H]:
+        def deco(handler: H) -> H:
+            self.add(name, config_cls, help=help)
+            self._handlers[config_cls] = handler
+            return handler
+
+        return deco
+
+    def handler_for(self, config: object) -> H:
+        handler = self._handlers.get(type(config))
+        if handler is None:
+            raise ConfigError(
+                f"no {self.kind} handler for {type(config).__name__}; register one with {self.verb}(name, config_cls)"
+            )
+        return handler

@@ -10,7 +10,7 @@ from typing import Any, TypeVar
 
 from torch import nn
 
-from slimtune._registry import Registry
+from slimtune._registry import MethodRegistry
 from slimtune.config import Config
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError
@@ -41,19 +41,12 @@ class PruneContext:
 Handler = Callable[[nn.Module, Any, PruneContext], None]
 C = TypeVar("C", bound=type[Config])
 
-PRUNERS: Registry[type[Config]] = Registry("pruning method")
-_HANDLERS: dict[type[Config], Handler] = {}
+PRUNERS: MethodRegistry[type[Config], Handler] = MethodRegistry("pruning method", "register_pruner")
 
 
 def register_pruner(name: str, config_cls: type[Config], *, help: str = "") -> Callable[[Handler], Handler]:
     """Register ``handler`` for ``config_cls`` under ``name`` (the name recipes use as ``method:``)."""
-
-    def deco(handler: Handler) -> Handler:
-        PRUNERS.add(name, config_cls, help=help)
-        _HANDLERS[config_cls] = handler
-        return handler
-
-    return deco
+    return PRUNERS.register_handler(name, config_cls, help=help)
 
 
 def prune_(
@@ -69,11 +62,7 @@ def prune_(
     """Prune ``model`` in place with the method ``config`` names. Unstructured methods leave zeros
     (keep them through later training with ``MaskCallback(masks_from_zeros(model))``); structured
     methods physically remove neurons, channels, heads or layers."""
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        raise ConfigError(
-            f"no pruning handler for {type(config).__name__}; register one with register_pruner(name, config_cls)"
-        )
+    handler = PRUNERS.handler_for(config)
     ctx = PruneContext(
         data=data,
         train=train,

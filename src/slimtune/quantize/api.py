@@ -9,29 +9,20 @@ from typing import Any
 
 import torch
 
-from slimtune._registry import Registry
+from slimtune._registry import MethodRegistry
 from slimtune.config import Config
-from slimtune.errors import ConfigError
 
 Handler = Callable[[Path, Path, Any, "torch.Tensor | None"], dict[str, Any]]
-QUANTIZERS: Registry[type[Config]] = Registry("quantization method")
-_HANDLERS: dict[type[Config], Handler] = {}
+QUANTIZERS: MethodRegistry[type[Config], Handler] = MethodRegistry("quantization method", "register_quantizer")
 
 
 def register_quantizer(name: str, config_cls: type[Config], *, help: str = "") -> Callable[[Handler], Handler]:
-    def deco(handler: Handler) -> Handler:
-        QUANTIZERS.add(name, config_cls, help=help)
-        _HANDLERS[config_cls] = handler
-        return handler
-
-    return deco
+    return QUANTIZERS.register_handler(name, config_cls, help=help)
 
 
 def quantize_onnx(
     src: str | Path, dst: str | Path, config: Config, *, calibration: torch.Tensor | None = None
 ) -> dict[str, Any]:
     """Quantize the fp32 ONNX model ``src`` into ``dst``; returns the settings used and why."""
-    handler = _HANDLERS.get(type(config))
-    if handler is None:
-        raise ConfigError(f"no quantization handler for {type(config).__name__}; register one with register_quantizer")
+    handler = QUANTIZERS.handler_for(config)
     return handler(Path(src), Path(dst), config, calibration)
