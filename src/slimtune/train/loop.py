@@ -1,9 +1,11 @@
-"""The one training loop. Fine-tuning, recovery after pruning, distillation and (later) QAT and
-multi-task are tasks and callbacks plugged into ``fit``; there is no second loop.
+"""The one training loop. Fine-tuning, recovery after pruning, distillation, QAT and multi-task
+learning are tasks, callbacks and training sources plugged into ``fit``; there is no second loop.
 
-Features: AdamW/SGD, cosine/step/constant LR, early stopping on validation accuracy with the best
-weights restored, a checkpoint after every epoch and exact resume after a kill, a progress bar with
-ETA, and DistributedDataParallel when launched by ``torchrun`` (no code change for the user).
+Features: AdamW/SGD, cosine/step/constant LR, optimizer parameter groups (per-group LR scale and
+weight decay: discriminative fine-tuning), frozen parameters left out of the optimizer, early stopping
+on validation accuracy with the best weights restored, a checkpoint after every epoch and exact resume
+after a kill, a progress bar with ETA, and DistributedDataParallel when launched by ``torchrun`` (no
+code change for the user).
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 import sys
 import time
 import warnings
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
@@ -24,11 +26,12 @@ from torch import nn
 
 from slimtune._io import atomic_path
 from slimtune.config import Config, check
-from slimtune.data.core import DataSplits, Split
+from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, DataError
 from slimtune.train import ddp
 from slimtune.train.callbacks import Callback, LoopState
-from slimtune.train.tasks import ClassificationTask, Task
+from slimtune.train.sources import SplitsSource, TrainSource, epoch_batches
+from slimtune.train.tasks import Task
 
 CHECKPOINT = "last.pt"
 log = logging.getLogger("slimtune.train")
@@ -75,19 +78,44 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torc
     return torch.cat(outs) if outs else torch.empty(0)
 
 
-def _accuracy(model: nn.Module, split: Split) -> tuple[float, float]:
-    assert isinstance(split.x, torch.Tensor)
-    logits = predict(model, split.x)
-    loss = torch.nn.functional.cross_entropy(logits, split.y).item()
-    return float((logits.argmax(1) == split.y).float().mean().item()), loss
+ParamGroup = Mapping[str, Any]  # {"params": [...], "lr_scale": 1.0, "weight_decay": <config's>}
+NOTHING_TO_TRAIN = "nothing to train: every parameter is frozen; unfreeze some layers or drop the stage"
 
 
-def _optimizer(params: list[nn.Parameter], cfg: TrainConfig) -> torch.optim.Optimizer:
-    if not params:
-        raise ConfigError("nothing to train: every parameter is frozen; unfreeze some layers or drop the stage")
+def _param_groups(model: nn.Module, groups: Sequence[ParamGroup] | None, cfg: TrainConfig) -> list[dict[str, Any]]:
+    """Optimizer groups. Without ``groups``: one group of the parameters that require grad (frozen ones
+    are left out, so no weight decay or momentum ever touches them). With ``groups``: exactly the listed
+    parameters, each group at ``lr × lr_scale``; a listed parameter that is frozen now (gradual
+    unfreezing) gets no gradient and is skipped by the optimizer until it is unfrozen."""
+    if groups is None:
+        groups = [{"params": [p for p in model.parameters() if p.requires_grad]}]
+    out: list[dict[str, Any]] = []
+    seen: set[int] = set()
+    for g in groups:
+        unknown = set(g) - {"params", "lr_scale", "weight_decay"}
+        if unknown:
+            raise ConfigError(f"parameter group keys {sorted(unknown)} unknown; use params, lr_scale, weight_decay")
+        params = [p for p in g["params"] if id(p) not in seen]
+        seen.update(id(p) for p in params)
+        if params:
+            scale = float(g.get("lr_scale", 1.0))
+            if scale <= 0:
+                raise ConfigError(f"lr_scale must be > 0, got {scale}")
+            wd = float(g.get("weight_decay", cfg.weight_decay))
+            out.append({"params": params, "lr": cfg.lr * scale, "weight_decay": wd})
+    if not any(p.requires_grad for p in _flat(out)):
+        raise ConfigError(NOTHING_TO_TRAIN)
+    return out
+
+
+def _flat(groups: list[dict[str, Any]]) -> list[nn.Parameter]:
+    return [p for g in groups for p in g["params"]]
+
+
+def _optimizer(groups: list[dict[str, Any]], cfg: TrainConfig) -> torch.optim.Optimizer:
     if cfg.optimizer == "sgd":
-        return torch.optim.SGD(params, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
-    return torch.optim.AdamW(params, lr=cfg.lr, weight_decay=cfg.weight_decay)
+        return torch.optim.SGD(groups, lr=cfg.lr, momentum=cfg.momentum, weight_decay=cfg.weight_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, weight_decay=cfg.weight_decay)
 
 
 def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
@@ -102,28 +130,18 @@ def _lr_lambda(cfg: TrainConfig, total_steps: int) -> Any:
 
 
 def _batches(n: int, cfg: TrainConfig, epoch: int, rank: int, world: int) -> list[torch.Tensor]:
-    """Global batches from a per-epoch seeded permutation; each rank takes an equal share of every batch.
+    """Global batches from a per-epoch seeded permutation; each rank takes an equal share of every batch
+    (see :func:`slimtune.train.sources.shard`)."""
+    return epoch_batches(n, batch_size=cfg.batch_size, seed=cfg.seed, epoch=epoch, rank=rank, world=world)
 
-    With ``world > 1`` a global batch is cut to a multiple of ``world`` (its last few examples, which
-    differ every epoch because the permutation does) and a batch smaller than ``world`` is skipped:
-    DDP averages the ranks' mean gradients, which is the mean gradient of the global batch only when
-    every rank holds the same number of examples. With ``world == 1`` every example is used.
-    """
-    g = torch.Generator().manual_seed(cfg.seed * 1_000_003 + epoch)
-    perm = torch.randperm(n, generator=g)
-    out = []
-    for i in range(0, n, cfg.batch_size):
-        batch = perm[i : i + cfg.batch_size]
-        keep = len(batch) - len(batch) % world
-        if keep == 0:
-            continue
-        out.append(batch[:keep][rank::world])
-    return out
+
+def _trainable(model: nn.Module) -> tuple[bool, ...]:
+    return tuple(p.requires_grad for p in model.parameters())
 
 
 def fit(
     model: nn.Module,
-    data: DataSplits,
+    data: DataSplits | TrainSource,
     *,
     config: TrainConfig,
     task: Task | None = None,
@@ -132,30 +150,38 @@ def fit(
     resume: bool = False,
     progress: bool | None = None,
     desc: str = "train",
+    param_groups: Sequence[ParamGroup] | None = None,
 ) -> FitResult:
     """Train ``model`` in place on ``data.train``, validating on ``data.val`` after every epoch.
+
+    ``data`` may also be any :class:`~slimtune.train.sources.TrainSource` (e.g. a multi-task source).
+    ``param_groups`` (dicts with ``params``, optional ``lr_scale`` and ``weight_decay``) replace the
+    default single group of the parameters that require grad; parameters in no group are not trained.
 
     Under ``torchrun`` (``WORLD_SIZE > 1``) this trains with DistributedDataParallel; see
     :mod:`slimtune.train.ddp` for the launch command and what is kept identical across ranks.
     """
-    train, val = data.train, data.val
-    if not isinstance(train.x, torch.Tensor) or not isinstance(val.x, torch.Tensor):
-        raise DataError("fit needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
-    if len(train) == 0:
-        raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
+    if isinstance(data, DataSplits):
+        train, val = data.train, data.val
+        if not isinstance(train.x, torch.Tensor) or not isinstance(val.x, torch.Tensor):
+            raise DataError("fit needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+        if len(train) == 0:
+            raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
+    source: TrainSource = SplitsSource(data) if isinstance(data, DataSplits) else data
     device = next(model.parameters(), torch.empty(0)).device
     with ddp.process_group(device) as distributed:
         return _fit(
             model,
-            data,
+            source,
             config=config,
-            task=task or ClassificationTask(),
+            task=task or source.default_task(),
             callbacks=callbacks,
             checkpoint_dir=checkpoint_dir,
             resume=resume,
             progress=progress,
             desc=desc,
             distributed=distributed,
+            param_groups=param_groups,
         )
 
 
@@ -180,7 +206,7 @@ def _load_checkpoint(ckpt: Path | None, resume: bool, distributed: bool) -> dict
 
 def _fit(
     model: nn.Module,
-    data: DataSplits,
+    source: TrainSource,
     *,
     config: TrainConfig,
     task: Task,
@@ -190,9 +216,8 @@ def _fit(
     progress: bool | None,
     desc: str,
     distributed: bool,
+    param_groups: Sequence[ParamGroup] | None,
 ) -> FitResult:
-    train, val = data.train, data.val
-    assert isinstance(train.x, torch.Tensor)
     rank, world = ddp.world() if distributed else (0, 1)
     if distributed and rank == 0 and config.batch_size % world:
         warnings.warn(
@@ -201,9 +226,10 @@ def _fit(
             stacklevel=3,
         )
     torch.manual_seed(config.seed)
-    params = [p for p in model.parameters() if p.requires_grad]
-    optimizer = _optimizer(params, config)
-    steps_per_epoch = len(_batches(len(train), config, 0, 0, world))
+    groups = _param_groups(model, param_groups, config)
+    params = _flat(groups)
+    optimizer = _optimizer(groups, config)
+    steps_per_epoch = source.steps_per_epoch(config, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
     state = LoopState(model=model, optimizer=optimizer)
     result = FitResult()
@@ -221,9 +247,7 @@ def _fit(
         best_state, result.history = saved["best_state"], saved["history"]
         result.best_epoch, result.best_val_accuracy = saved["best_epoch"], saved["best_val_accuracy"]
     net: nn.Module = model
-    if distributed:
-        # after any resume; the wrapper broadcasts rank 0's parameters and buffers to every rank
-        net = nn.parallel.DistributedDataParallel(model)
+    wrapped_for: tuple[bool, ...] | None = None  # which parameters required grad when DDP wrapped the model
     state.history = result.history
     show = rank == 0 and (sys.stderr.isatty() if progress is None else progress)
     bar = _progress_bar(show, total=steps_per_epoch * config.epochs, initial=steps_per_epoch * start_epoch, desc=desc)
@@ -233,12 +257,20 @@ def _fit(
     for epoch in range(start_epoch, config.epochs):
         state.epoch, state.step = epoch, 0
         torch.manual_seed(config.seed * 100_003 + epoch * 7 + rank)  # dropout etc.: same stream on resume
+        model.train()  # before the callbacks: they may put frozen parts back in eval mode
         for cb in callbacks:
             cb.on_epoch_start(state)
-        net.train()
+        if distributed and _trainable(model) != wrapped_for:
+            # after any resume, and again whenever a callback (gradual unfreezing) changed what trains:
+            # DDP reduces exactly the parameters that required grad when it was built. The wrapper
+            # broadcasts rank 0's parameters and buffers to every rank.
+            wrapped_for = _trainable(model)
+            net = nn.parallel.DistributedDataParallel(model)
+        if not any(p.requires_grad for p in params):
+            raise ConfigError(NOTHING_TO_TRAIN)
         total, count = 0.0, 0
-        for idx in _batches(len(train), config, epoch, rank, world):
-            loss, _ = task.loss(net, train.x[idx], train.y[idx])
+        for x, y, n in source.batches(config, epoch, rank, world):
+            loss, _ = task.loss(net, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             for cb in callbacks:
@@ -251,7 +283,7 @@ def _fit(
             state.global_step += 1
             for cb in callbacks:
                 cb.on_step_end(state)
-            total, count = total + loss.item() * len(idx), count + len(idx)
+            total, count = total + loss.item() * n, count + n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / count:.4f}")
@@ -261,19 +293,12 @@ def _fit(
             ddp.sync_buffers(model)
             total, count_f = ddp.all_reduce_sum([total, count])
             count = round(count_f)
-        val_acc, val_loss = float("nan"), float("nan")
-        if len(val) and rank == 0:
-            val_acc, val_loss = _accuracy(model, val)
+        metrics = source.validate(model) if rank == 0 else None
         # every rank takes rank 0's numbers, so early stopping and the best epoch agree everywhere
-        val_acc, val_loss = ddp.broadcast_floats([val_acc, val_loss])
-        result.history.append(
-            {
-                "epoch": epoch + 1,
-                "train_loss": total / max(count, 1),
-                "val_loss": val_loss,
-                "val_accuracy": val_acc,
-            }
-        )
+        metrics = ddp.broadcast_object(metrics)
+        assert metrics is not None
+        val_acc = metrics["val_accuracy"]
+        result.history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **metrics})
         if best_state is None or val_acc > result.best_val_accuracy:
             result.best_val_accuracy, result.best_epoch, bad_epochs = val_acc, epoch + 1, 0
             best_state = copy.deepcopy(model.state_dict())
