@@ -22,13 +22,14 @@ def num_classes_of(model: nn.Module) -> int:
     return int(head_of(model).out_features)
 
 
-def set_head_(model: nn.Module, head: nn.Module) -> None:
-    """Put ``head`` where the model's head is (e.g. ``nn.Identity()`` to get features). The spec is not
-    touched; see :func:`replace_head_`."""
-    path = anatomy(model).head
+def set_head_(model: nn.Module, head: nn.Module, *, path: str | None = None) -> str:
+    """Put ``head`` where the model's head is, or at ``path`` (e.g. ``nn.Identity()`` to get features);
+    returns the path. The spec is not touched; see :func:`replace_head_`."""
+    path = path or anatomy(model).head
     parent_path, _, attr = path.rpartition(".")
     parent = model.get_submodule(parent_path) if parent_path else model
     setattr(parent, attr, head)
+    return path
 
 
 def replace_head_(
