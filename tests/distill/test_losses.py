@@ -1,36 +1,84 @@
 from __future__ import annotations
 
 import math
+from dataclasses import dataclass
 
 import pytest
 import torch
 
+from slimtune.config import Config
 from slimtune.data import DataSplits
-from slimtune.distill import DistillationTask, KDConfig, kd_loss, soft_kd_loss
+from slimtune.distill import (
+    KD_LOSSES,
+    DistillationTask,
+    HardKDConfig,
+    KDConfig,
+    SoftKDConfig,
+    kd_loss,
+    soft_kd_loss,
+)
 from slimtune.errors import ConfigError
 from slimtune.models import build
 from slimtune.train import TrainConfig, fit, predict
 
+S = [[1.0, 2.0, 0.5], [0.0, -1.0, 3.0]]
+T = [[2.0, 1.0, 0.0], [0.5, 0.5, 2.0]]
+Y = [1, 2]
+
+
+def softmax(z: list[float], temp: float = 1.0) -> list[float]:
+    e = [math.exp(v / temp) for v in z]
+    return [v / sum(e) for v in e]
+
+
+def hand_kl(s: list[float], t: list[float], temp: float) -> float:
+    ps, pt = softmax(s, temp), softmax(t, temp)
+    return sum(p * math.log(p / q) for p, q in zip(pt, ps, strict=True))
+
+
+def hand_ce(s: list[float], label: int) -> float:
+    return -math.log(softmax(s)[label])
+
+
+def mean(values: list[float]) -> float:
+    return sum(values) / len(values)
+
 
 def test_soft_loss_matches_hand_computation() -> None:
-    s = torch.tensor([[1.0, 2.0, 0.5]])
-    t = torch.tensor([[2.0, 1.0, 0.0]])
-    temp = 2.0
-    ps = torch.softmax(s / temp, 1)[0].tolist()
-    pt = torch.softmax(t / temp, 1)[0].tolist()
-    kl = sum(p * math.log(p / q) for p, q in zip(pt, ps))
-    assert soft_kd_loss(s, t, temp).item() == pytest.approx(temp**2 * kl, rel=1e-5)
+    expected = 2.0**2 * mean([hand_kl(s, t, 2.0) for s, t in zip(S, T, strict=True)])
+    got = kd_loss(torch.tensor(S), torch.tensor(T), torch.tensor(Y), SoftKDConfig(temperature=2.0))
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+    assert soft_kd_loss(torch.tensor(S), torch.tensor(T), 2.0).item() == pytest.approx(expected, rel=1e-5)
 
 
-def test_t_squared_scaling_and_alpha_mix() -> None:
-    s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
-    kl4 = torch.nn.functional.kl_div(
-        torch.log_softmax(s / 4, 1), torch.log_softmax(t / 4, 1), log_target=True, reduction="batchmean"
+def test_hard_loss_is_cross_entropy_to_teacher_argmax() -> None:
+    argmax = [max(range(3), key=lambda i, t=t: t[i]) for t in T]  # [0, 2]
+    expected = mean([hand_ce(s, a) for s, a in zip(S, argmax, strict=True)])
+    got = kd_loss(torch.tensor(S), torch.tensor(T), torch.tensor(Y), HardKDConfig())
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_mixed_loss_matches_hand_computation() -> None:
+    alpha, temp = 0.25, 3.0
+    ce = mean([hand_ce(s, y) for s, y in zip(S, Y, strict=True)])
+    kl = mean([hand_kl(s, t, temp) for s, t in zip(S, T, strict=True)])
+    got = kd_loss(torch.tensor(S), torch.tensor(T), torch.tensor(Y), KDConfig(temperature=temp, alpha=alpha))
+    assert got.item() == pytest.approx(alpha * ce + (1 - alpha) * temp**2 * kl, rel=1e-5)
+
+
+def test_t_squared_scaling_keeps_the_high_temperature_limit() -> None:
+    """Hinton et al.: as T grows, T²·KL → Σ((s − s̄) − (t − t̄))² / (2C), independent of T. Without the
+    T² factor the soft loss (and its gradient) would vanish like 1/T²."""
+    s, t = S[0], T[0]
+    cs = [v - mean(s) for v in s]
+    ct = [v - mean(t) for v in t]
+    limit = sum((a - b) ** 2 for a, b in zip(cs, ct, strict=True)) / (2 * len(s))
+    for temp in (50.0, 200.0):
+        got = soft_kd_loss(torch.tensor([s], dtype=torch.float64), torch.tensor([t], dtype=torch.float64), temp)
+        assert got.item() == pytest.approx(limit, rel=2e-2)
+    assert soft_kd_loss(torch.tensor([s]), torch.tensor([t]), 4.0).item() == pytest.approx(
+        16 * hand_kl(s, t, 4.0), rel=1e-5
     )
-    assert soft_kd_loss(s, t, 4.0).item() == pytest.approx(16 * kl4.item(), rel=1e-5)
-    ce = torch.nn.functional.cross_entropy(s, y).item()
-    mixed = kd_loss(s, t, y, KDConfig(temperature=4.0, alpha=0.25)).item()
-    assert mixed == pytest.approx(0.25 * ce + 0.75 * 16 * kl4.item(), rel=1e-5)
 
 
 def test_identical_logits_have_zero_soft_loss() -> None:
@@ -38,10 +86,43 @@ def test_identical_logits_have_zero_soft_loss() -> None:
     assert soft_kd_loss(s, s.clone(), 3.0).item() == pytest.approx(0.0, abs=1e-6)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [({"temperature": 0}, "temperature"), ({"alpha": 1.5}, "alpha")])
-def test_bad_config(kwargs: dict, message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        KDConfig(**kwargs)
+def test_soft_probability_labels_work_in_mixed_loss() -> None:
+    probs = torch.tensor([softmax(t) for t in T])
+    got = kd_loss(torch.tensor(S), torch.tensor(T), probs, KDConfig(alpha=1.0))
+    expected = mean(
+        [
+            -sum(p * math.log(q) for p, q in zip(pr, softmax(s), strict=True))
+            for s, pr in zip(S, probs.tolist(), strict=True)
+        ]
+    )
+    assert got.item() == pytest.approx(expected, rel=1e-5)
+
+
+def test_registry_names_and_unknown_config() -> None:
+    assert {"soft", "hard", "mixed"} <= set(KD_LOSSES.names())
+
+    @dataclass(frozen=True, kw_only=True)
+    class Other(Config):
+        pass
+
+    with pytest.raises(ConfigError, match="register_kd_loss"):
+        kd_loss(torch.tensor(S), torch.tensor(T), torch.tensor(Y), Other())
+    with pytest.raises(ConfigError, match=r"unknown distillation loss 'sofft'.*did you mean 'soft'"):
+        KD_LOSSES.get("sofft")
+
+
+@pytest.mark.parametrize(
+    ("make", "message"),
+    [
+        (lambda: KDConfig(temperature=0), "temperature must be > 0"),
+        (lambda: KDConfig(alpha=1.5), "alpha must be in"),
+        (lambda: SoftKDConfig(temperature=-1), "temperature must be > 0"),
+    ],
+)
+def test_bad_config(make, message: str) -> None:  # type: ignore[no-untyped-def]
+    with pytest.raises(ConfigError, match=message) as info:
+        make()
+    assert "\n" not in str(info.value)
 
 
 def test_label_set_mismatch_is_clear(digits: DataSplits) -> None:

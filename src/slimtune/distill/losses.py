@@ -1,15 +1,55 @@
-"""Knowledge-distillation losses (Hinton et al. 2015) and the distillation task for the training loop."""
+"""Logit distillation losses (Hinton et al. 2015): one verb, ``kd_loss``, and a config per method.
+
+=========  ==============  ==========================================================
+method     config          loss
+=========  ==============  ==========================================================
+``soft``   SoftKDConfig    T²·KL(softmax(t/T) ‖ softmax(s/T))
+``hard``   HardKDConfig    CE(argmax t, s): the teacher's predictions as labels
+``mixed``  KDConfig        α·CE(y, s) + (1 − α)·T²·KL(softmax(t/T) ‖ softmax(s/T))
+=========  ==============  ==========================================================
+
+The T² keeps the soft term's gradients the same size whatever T is (without it a student at T = 8 gets
+1/64 of the signal). ``y`` may be class ids (N,) or class probabilities (N, C) (soft pseudo-labels).
+A new method is a config plus a handler registered with ``register_kd_loss``.
+"""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from torch import nn
 
+from slimtune._registry import MethodRegistry
 from slimtune.config import Config, check
-from slimtune.errors import ConfigError
+
+LossHandler = Callable[[torch.Tensor, torch.Tensor, torch.Tensor, Config], torch.Tensor]
+KD_LOSSES: MethodRegistry[type[Config], LossHandler] = MethodRegistry("distillation loss", "register_kd_loss")
+
+
+def register_kd_loss(name: str, config_cls: type[Config], *, help: str = "") -> Callable[[LossHandler], LossHandler]:
+    """Register ``handler(student_logits, teacher_logits, labels, config)`` for ``config_cls`` under ``name``."""
+    return KD_LOSSES.register_handler(name, config_cls, help=help)
+
+
+def _check_temperature(t: float) -> None:
+    check(t > 0, f"temperature must be > 0, got {t}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class SoftKDConfig(Config):
+    """Pure soft targets: T²·KL(softmax(t/T) ‖ softmax(s/T)); the labels are not used."""
+
+    temperature: float = 4.0
+
+    def __post_init__(self) -> None:
+        _check_temperature(self.temperature)
+
+
+@dataclass(frozen=True, kw_only=True)
+class HardKDConfig(Config):
+    """Cross-entropy to the teacher's argmax; the labels are not used."""
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -20,12 +60,15 @@ class KDConfig(Config):
     alpha: float = 0.5
 
     def __post_init__(self) -> None:
-        check(self.temperature > 0, f"temperature must be > 0, got {self.temperature}")
+        _check_temperature(self.temperature)
         check(0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
 
 
+MixedKDConfig = KDConfig
+
+
 def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
-    """T²·KL(p_t ‖ p_s) with both softened by T; the T² keeps gradient scale independent of T."""
+    """T²·KL(p_t ‖ p_s) with both softened by T, averaged over the batch."""
     t = temperature
     log_p_s = F.log_softmax(student_logits / t, dim=-1)
     log_p_t = F.log_softmax(teacher_logits / t, dim=-1)
@@ -33,32 +76,27 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
 
 
 def kd_loss(
-    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, config: KDConfig
+    student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, config: Config
 ) -> torch.Tensor:
-    hard = F.cross_entropy(student_logits, labels)
-    soft = soft_kd_loss(student_logits, teacher_logits, config.temperature)
-    return config.alpha * hard + (1 - config.alpha) * soft
+    """The distillation loss ``config`` names (soft, hard, mixed or a registered one), a scalar."""
+    return KD_LOSSES.handler_for(config)(student_logits, teacher_logits, labels, config)
 
 
-@dataclass
-class DistillationTask:
-    """Task for the one training loop: the frozen teacher's logits are targets for the student."""
+@register_kd_loss("soft", SoftKDConfig, help="soft targets: T²·KL(softmax(t/T) ‖ softmax(s/T))")
+def _soft(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
+    assert isinstance(config, SoftKDConfig)
+    return soft_kd_loss(s, t, config.temperature)
 
-    teacher: nn.Module
-    config: KDConfig
 
-    def __post_init__(self) -> None:
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+@register_kd_loss("hard", HardKDConfig, help="cross-entropy to the teacher's argmax")
+def _hard(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
+    return F.cross_entropy(s, t.argmax(dim=-1))
 
-    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():
-            t_logits = self.teacher(x)
-        s_logits = model(x)
-        if t_logits.shape != s_logits.shape:
-            raise ConfigError(
-                f"teacher outputs {tuple(t_logits.shape[1:])} but student outputs {tuple(s_logits.shape[1:])}: "
-                "they must predict the same label set"
-            )
-        return kd_loss(s_logits, t_logits, y, self.config), s_logits
+
+@register_kd_loss("mixed", KDConfig, help="α·CE(y, s) + (1 − α)·T²·KL (Hinton et al.)")
+def _mixed(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
+    assert isinstance(config, KDConfig)
+    soft = soft_kd_loss(s, t, config.temperature)
+    if config.alpha == 0:
+        return soft
+    return config.alpha * F.cross_entropy(s, y) + (1 - config.alpha) * soft

@@ -14,7 +14,7 @@ from torch import nn
 from slimtune._registry import Registry
 from slimtune.config import Config
 from slimtune.data.core import DataSplits
-from slimtune.distill.losses import DistillationTask, KDConfig
+from slimtune.distill import DistillationTask, KDConfig
 from slimtune.errors import ConfigError
 from slimtune.evaluate.size import layer_sparsity
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity

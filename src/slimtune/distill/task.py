@@ -1,0 +1,158 @@
+"""The distillation task for the one training loop, and ``distill_``, the verb that runs it.
+
+The teacher is frozen in eval mode. Its logits come from a ``TeacherCache`` when one is given (hits by
+row digest, misses computed live) or from a live forward. Hint terms (``feature``, ``attention``) need
+the teacher's intermediate activations, so with hints the teacher always runs live.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimtune.config import Config
+from slimtune.data.core import DataSplits
+from slimtune.distill import attention as _attention  # noqa: F401  (registers the attention hint)
+from slimtune.distill.cache import TeacherCache
+from slimtune.distill.hints import HINTS, HintTerm
+from slimtune.distill.losses import KD_LOSSES, KDConfig, kd_loss
+from slimtune.errors import ConfigError, DataError
+from slimtune.train.callbacks import Callback
+from slimtune.train.loop import FitResult, TrainConfig, fit
+
+
+class DistillModel(nn.Module):
+    """What the optimizer trains when hints are used: the student plus the hint terms' adapters.
+    Its forward is the student's; ``unwrap()`` removes every hook and returns the bare student."""
+
+    def __init__(self, student: nn.Module, terms: Sequence[HintTerm]) -> None:
+        super().__init__()
+        self.student = student
+        self.terms = nn.ModuleList(terms)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.student(x)
+        for term in self._terms():
+            if term.capturing:
+                term.after_student()
+        return out
+
+    def _terms(self) -> list[HintTerm]:
+        return [t for t in self.terms if isinstance(t, HintTerm)]
+
+    def unwrap(self) -> nn.Module:
+        for term in self._terms():
+            term.remove_hooks()
+        return self.student
+
+
+@dataclass
+class DistillationTask:
+    """Logit loss ``config`` (soft, hard, mixed = ``KDConfig``) plus weighted ``hints``; see ``distill_``."""
+
+    teacher: nn.Module
+    config: Config = field(default_factory=KDConfig)
+    hints: Sequence[Config] = ()
+    cache: TeacherCache | None = None
+
+    def __post_init__(self) -> None:
+        KD_LOSSES.handler_for(self.config)  # a clear error for a config that is not a logit loss
+        for hint in self.hints:
+            HINTS.handler_for(hint)
+        self.teacher.eval()
+        for p in self.teacher.parameters():
+            p.requires_grad_(False)
+
+    def wrap(self, student: nn.Module, example: Any) -> nn.Module:
+        """The module to train: ``student`` itself, or with hints a ``DistillModel`` (student + adapters)."""
+        if not self.hints:
+            return student
+        terms = [HINTS.handler_for(h)(h, student=student, teacher=self.teacher, example=example) for h in self.hints]
+        return DistillModel(student, terms)
+
+    def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
+        if self.cache is not None:
+            return self.cache.logits_for(x, self.teacher)
+        with torch.no_grad():
+            out: torch.Tensor = self.teacher(x)
+        return out
+
+    def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+        terms = inner._terms() if isinstance(inner, DistillModel) else []
+        if self.hints and not terms:
+            raise ConfigError("hint terms need the student wrapped: train with distill_(...) or task.wrap(student, x)")
+        with _capturing(terms):
+            s_logits = model(x)
+            t_logits = self.teacher_logits(x) if not terms else self._live_teacher(x)
+        if t_logits.shape != s_logits.shape:
+            raise ConfigError(
+                f"teacher outputs {tuple(t_logits.shape[1:])} but student outputs {tuple(s_logits.shape[1:])}: "
+                "they must predict the same label set"
+            )
+        loss = kd_loss(s_logits, t_logits, y, self.config)
+        for term in terms:
+            loss = loss + term.weight * term.loss()
+        return loss, s_logits
+
+    def _live_teacher(self, x: torch.Tensor) -> torch.Tensor:
+        with torch.no_grad():
+            out: torch.Tensor = self.teacher(x)
+        return out
+
+
+@contextmanager
+def _capturing(terms: Sequence[HintTerm]) -> Iterator[None]:
+    for t in terms:
+        t.capturing = True
+    try:
+        yield
+    finally:
+        for t in terms:
+            t.capturing = False
+
+
+def distill_(
+    student: nn.Module,
+    *,
+    teacher: nn.Module,
+    data: DataSplits,
+    config: Config | None = None,
+    hints: Sequence[Config] = (),
+    train: TrainConfig | None = None,
+    cache: bool | str | Path = False,
+    callbacks: Sequence[Callback] = (),
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool | None = None,
+) -> FitResult:
+    """Train ``student`` in place on ``data`` from the frozen ``teacher``; returns the loop's history.
+
+    ``config``: the logit loss (default ``KDConfig()``: mixed, T = 4, α = 0.5). ``hints``: feature/attention
+    terms; their projections are trained with the student and dropped after. ``cache``: compute the teacher's
+    logits over ``data.train`` once (``True``) and keep them in a safetensors file (a path), reused when the
+    same teacher is distilled again.
+    """
+    x = data.train.x
+    if not isinstance(x, torch.Tensor):
+        raise DataError("distillation needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+    teacher_cache = None
+    if cache is not False and not hints:
+        path = None if cache is True else Path(cache)
+        teacher_cache = TeacherCache.build(teacher, x, path=path)
+    task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache)
+    model = task.wrap(student, x[: min(len(x), 8)])
+    try:
+        return fit(
+            model, data, config=train or TrainConfig(), task=task, callbacks=callbacks,
+            checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, desc="distill",
+        )  # fmt: skip
+    finally:
+        if isinstance(model, DistillModel):
+            model.unwrap()
