@@ -80,6 +80,62 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_inputs(args: argparse.Namespace) -> Any:
+    """Inputs for ``predict``: ``--text`` strings, or a .txt (one text per line), .npy or .npz file."""
+    from pathlib import Path
+
+    from slimtune.errors import DataError
+
+    if args.text:
+        return list(args.text)
+    if not args.input:
+        raise DataError("give an INPUT file (.npy, .npz or .txt) or --text 'some text'")
+    path = Path(args.input)
+    if not path.is_file():
+        raise DataError(f"input file not found: {path}")
+    if path.suffix == ".txt":
+        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    if path.suffix not in (".npy", ".npz"):
+        raise DataError(f"unsupported input file '{path.name}': use .npy/.npz arrays or a .txt with one text per line")
+    import numpy as np
+
+    try:
+        loaded = np.load(path, allow_pickle=False)
+    except ValueError as exc:
+        raise DataError(f"cannot read {path}: {exc}") from None
+    if path.suffix == ".npz":
+        if not loaded.files:
+            raise DataError(f"{path} holds no arrays")
+        return loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]
+    return loaded
+
+
+def _cmd_predict(args: argparse.Namespace) -> int:
+    import json
+
+    from slimtune.runtime import Predictor
+
+    predictor = Predictor(args.bundle, threads=args.threads)
+    results = predictor.predict(_read_inputs(args), top_k=args.top_k)
+    if args.json:
+        print(json.dumps(results, indent=2))
+        return 0
+    for i, r in enumerate(results):
+        others = ", ".join(f"{label} {p:.3f}" for label, p in r["top"][1:])
+        print(f"{i}\t{r['label']}\t{r['probability']:.3f}" + (f"\t({others})" if others else ""))
+    return 0
+
+
+def _cmd_bench(args: argparse.Namespace) -> int:
+    import json
+
+    from slimtune.runtime import bench, format_table
+
+    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=args.threads or [None], seconds=args.seconds)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="slimtune",
@@ -101,6 +157,21 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=_cmd_run)
     lst = sub.add_parser("list", help="list registered datasets, models, stages and methods")
     lst.set_defaults(func=_cmd_list)
+    pred = sub.add_parser("predict", help="predict with a deploy bundle (onnxruntime + numpy, no torch)")
+    pred.add_argument("bundle", help="bundle folder (made by a recipe 'bundle' stage)")
+    pred.add_argument("input", nargs="?", help=".npy/.npz array of images or rows, or .txt with one text per line")
+    pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
+    pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
+    pred.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    pred.add_argument("--json", action="store_true", help="print JSON")
+    pred.set_defaults(func=_cmd_predict)
+    bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
+    bch.add_argument("bundle", help="bundle folder")
+    bch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
+    bch.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts to time (default: ORT's)")
+    bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
+    bch.add_argument("--json", action="store_true", help="print JSON")
+    bch.set_defaults(func=_cmd_bench)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")
     env.add_argument("--no-torch", action="store_true", help="do not import torch (faster)")

@@ -65,7 +65,9 @@ def digits(*, seed: int = 0, limit: int | None = None) -> DataSplits:
     bunch = load_digits()
     x = torch.tensor(bunch.data, dtype=torch.float32).reshape(-1, 1, 8, 8) / 16.0
     y = torch.tensor(bunch.target, dtype=torch.long)
-    return split_arrays("digits", x, y, label_names=DIGIT_NAMES, kind="image", seed=seed, limit=limit)
+    splits = split_arrays("digits", x, y, label_names=DIGIT_NAMES, kind="image", seed=seed, limit=limit)
+    splits.meta["pixel_scale"] = 1.0 / 16.0  # raw digits pixels are 0..16
+    return splits
 
 
 @functools.lru_cache(maxsize=1)

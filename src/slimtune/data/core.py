@@ -124,4 +124,5 @@ def scale_images(splits: DataSplits, scale: float = 255.0) -> DataSplits:
     for split in (splits.train, splits.val, splits.test):
         if isinstance(split.x, torch.Tensor):
             split.x = split.x.float().div_(scale)
+    splits.meta["pixel_scale"] = 1.0 / scale  # deploy bundles map raw integer pixels the same way
     return splits

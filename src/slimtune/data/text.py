@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import re
 from collections import Counter
 from collections.abc import Iterable, Sequence
 from pathlib import Path
@@ -15,17 +14,9 @@ import torch
 
 from slimtune._io import write_text
 from slimtune.errors import ConfigError, DataError
+from slimtune.runtime.text import CLS, PAD, SPECIALS, UNK, URL, tokenize, word_ids
 
-PAD, UNK, CLS = "[PAD]", "[UNK]", "[CLS]"
-SPECIALS = (PAD, UNK, CLS)
-URL = "<url>"
-# URLs, @mentions / #hashtags / words (with an inner apostrophe: "don't"), then single punctuation marks.
-TOKEN_RE = re.compile(r"(https?://\S+|www\.\S+)|([@#]?\w+(?:'\w+)*|[^\w\s])")
-
-
-def tokenize(text: str) -> list[str]:
-    """Lowercase ``text`` and split it into word, @mention, #hashtag and punctuation tokens."""
-    return [URL if url else tok for url, tok in TOKEN_RE.findall(text.lower())]
+__all__ = ["CLS", "PAD", "SPECIALS", "UNK", "URL", "WordTokenizer", "tokenize"]
 
 
 class WordTokenizer:
@@ -60,12 +51,9 @@ class WordTokenizer:
         """Token ids (N, max_length) int64: ``[CLS]``, the first tokens of each text, then ``[PAD]``."""
         if max_length < 1:
             raise ConfigError(f"max_length must be at least 1; got {max_length}")
-        out = torch.zeros((len(texts), max_length), dtype=torch.long)
-        unk, cls_id = self.index[UNK], self.index[CLS]
-        for row, text in enumerate(texts):
-            ids = [cls_id, *(self.index.get(tok, unk) for tok in tokenize(text))][:max_length]
-            out[row, : len(ids)] = torch.tensor(ids, dtype=torch.long)
-        return out
+        return torch.tensor(word_ids(self.index, texts, max_length=max_length), dtype=torch.long).reshape(
+            len(texts), max_length
+        )
 
     def decode(self, ids: torch.Tensor | Sequence[int]) -> str:
         """The tokens of one id row joined by spaces, without ``[PAD]`` and ``[CLS]``."""

@@ -14,6 +14,7 @@ from torch import nn
 from slimtune._io import prepare_out_dir, write_text
 from slimtune.errors import ConfigError
 from slimtune.evaluate.report import Report, StageRow
+from slimtune.export.bundle import finish_bundle
 from slimtune.recipe.measure import measure_onnx, measure_torch
 from slimtune.recipe.schema import Recipe, load_recipe
 from slimtune.recipe.stages import STAGES, Context, StageOutput
@@ -59,6 +60,8 @@ def run_recipe(
             result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
             if result.model is not None:
                 ctx.model = result.model
+            if result.onnx is not None or result.model is not None:  # a new model makes older ONNX stale
+                ctx.onnx, ctx.onnx_parity = result.onnx, result.parity
             row = _measure(spec.label, result, ctx)
             row.artifact = os.path.relpath(result.artifact, out_dir)  # the output folder can move
             row.extra["seconds"] = round(time.perf_counter() - t0, 2)
@@ -67,6 +70,9 @@ def run_recipe(
             shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
         report.add(row)
     report.write(out_dir)
+    for row in report.rows:  # bundles get the finished report and a model card
+        if "bundle" in row.extra:
+            finish_bundle(out_dir / row.extra["bundle"], report)
     return report
 
 
@@ -107,4 +113,8 @@ def _restore(ctx: Context, done: Path, raw_stage: dict[str, Any]) -> StageRow:
         model: nn.Module = load_model(done.parent / "model")
         ctx.model = model
         ctx.masks = masks_if_sparse(model)
+        ctx.onnx, ctx.onnx_parity = None, None
+    artifact = saved["row"].get("artifact")
+    if artifact and str(artifact).endswith(".onnx"):
+        ctx.onnx, ctx.onnx_parity = done.parent.parent / artifact, saved["row"].get("parity")
     return StageRow.from_dict(saved["row"])

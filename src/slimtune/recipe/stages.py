@@ -33,6 +33,8 @@ class Context:
     resume: bool = False
     progress: bool | None = None
     masks: dict[str, torch.Tensor] | None = None  # pruning masks that later training must keep
+    onnx: Path | None = None  # the latest checked ONNX artefact of the current model (int8, QDQ, fp32)
+    onnx_parity: dict[str, float] | None = None
 
 
 @dataclass
@@ -260,3 +262,4 @@ STAGES.add("distill", DistillStage(), help="distil the current model into a smal
 STAGES.add("export", ExportStage(), help="export to ONNX fp32 with a parity check")
 STAGES.add("quantize", QuantizeStage(), help="int8 in ONNX Runtime with a parity check")
 STAGES.add("qat", QATStage(), help="quantization-aware training, exported as int8 QDQ ONNX with a parity check")
+from slimtune.recipe import stages_deploy as _stages_deploy  # noqa: E402,F401  (registers deployment stages)

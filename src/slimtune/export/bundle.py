@@ -1,0 +1,132 @@
+"""Write a deploy bundle: the ONNX model plus everything needed to run it elsewhere (see slimtune.runtime.bundle).
+
+``export_bundle(model, "bundle/", data=data)`` exports fp32 (parity-checked) unless an already checked ONNX
+file (e.g. the int8 model of a quantize stage) is given. The runtime reads it with onnxruntime + numpy only.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimtune import __version__
+from slimtune._io import prepare_out_dir, write_text
+from slimtune.data.core import DataSplits
+from slimtune.errors import ConfigError, DataError
+from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
+from slimtune.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
+
+INT8_OPS = {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv", "QLinearMatMul"}
+
+
+def onnx_precision(path: str | Path) -> str:
+    """'int8' when the graph executes quantized ops, else 'fp32'."""
+    import onnx
+
+    ops = {n.op_type for n in onnx.load(str(path), load_external_data=False).graph.node}
+    return "int8" if ops & INT8_OPS else "fp32"
+
+
+def _input_spec(model: nn.Module, data: DataSplits | None, folder: Path) -> tuple[dict[str, Any], dict[str, str]]:
+    spec: dict[str, Any] = getattr(model, "slimtune_spec", {})
+    pre: dict[str, Any] = spec.get("preprocess", {})
+    files: dict[str, str] = {}
+    kind = data.kind if data is not None else ("text" if pre else "image")
+    if kind == "text":
+        if "hf_tokenizer" in pre:
+            write_text(folder / "tokenizer.json", pre["hf_tokenizer"])
+            tok = {"type": "hf", "max_length": int(pre["max_length"])}
+        elif "tokenizer" in pre:
+            write_text(folder / "tokenizer.json", json.dumps(pre["tokenizer"], ensure_ascii=False))
+            tok = {"type": "word", "max_length": int(pre["max_length"])}
+        else:
+            raise ConfigError("this text model carries no tokenizer in its spec; train it through slimtune's loaders")
+        files["tokenizer"] = "tokenizer.json"
+        return {"kind": "text", "name": "input", "dtype": "int64", "tokenizer": tok}, files
+    shape = spec.get("input_shape") or (list(data.input_shape) if data is not None else None)
+    if not shape:
+        raise ConfigError("cannot tell the model's input shape: build it with slimtune.models.build or pass data")
+    inp: dict[str, Any] = {"kind": kind, "name": "input", "dtype": "float32", "shape": [int(s) for s in shape]}
+    if data is not None and "pixel_scale" in data.meta:
+        inp["pixel_scale"] = float(data.meta["pixel_scale"])  # type: ignore[arg-type]
+    return inp, files
+
+
+def _labels(model: nn.Module, data: DataSplits | None) -> list[str]:
+    if data is not None:
+        return [str(n) for n in data.label_names]
+    spec: dict[str, Any] = getattr(model, "slimtune_spec", {})
+    names = spec.get("options", {}).get("label_names")
+    return [str(n) for n in names] if names else [str(i) for i in range(int(spec.get("num_classes", 0)))]
+
+
+def export_bundle(
+    model: nn.Module,
+    out: str | Path,
+    *,
+    data: DataSplits | None = None,
+    onnx: str | Path | None = None,
+    parity_report: dict[str, Any] | None = None,
+    export: ExportConfig | None = None,
+    examples: int = 16,
+    provenance: dict[str, Any] | None = None,
+    force: bool = False,
+) -> Path:
+    """Write a bundle folder for ``model``; returns its path. ``onnx``: ship this graph (checked by the caller,
+    whose ``parity_report`` is recorded) instead of exporting ``model`` in fp32 with a parity check here."""
+    export = export or ExportConfig()
+    folder = prepare_out_dir(out, force=force)
+    try:
+        inp, files = _input_spec(model, data, folder)
+        x_test = data.test.x if data is not None and isinstance(data.test.x, torch.Tensor) else None
+        if onnx is None:
+            if x_test is None:
+                raise DataError("export_bundle needs data (its test split is the parity check) or an ONNX file")
+            path = export_onnx(model, x_test[:1], folder / "model.onnx", opset=export.opset)
+            parity_report = parity(model, path, x_test[:512], data.test.y[:512] if data is not None else None)
+            check_parity(parity_report, what="bundle export", max_abs_diff=export.max_abs_diff,
+                         min_argmax_agreement=export.min_argmax_agreement,
+                         max_accuracy_drop=export.max_accuracy_drop)  # fmt: skip
+        else:
+            if not Path(onnx).is_file():
+                raise DataError(f"ONNX file not found: {onnx}")
+            shutil.copyfile(onnx, folder / "model.onnx")
+        files["model"] = "model.onnx"
+        if inp["kind"] != "text" and x_test is not None and examples > 0:
+            np.save(folder / "examples.npy", x_test[:examples].numpy().astype(np.float32), allow_pickle=False)
+            files["examples"] = "examples.npy"
+        manifest = {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "slimtune_version": __version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "precision": onnx_precision(folder / "model.onnx"),
+            "input": inp,
+            "output": {"name": "logits", "labels": _labels(model, data)},
+            "files": files,
+            "parity": parity_report or {},
+            "data": data.name if data is not None else None,
+            "provenance": provenance or {},
+        }
+        write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
+    except BaseException:
+        shutil.rmtree(folder, ignore_errors=True)  # never leave a half-written bundle behind
+        raise
+    return folder
+
+
+def finish_bundle(folder: str | Path, report: Any) -> None:
+    """Add the run's report and a model card to a bundle made by a recipe (called once the report exists)."""
+    from slimtune.export.model_card import model_card
+
+    root = Path(folder)
+    report.write(root)
+    manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
+    write_text(root / "MODEL_CARD.md", model_card(manifest, report))
