@@ -1,5 +1,5 @@
 """Knowledge distillation: one verb (``distill_``), logit losses (soft, hard, mixed), hint terms
-(feature, attention), a teacher-output cache."""
+(feature, attention), a teacher-output cache, pseudo-labels for unlabeled data, students cut from teachers."""
 
 from slimtune.distill.attention import AttentionKDConfig, attention_layers, attention_probs
 from slimtune.distill.cache import TeacherCache
@@ -14,7 +14,9 @@ from slimtune.distill.losses import (
     register_kd_loss,
     soft_kd_loss,
 )
+from slimtune.distill.students import StudentConfig, build_student, student_from_teacher
 from slimtune.distill.task import DistillationTask, DistillModel, distill_
+from slimtune.distill.unlabeled import UnlabeledConfig, augment, concat_splits, pseudo_label, unlabeled_data
 
 __all__ = [
     "HINTS",
@@ -28,12 +30,20 @@ __all__ = [
     "KDConfig",
     "MixedKDConfig",
     "SoftKDConfig",
+    "StudentConfig",
     "TeacherCache",
+    "UnlabeledConfig",
     "attention_layers",
     "attention_probs",
+    "augment",
+    "build_student",
+    "concat_splits",
     "distill_",
     "kd_loss",
+    "pseudo_label",
     "register_hint",
     "register_kd_loss",
     "soft_kd_loss",
+    "student_from_teacher",
+    "unlabeled_data",
 ]

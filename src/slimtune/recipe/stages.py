@@ -14,7 +14,8 @@ from torch import nn
 from slimtune._registry import Registry
 from slimtune.config import Config
 from slimtune.data.core import DataSplits
-from slimtune.distill import DistillationTask, KDConfig
+from slimtune.distill import HINTS, KD_LOSSES, KDConfig, StudentConfig, UnlabeledConfig, build_student, distill_
+from slimtune.distill.unlabeled import unlabeled_data
 from slimtune.errors import ConfigError
 from slimtune.evaluate.size import layer_sparsity
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
@@ -22,7 +23,6 @@ from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
 from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
 from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_, quantize_onnx
-from slimtune.recipe.schema import ModelRef
 from slimtune.train.loop import TrainConfig, fit
 
 
@@ -134,37 +134,83 @@ def masks_if_sparse(model: nn.Module) -> dict[str, torch.Tensor] | None:
 
 
 @dataclass(frozen=True, kw_only=True)
+class StudentRef(Config):
+    """A registered model (``name`` + ``options``) or a student cut from the teacher (``from_teacher``)."""
+
+    name: str | None = None
+    options: dict[str, Any] = field(default_factory=dict)
+    from_teacher: StudentConfig | None = None
+
+    def __post_init__(self) -> None:
+        if (self.name is None) == (self.from_teacher is None):
+            raise ConfigError(
+                "student: give a registered model 'name' (and 'options') or 'from_teacher: {layers: [0, 2, 4]}'"
+            )
+
+
+@dataclass(frozen=True, kw_only=True)
 class DistillStageConfig(Config):
-    student: ModelRef
-    kd: KDConfig = KDConfig()
+    student: StudentRef
+    kd: Config = KDConfig()  # kd: {method: soft|hard|mixed, temperature, alpha}; mixed by default
+    hints: tuple[Config, ...] = ()  # [{method: feature, pairs: {...}}, {method: attention, layers: {...}}]
+    cache: bool = True  # teacher logits over the training split computed once, kept in the stage folder
+    unlabeled: UnlabeledConfig | None = None  # {from: train|augment, min_confidence, soft, copies}
     train: TrainConfig = TrainConfig()
 
 
 class DistillStage:
-    """Train a new student from the current model's soft targets; the student becomes the current model."""
+    """Train a new student from the current model's outputs; the student becomes the current model."""
 
     def parse(self, raw: dict[str, Any], *, where: str) -> DistillStageConfig:
-        cfg = DistillStageConfig.from_dict(raw, where=where)
-        if cfg.student.name is None:
-            raise ConfigError(f"{where}.student: give a registered model 'name' (and 'options')")
-        return cfg
+        raw = dict(raw)
+        kd = raw.pop("kd", None)
+        if kd is not None and not isinstance(kd, dict):
+            raise ConfigError(f"{where}.kd: expected a mapping like {{temperature: 4, alpha: 0.5}}")
+        kd = dict(kd or {})
+        raw["kd"] = KD_LOSSES.get(str(kd.pop("method", "mixed"))).from_dict(kd, where=f"{where}.kd")
+        hints = raw.pop("hints", None) or []
+        if not isinstance(hints, list):
+            raise ConfigError(f"{where}.hints: expected a list of mappings, each with a 'method'")
+        raw["hints"] = [_parse_hint(h, where=f"{where}.hints[{i}]") for i, h in enumerate(hints)]
+        unlabeled = raw.get("unlabeled")
+        if isinstance(unlabeled, dict) and "from" in unlabeled:
+            raw["unlabeled"] = {("source" if k == "from" else k): v for k, v in unlabeled.items()}
+        return DistillStageConfig.from_dict(raw, where=where)
 
     def run(self, ctx: Context, cfg: DistillStageConfig, out: Path) -> StageOutput:
-        assert cfg.student.name is not None
-        data = ctx.data
         torch.manual_seed(cfg.train.seed)
-        teacher_spec: dict[str, Any] = getattr(ctx.model, "slimtune_spec", {})
-        options = dict(cfg.student.options)
-        if data.kind == "text" and "vocab_size" in teacher_spec.get("options", {}):
-            options.setdefault("vocab_size", teacher_spec["options"]["vocab_size"])
-        student = build(cfg.student.name, input_shape=data.input_shape, num_classes=data.num_classes, **options)
-        if "preprocess" in teacher_spec:  # the student reads the same tokenized inputs
-            get_spec(student)["preprocess"] = teacher_spec["preprocess"]
-        task = DistillationTask(ctx.model, cfg.kd)
+        student = _student(ctx, cfg.student)
+        data = ctx.data if cfg.unlabeled is None else unlabeled_data(ctx.model, ctx.data, cfg.unlabeled)
         ctx.masks = None  # the student is a new, dense model
-        _train(ctx, student, cfg.train, out, desc="distill", task=task)
+        distill_(
+            student, teacher=ctx.model, data=data, config=cfg.kd, hints=cfg.hints, train=cfg.train,
+            cache=out / "teacher_logits.safetensors" if cfg.cache else False,
+            checkpoint_dir=out / "checkpoints", resume=ctx.resume, progress=ctx.progress,
+        )  # fmt: skip
         ctx.model = student
-        return StageOutput(_save(student, out), model=student)
+        return StageOutput(_save(student, out), model=student, extra={"distill_train_examples": len(data.train)})
+
+
+def _parse_hint(raw: Any, *, where: str) -> Config:
+    if not isinstance(raw, dict) or "method" not in raw:
+        raise ConfigError(f"{where}: each hint is a mapping with a 'method' ({', '.join(HINTS.names())})")
+    raw = dict(raw)
+    return HINTS.get(str(raw.pop("method"))).from_dict(raw, where=where)
+
+
+def _student(ctx: Context, ref: StudentRef) -> nn.Module:
+    if ref.from_teacher is not None:
+        return build_student(ctx.model, ref.from_teacher)
+    assert ref.name is not None
+    data = ctx.data
+    teacher_spec: dict[str, Any] = getattr(ctx.model, "slimtune_spec", {})
+    options = dict(ref.options)
+    if data.kind == "text" and "vocab_size" in teacher_spec.get("options", {}):
+        options.setdefault("vocab_size", teacher_spec["options"]["vocab_size"])
+    student = build(ref.name, input_shape=data.input_shape, num_classes=data.num_classes, **options)
+    if "preprocess" in teacher_spec:  # the student reads the same tokenized inputs
+        get_spec(student)["preprocess"] = teacher_spec["preprocess"]
+    return student
 
 
 class ExportStage:
