@@ -40,7 +40,18 @@ def _report() -> Report:
             extra={"sparsity": 0.5, "notes": "50% <unstructured>"},
         )
     )
-    report.add(_row("onnx-int8 | q", 0.9, 1_000_000, 1.0, parity={"max_abs_diff": 1.5e-3, "argmax_agreement": 0.995}))
+    mixed = {"criterion": "SQNR < 20 dB", "fp32_layers": {"net.3": {"sqnr_db": 12.34, "why": "SQNR 12.3 dB <x>"}}}
+    report.add(
+        _row(
+            "onnx-int8 | q",
+            0.9,
+            1_000_000,
+            1.0,
+            parity={"max_abs_diff": 1.5e-3, "argmax_agreement": 0.995},
+            precision={"net.1": "int8", "net.3": "fp32", "net.5": "int8"},
+            extra={"mixed_precision": mixed},
+        )
+    )
     return report
 
 
@@ -83,7 +94,8 @@ def test_to_dict_schema() -> None:
         "parity",
     ):
         assert key in stage
-    assert data["stages"][0]["parity"] is None
+    assert data["stages"][0]["parity"] is None and data["stages"][0]["precision"] is None
+    assert stage["precision"] == {"net.1": "int8", "net.3": "fp32", "net.5": "int8"}
     assert set(stage["latency_ms"]) == {"batch1", "batch32"}
     json.dumps(data)  # plain JSON types only
 
@@ -180,3 +192,18 @@ def test_human_bytes() -> None:
     assert human_bytes(12_345_678) == "12.3 MB"
     assert human_bytes(3e9) == "3 GB"
     assert human_bytes(None) == "—"
+
+
+def test_precision_per_layer_in_markdown_and_html() -> None:
+    report = _report()
+    md = report.markdown()
+    assert "| Precision |" in md and "| int8 \N{MULTIPLICATION SIGN}2, fp32 \N{MULTIPLICATION SIGN}1 |" in md
+    assert "## Mixed precision" in md and "- **onnx-int8 | q**: kept fp32 (SQNR < 20 dB" in md
+    assert "`net.3` (12.3 dB)" in md
+    html = report.html()
+    assert "<summary>onnx-int8 | q: int8 \N{MULTIPLICATION SIGN}2, fp32 \N{MULTIPLICATION SIGN}1</summary>" in html
+    assert "<td>net.3</td><td>fp32</td><td>SQNR 12.3 dB &lt;x&gt;</td>" in html
+    assert "<td>net.1</td><td>int8</td><td></td>" in html
+    old = report.to_dict()
+    del old["stages"][0]["precision"]  # reports written before precision existed still load
+    assert Report.from_dict(old).rows[0].precision is None

@@ -13,12 +13,18 @@ from torch import nn
 from slimtune.data import DataSplits, load
 from slimtune.errors import ConfigError
 from slimtune.export import check_parity, export_onnx, parity
-from slimtune.models import build
+from slimtune.models import MODELS, build
 from slimtune.models.inputs import tokenize_splits
-from slimtune.quantize import QUANTIZERS, OrtStaticInt8Config, quantize_onnx
+from slimtune.quantize import QUANTIZERS, OrtStaticInt8Config, onnx_precision, quantize_onnx
+from slimtune.quantize.precision import layer_modules
 from slimtune.train import TrainConfig, fit
 
 ARCHS = ["mlp", "lenet-300-100", "lenet5", "resnet-small", "transformer-small"]
+PRETRAINED = {"efficientnet-lite0", "hf", "minilm-l6"}  # load downloaded weights: not built from scratch here
+
+
+def test_every_builtin_architecture_is_covered() -> None:
+    assert set(ARCHS) == set(MODELS.names()) - PRETRAINED  # a new architecture must join ARCHS
 
 
 def _text_data() -> DataSplits:
@@ -59,6 +65,8 @@ def test_int8_method_on_architecture(arch: str, method: str, trained: dict, tmp_
     assert "reduce_range" in info
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv"}
+    precision = onnx_precision(tmp_path / "int8.onnx", layer_modules(model))  # as ONNX Runtime runs it
+    assert set(precision.values()) == {"int8"} and len(precision) == len(layer_modules(model))
     report = parity(model, tmp_path / "int8.onnx", data.test.x)
     check_parity(report, what=f"{arch}/{method}", max_abs_diff=None, min_argmax_agreement=0.99)
     assert (tmp_path / "int8.onnx").stat().st_size < fp32.stat().st_size

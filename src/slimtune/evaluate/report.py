@@ -14,6 +14,7 @@ from typing import Any
 from slimtune._io import write_text
 from slimtune.errors import ConfigError, DataError
 from slimtune.evaluate.plots import format_number, svg_scatter
+from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 
 _MISSING = "—"
 _TIMES = "\N{MULTIPLICATION SIGN}"
@@ -21,7 +22,9 @@ _TIMES = "\N{MULTIPLICATION SIGN}"
 
 @dataclass
 class StageRow:
-    """Measurements of one stage (baseline, pruned, quantized, exported...)."""
+    """Measurements of one stage (baseline, pruned, quantized, exported...). ``precision``: each
+    Linear/Conv layer's precision (``fp32``, ``int8``, ``w4a8 fake-quant``, ``binary``...), read from
+    the artefact itself."""
 
     name: str
     artifact: str | None
@@ -35,6 +38,7 @@ class StageRow:
     peak_memory_mb: float | None = None
     parity: dict[str, float] | None = None
     extra: dict[str, Any] = field(default_factory=dict)
+    precision: dict[str, str] | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in dataclasses.fields(self)}
@@ -115,6 +119,7 @@ HEADERS = (
     "Latency b1 (ms)",
     "Latency b32 (ms)",
     "Parity (argmax agreement)",
+    "Precision",
 )
 
 
@@ -131,6 +136,7 @@ def _cells(row: StageRow) -> list[str]:
         _ms(row.latency_ms.get("batch1")),
         _ms(row.latency_ms.get("batch32")),
         _parity(row.parity),
+        precision_summary(row.precision),
     ]
 
 
@@ -146,6 +152,7 @@ def _ratio_cells(row: StageRow, base: StageRow) -> list[str]:
         _ratio(row.macs, base.macs, "fewer", "more"),
         _ratio(row.latency_ms.get("batch1"), base.latency_ms.get("batch1"), "faster", "slower"),
         _ratio(row.latency_ms.get("batch32"), base.latency_ms.get("batch32"), "faster", "slower"),
+        "",
         "",
     ]
 
@@ -216,7 +223,7 @@ class Report:
         return "\n".join(out)
 
     def markdown(self) -> str:
-        out = ["# slimtune report", "", self.table()]
+        out = ["# slimtune report", "", self.table(), *markdown_lines(self._rows)]
         if self.env:
             out += ["", "## Environment", ""]
             out += [f"- **{k}**: {_env_value(v)}" for k, v in self.env.items()]
@@ -241,6 +248,7 @@ class Report:
             body="\n".join(body),
             plots="\n".join(f'<figure class="plot">{svg}</figure>' for svg in self.plots()),
             details="\n".join(details),
+            precision=html_section(self._rows),
             env="\n".join(env) or _tr(["(none)", ""]),
         )
 
@@ -315,6 +323,8 @@ td:first-child, th:first-child { text-align: left; }
 tr.ratio td { color: #4b5563; font-size: 0.8rem; border-top: none; }
 .plots { display: flex; flex-wrap: wrap; gap: 1rem; }
 figure.plot { margin: 0; border: 1px solid #e5e7eb; }
+details { margin-bottom: 0.5rem; }
+table.precision td { text-align: left; }
 """
 
 _PAGE = """<!DOCTYPE html>
@@ -344,6 +354,8 @@ _PAGE = """<!DOCTYPE html>
 {details}
 </tbody>
 </table>
+<h2>Precision per layer</h2>
+{precision}
 <h2>Environment</h2>
 <table class="env">
 <tbody>

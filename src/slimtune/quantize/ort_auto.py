@@ -33,6 +33,7 @@ class OrtAutoInt8Config(Config):
     min_agreement: float = 0.99
     batch_size: int = 8
     repeats: int = 30
+    exclude_layers: tuple[str, ...] = ()  # torch layer names kept fp32 in every candidate
 
     def __post_init__(self) -> None:
         check(bool(self.kinds), "kinds must name at least one of dynamic, static")
@@ -73,9 +74,11 @@ def quantize_auto_onnx(
         for reduce_range in (False, True):
             path = dst.with_name(f"{dst.stem}.{kind}-rr{int(reduce_range)}.onnx")
             if kind == "dynamic":
-                quantize_dynamic_onnx(src, path, OrtDynamicInt8Config(reduce_range=reduce_range), None)
+                dynamic = OrtDynamicInt8Config(reduce_range=reduce_range, exclude_layers=config.exclude_layers)
+                quantize_dynamic_onnx(src, path, dynamic, None)
             else:
-                quantize_static_onnx(src, path, OrtStaticInt8Config(reduce_range=reduce_range), calibration)
+                static = OrtStaticInt8Config(reduce_range=reduce_range, exclude_layers=config.exclude_layers)
+                quantize_static_onnx(src, path, static, calibration)
             session = ort_session(path, threads=torch.get_num_threads())
             agreement = float((ort_predict(session, x).argmax(1) == ref).mean())
             latency = _time_ms(session, name, batch, config.repeats)

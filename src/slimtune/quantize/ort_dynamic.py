@@ -15,11 +15,13 @@ from slimtune.quantize.api import register_quantizer
 
 @dataclass(frozen=True, kw_only=True)
 class OrtDynamicInt8Config(Config):
-    """``reduce_range=None`` decides from the CPU: 7-bit weights on CPUs without VNNI (u8·s8 saturation)."""
+    """``reduce_range=None`` decides from the CPU: 7-bit weights on CPUs without VNNI (u8·s8 saturation).
+    ``exclude_layers``: torch layer names (``net.3``) whose MatMul/Gemm/Conv nodes stay fp32."""
 
     reduce_range: bool | None = None
     per_channel: bool = True
     weight_type: Literal["qint8", "quint8"] = "qint8"
+    exclude_layers: tuple[str, ...] = ()
 
 
 def resolve_reduce_range(reduce_range: bool | None) -> tuple[bool, str]:
@@ -40,6 +42,11 @@ def quantize_dynamic_onnx(
     Activations are quantized per batch at run time, so no calibration data is needed."""
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
+    from slimtune.quantize.precision import nodes_for_layers
+
+    excluded = nodes_for_layers(src, config.exclude_layers) if config.exclude_layers else []
+    # the dynamic quantizer first rewrites each Gemm as MatMul (+ Add) named "<gemm>_MatMul": exclude both
+    to_exclude = [*excluded, *(f"{n}_MatMul" for n in excluded)]
     reduce_range, why = resolve_reduce_range(config.reduce_range)
     weight_type = QuantType.QInt8 if config.weight_type == "qint8" else QuantType.QUInt8
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs hints at WARNING level
@@ -50,5 +57,9 @@ def quantize_dynamic_onnx(
             weight_type=weight_type,
             per_channel=config.per_channel,
             reduce_range=reduce_range,
+            nodes_to_exclude=to_exclude or None,
         )
-    return {"reduce_range": reduce_range, "reduce_range_reason": why, "per_channel": config.per_channel}
+    info: dict[str, Any] = {"reduce_range": reduce_range, "reduce_range_reason": why, "per_channel": config.per_channel}
+    if excluded:
+        info["excluded_nodes"] = excluded
+    return info

@@ -27,7 +27,9 @@ CALIBRATION_METHODS = {
 
 @dataclass(frozen=True, kw_only=True)
 class OrtStaticInt8Config(Config):
-    """Static int8: ``calibration_size`` examples set the activation ranges with ``observer``."""
+    """Static int8: ``calibration_size`` examples set the activation ranges with ``observer``.
+    ``exclude_layers``: torch layer names (``net.3``) whose MatMul/Gemm/Conv nodes stay fp32;
+    ``exclude_nodes``: ONNX node names, as ONNX Runtime's ``nodes_to_exclude``."""
 
     observer: Literal["minmax", "entropy", "percentile", "distribution"] = "minmax"
     calibration_size: int = 256
@@ -36,6 +38,7 @@ class OrtStaticInt8Config(Config):
     reduce_range: bool | None = None
     activation_type: Literal["quint8", "qint8"] = "quint8"
     exclude_nodes: tuple[str, ...] = ()
+    exclude_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         check(self.calibration_size >= 1, f"calibration_size must be >= 1, got {self.calibration_size}")
@@ -63,12 +66,43 @@ def _preprocess(src: Path, dst: Path) -> Path:
         return src
 
 
+def _float_inputs(path: Path, excluded: list[str]) -> None:
+    """Feed each excluded node the float tensor its QuantizeLinear→DequantizeLinear pair came from, and drop
+    pairs nothing reads any more. Otherwise ONNX Runtime (≥ 1.2x) sees DequantizeLinear → Gemm/Conv with a
+    float weight when it loads the model and quantizes that weight itself: the layer would not stay fp32."""
+    import onnx
+
+    model = onnx.load(str(path))
+    graph = model.graph
+    producer = {out: n for n in graph.node for out in n.output}
+    for node in graph.node:
+        if node.name not in excluded:
+            continue
+        for i, value in enumerate(node.input):
+            dq = producer.get(value)
+            q = producer.get(dq.input[0]) if dq is not None and dq.op_type == "DequantizeLinear" else None
+            if q is not None and q.op_type == "QuantizeLinear":
+                node.input[i] = q.input[0]
+    outputs = {o.name for o in graph.output}
+    while True:
+        read = {i for n in graph.node for i in n.input} | outputs
+        qdq = ("QuantizeLinear", "DequantizeLinear")
+        dead = [n for n in graph.node if n.op_type in qdq and n.output[0] not in read]
+        if not dead:
+            break
+        for n in dead:
+            graph.node.remove(n)
+    onnx.save(model, str(path))
+
+
 @register_quantizer("ort-static-int8", OrtStaticInt8Config, help="ONNX Runtime static int8 (QDQ, calibrated)")
 def quantize_static_onnx(
     src: Path, dst: Path, config: OrtStaticInt8Config, calibration: torch.Tensor | None
 ) -> dict[str, Any]:
     import onnx
     from onnxruntime.quantization import CalibrationMethod, QuantFormat, QuantType, quantize_static
+
+    from slimtune.quantize.precision import nodes_for_layers
 
     if calibration is None or len(calibration) == 0:
         raise ConfigError("static int8 needs a calibration set: pass calibration examples (at least one)")
@@ -78,6 +112,8 @@ def quantize_static_onnx(
     logging.getLogger("root").setLevel(logging.ERROR)
     pre = _preprocess(src, dst.with_suffix(".pre.onnx"))
     try:
+        excluded = list(config.exclude_nodes)  # node names of the pre-processed graph, which ORT quantizes
+        excluded += [n for n in nodes_for_layers(pre, config.exclude_layers) if n not in excluded]
         with atomic_path(dst) as tmp:
             quantize_static(
                 str(pre),
@@ -89,12 +125,16 @@ def quantize_static_onnx(
                 activation_type=QuantType.QUInt8 if config.activation_type == "quint8" else QuantType.QInt8,
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[config.observer]),
-                nodes_to_exclude=list(config.exclude_nodes) or None,
+                nodes_to_exclude=excluded or None,
+                # a Relu folded into a QuantizeLinear would be lost when _float_inputs bypasses that pair
+                extra_options={"QDQKeepRemovableActivations": bool(excluded)},
             )
+            if excluded:
+                _float_inputs(tmp, excluded)
     finally:
         if pre != src:
             pre.unlink(missing_ok=True)
-    return {
+    info: dict[str, Any] = {
         "reduce_range": reduce_range,
         "reduce_range_reason": why,
         "per_channel": config.per_channel,
@@ -102,3 +142,6 @@ def quantize_static_onnx(
         "calibration_examples": len(x),
         "activation_type": config.activation_type,
     }
+    if excluded:
+        info["excluded_nodes"] = excluded
+    return info

@@ -19,6 +19,7 @@ from slimtune.evaluate.metrics import classification_metrics
 from slimtune.evaluate.report import StageRow
 from slimtune.evaluate.size import count_nonzero, count_params, sparsity
 from slimtune.export.onnx import ort_predict, ort_session
+from slimtune.quantize.precision import layer_modules, onnx_precision, torch_precision
 from slimtune.train.loop import predict
 
 BATCHES = (1, 32)
@@ -86,6 +87,7 @@ def measure_torch(name: str, model: nn.Module, data: DataSplits, *, artifact: Pa
         throughput=lat["throughput"],
         peak_memory_mb=peak,
         extra={"runtime": "torch", "threads": lat["threads"], "sparsity": c["sparsity"]},
+        precision=torch_precision(model),
     )
 
 
@@ -116,4 +118,5 @@ def measure_onnx(
         peak_memory_mb=peak,
         parity=parity,
         extra={"runtime": "onnxruntime", "threads": session.get_session_options().intra_op_num_threads},
+        precision=onnx_precision(path, layer_modules(source)),  # what the graph computes, not what was asked
     )

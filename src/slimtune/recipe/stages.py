@@ -22,7 +22,8 @@ from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
 from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
-from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_, quantize_onnx
+from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_
+from slimtune.quantize.mixed import MixedPrecisionConfig, quantize_model
 from slimtune.train.loop import TrainConfig, fit
 
 
@@ -238,26 +239,38 @@ class QuantizeStageConfig:
     method: str
     config: Config
     export: ExportConfig
+    mixed_precision: MixedPrecisionConfig | None = None
 
 
 class QuantizeStage:
-    """Export to ONNX, quantize to int8 with ONNX Runtime, and check int8 parity against PyTorch."""
+    """Export to ONNX, quantize to int8 with ONNX Runtime (the most sensitive layers kept fp32 with
+    ``mixed_precision: {max_fp32_layers: 2}`` or ``{min_sqnr_db: 20}``), and check int8 parity."""
 
     def parse(self, raw: dict[str, Any], *, where: str) -> QuantizeStageConfig:
         raw = dict(raw)
         method = raw.pop("method", "ort-dynamic-int8")
         export = ExportConfig.from_dict(raw.pop("export", None), where=f"{where}.export")
-        return QuantizeStageConfig(method, QUANTIZERS.get(method).from_dict(raw, where=where), export)
+        mixed = raw.pop("mixed_precision", None)
+        mixed_cfg = None if mixed is None else MixedPrecisionConfig.from_dict(mixed, where=f"{where}.mixed_precision")
+        config = QUANTIZERS.get(method).from_dict(raw, where=where)
+        if mixed_cfg is not None and not hasattr(config, "exclude_layers"):
+            raise ConfigError(f"{where}: method '{method}' cannot keep layers in fp32: remove mixed_precision")
+        return QuantizeStageConfig(method, config, export, mixed_cfg)
 
     def run(self, ctx: Context, cfg: QuantizeStageConfig, out: Path) -> StageOutput:
         x = _tensor(ctx.data.test.x)
-        fp32 = export_onnx(ctx.model, x[:1], out / "model.fp32.onnx", opset=cfg.export.opset)
         int8 = out / "model.int8.onnx"
-        calibration = ctx.data.calibration(min(len(ctx.data.train), 1024)).x
-        info = quantize_onnx(fp32, int8, cfg.config, calibration=_tensor(calibration))
-        fp32.unlink()  # the artefact of this stage is the int8 model alone
+        calibration = _tensor(ctx.data.calibration(min(len(ctx.data.train), 1024)).x)
+        info = quantize_model(
+            ctx.model, int8, cfg.config, example=x[:1], calibration=calibration,
+            mixed_precision=cfg.mixed_precision, opset=cfg.export.opset,
+        )  # fmt: skip
+        info.pop("precision")  # the report reads each layer's precision from the graph itself
+        extra: dict[str, Any] = {"quantization": {"method": cfg.method, **info}}
+        if "mixed_precision" in info:
+            extra["mixed_precision"] = extra["quantization"].pop("mixed_precision")
         par = _int8_parity(ctx, int8, x, cfg.export, what="int8 model")
-        return StageOutput(int8, onnx=int8, parity=par, extra={"quantization": {"method": cfg.method, **info}})
+        return StageOutput(int8, onnx=int8, parity=par, extra=extra)
 
 
 @dataclass(frozen=True, kw_only=True)
