@@ -74,3 +74,14 @@ def test_distill_with_cache_matches_without(digits: DataSplits, tmp_path: Path) 
         r = distill_(student, teacher=teacher, data=digits, train=TrainConfig(epochs=2, lr=1e-2), cache=cache)
         results.append([h["train_loss"] for h in r.history])
     assert results[0] == pytest.approx(results[1], rel=1e-5)
+
+
+def test_extend_adds_only_new_rows(digits: DataSplits) -> None:
+    teacher = _teacher(digits)
+    x = digits.train.x
+    assert isinstance(x, torch.Tensor)
+    cache = TeacherCache.build(teacher, x[:50])
+    cache.extend(teacher, torch.cat([x[40:60], x[55:60]]))
+    assert len(cache) == 60
+    torch.testing.assert_close(cache.logits_for(x[:60], teacher), predict(teacher, x[:60]), rtol=1e-5, atol=1e-6)
+    assert cache.misses == 0

@@ -73,6 +73,21 @@ class TeacherCache:
             cache.save(path)
         return cache
 
+    def extend(self, teacher: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> None:
+        """Add the rows of ``x`` not cached yet, with the eval-mode teacher's logits."""
+        new: dict[bytes, int] = {}
+        for i, d in enumerate(row_digests(x)):
+            if d not in self.index:
+                new.setdefault(d, i)
+        if not new:
+            return
+        rows = torch.tensor(list(new.values()), dtype=torch.long)
+        logits = predict(teacher, x[rows], batch_size=batch_size).detach().cpu()
+        self.logits = torch.cat([self.logits, logits.to(self.logits.dtype)])
+        for d in new:
+            self.index[d] = len(self.digests)
+            self.digests.append(d)
+
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits for the rows found, boolean mask of the rows found), logits on ``x``'s device."""
         idx = torch.tensor([self.index.get(d, -1) for d in row_digests(x)], dtype=torch.long)

@@ -126,7 +126,7 @@ def distill_(
     config: Config | None = None,
     hints: Sequence[Config] = (),
     train: TrainConfig | None = None,
-    cache: bool | str | Path = False,
+    cache: bool | str | Path | TeacherCache = False,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -136,16 +136,15 @@ def distill_(
 
     ``config``: the logit loss (default ``KDConfig()``: mixed, T = 4, α = 0.5). ``hints``: feature/attention
     terms; their projections are trained with the student and dropped after. ``cache``: compute the teacher's
-    logits over ``data.train`` once (``True``) and keep them in a safetensors file (a path), reused when the
-    same teacher is distilled again.
+    logits over ``data.train`` once (``True``), keep them in a safetensors file (a path; reused when the same
+    teacher is distilled again), or use a ``TeacherCache`` built before (rows it lacks go to the teacher).
     """
     x = data.train.x
     if not isinstance(x, torch.Tensor):
         raise DataError("distillation needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
-    teacher_cache = None
-    if cache is not False and not hints:
-        path = None if cache is True else Path(cache)
-        teacher_cache = TeacherCache.build(teacher, x, path=path)
+    teacher_cache = cache if isinstance(cache, TeacherCache) else None
+    if not isinstance(cache, TeacherCache) and cache is not False and not hints:
+        teacher_cache = TeacherCache.build(teacher, x, path=None if cache is True else Path(cache))
     task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache)
     model = task.wrap(student, x[: min(len(x), 8)])
     try:
