@@ -15,6 +15,7 @@ from slimtune._io import atomic_path
 from slimtune.config import Config, check
 from slimtune.errors import ConfigError
 from slimtune.quantize.api import register_quantizer
+from slimtune.quantize.observers import OBSERVERS
 from slimtune.quantize.ort_dynamic import resolve_reduce_range
 
 CALIBRATION_METHODS = {
@@ -29,7 +30,9 @@ CALIBRATION_METHODS = {
 class OrtStaticInt8Config(Config):
     """Static int8: ``calibration_size`` examples set the activation ranges with ``observer``.
     ``exclude_layers``: torch layer names (``net.3``) whose MatMul/Gemm/Conv nodes stay fp32;
-    ``exclude_nodes``: ONNX node names, as ONNX Runtime's ``nodes_to_exclude``."""
+    ``exclude_nodes``: ONNX node names, as ONNX Runtime's ``nodes_to_exclude``. ``range_observer``: a
+    registered slimtune observer (``moving-average``, ``mse``...) that sets every activation range instead
+    of ORT's calibrator (see ``slimtune.quantize.ort_observe``)."""
 
     observer: Literal["minmax", "entropy", "percentile", "distribution"] = "minmax"
     calibration_size: int = 256
@@ -39,8 +42,11 @@ class OrtStaticInt8Config(Config):
     activation_type: Literal["quint8", "qint8"] = "quint8"
     exclude_nodes: tuple[str, ...] = ()
     exclude_layers: tuple[str, ...] = ()
+    range_observer: str | None = None
 
     def __post_init__(self) -> None:
+        if self.range_observer is not None:
+            OBSERVERS.get(self.range_observer)  # unknown names fail here, with a suggestion
         check(self.calibration_size >= 1, f"calibration_size must be >= 1, got {self.calibration_size}")
         check(self.calibration_batch >= 1, f"calibration_batch must be >= 1, got {self.calibration_batch}")
 
@@ -114,6 +120,14 @@ def quantize_static_onnx(
     try:
         excluded = list(config.exclude_nodes)  # node names of the pre-processed graph, which ORT quantizes
         excluded += [n for n in nodes_for_layers(pre, config.exclude_layers) if n not in excluded]
+        # a Relu folded into a QuantizeLinear would be lost when _float_inputs bypasses that pair
+        extra: dict[str, Any] = {"QDQKeepRemovableActivations": bool(excluded)}
+        if config.range_observer is not None:
+            from slimtune.quantize.ort_observe import observed_ranges
+
+            extra["TensorQuantOverrides"] = observed_ranges(
+                pre, x, observer=config.range_observer, batch_size=config.calibration_batch
+            )
         with atomic_path(dst) as tmp:
             quantize_static(
                 str(pre),
@@ -126,8 +140,7 @@ def quantize_static_onnx(
                 weight_type=QuantType.QInt8,
                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[config.observer]),
                 nodes_to_exclude=excluded or None,
-                # a Relu folded into a QuantizeLinear would be lost when _float_inputs bypasses that pair
-                extra_options={"QDQKeepRemovableActivations": bool(excluded)},
+                extra_options=extra,
             )
             if excluded:
                 _float_inputs(tmp, excluded)
@@ -138,7 +151,7 @@ def quantize_static_onnx(
         "reduce_range": reduce_range,
         "reduce_range_reason": why,
         "per_channel": config.per_channel,
-        "observer": config.observer,
+        "observer": config.observer if config.range_observer is None else f"{config.range_observer} (slimtune)",
         "calibration_examples": len(x),
         "activation_type": config.activation_type,
     }
