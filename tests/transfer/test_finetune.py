@@ -166,3 +166,33 @@ def test_transfer_to_a_new_label_set_with_a_linear_probe(digits: DataSplits) -> 
     assert num_classes_of(model) == 10 and model.slimtune_spec["num_classes"] == 10
     assert torch.equal(model.state_dict()["net.1.weight"], hidden)
     assert _accuracy(model, digits) > 0.75 and result.best_val_accuracy > 0.75
+
+
+def test_gradual_finetune_resumes_exactly_after_a_crash(digits: DataSplits, tmp_path: Path) -> None:
+    class Crash(Callback):
+        def on_epoch_end(self, state: LoopState) -> None:
+            if state.epoch == 1:
+                raise RuntimeError("killed")
+
+    def fresh() -> nn.Module:
+        torch.manual_seed(0)
+        return build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[32, 16], dropout=0.1)
+
+    train = TrainConfig(epochs=3, batch_size=64, weight_decay=0.01, seed=1, restore_best=False)
+    cfg = FinetuneConfig(freeze="gradual", lr_decay=0.5, train=train)
+    whole = fresh()
+    finetune_(whole, digits, cfg)
+    with pytest.raises(RuntimeError, match="killed"):
+        finetune_(fresh(), digits, cfg, callbacks=[Crash()], checkpoint_dir=tmp_path)
+    resumed = fresh()
+    finetune_(resumed, digits, cfg, checkpoint_dir=tmp_path, resume=True)
+    assert _changed(_snapshot(whole), resumed) == set()
+
+
+def test_efficientnet_blocks_are_stages() -> None:
+    pytest.importorskip("efficientnet_lite_pytorch")
+    model = build("efficientnet-lite0", input_shape=(3, 16, 16), num_classes=3, pretrained=False)
+    anat = anatomy(model)
+    assert anat.head == "net._fc" and len(anat.blocks) == 8  # stem + 7 stages (the head conv joins the last)
+    freeze_(model, "linear-probe")
+    assert [n for n, p in model.named_parameters() if p.requires_grad] == ["net._fc.weight", "net._fc.bias"]

@@ -1,0 +1,170 @@
+"""Transfer learning vs training from scratch, on this CPU.
+
+    python benchmarks/transfer_vs_scratch.py           # the full run: about 1-2 h on 2 cores (not yet run)
+    python benchmarks/transfer_vs_scratch.py --quick   # a 2-3 min smoke run on tiny slices; writes no results
+
+Text: all-MiniLM-L6-v2 (pretrained) on tweets-binary, fine-tuned four ways (linear probe, last 2 encoder
+blocks, full, LoRA r=8 on query/value merged back), against transformer-small trained from scratch.
+Vision: EfficientNet-Lite0 (ImageNet-pretrained; full fine-tune and linear probe) on a Fashion-MNIST slice
+upsampled to 64×64, against resnet-small from scratch, with 1 %, 10 % and 100 % of the training slice.
+Every run of one part gets the same optimizer-step budget. Reports test accuracy, macro-F1, trained
+parameters and wall time; the full run writes benchmarks/results/transfer_vs_scratch.{json,md}.
+Not collected by pytest.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import time
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimtune.data import DataSplits, Split, load
+from slimtune.env import collect
+from slimtune.evaluate.metrics import classification_metrics
+from slimtune.models import build
+from slimtune.models.inputs import load_data, load_start_model
+from slimtune.recipe.schema import DataRef, ModelRef
+from slimtune.train import Callback, LoopState, TrainConfig, predict
+from slimtune.transfer import FinetuneConfig, LoRAConfig, finetune_
+
+RESULTS = Path(__file__).resolve().parent / "results"
+
+
+class CountTrainable(Callback):
+    def on_fit_start(self, state: LoopState) -> None:
+        self.count = sum(p.numel() for p in state.model.parameters() if p.requires_grad)
+
+
+def epochs_for(steps: int, data: DataSplits, batch_size: int) -> int:
+    """Epochs that give about ``steps`` optimizer steps (at least one epoch)."""
+    return max(1, round(steps / max(1, -(-len(data.train) // batch_size))))
+
+
+def run(name: str, model: nn.Module, data: DataSplits, cfg: FinetuneConfig, **info: Any) -> dict[str, Any]:
+    count = CountTrainable()
+    torch.manual_seed(cfg.train.seed)
+    start = time.perf_counter()
+    finetune_(model, data, cfg, callbacks=[count], progress=False)
+    seconds = time.perf_counter() - start
+    assert isinstance(data.test.x, torch.Tensor)
+    pred = predict(model, data.test.x).argmax(1)
+    metrics = classification_metrics(data.test.y.numpy(), pred.numpy(), num_classes=data.num_classes)
+    row = {"method": name, **info, "train_examples": len(data.train), "epochs": cfg.train.epochs}
+    row |= {"test_accuracy": round(float(metrics["accuracy"]), 4), "f1_macro": round(float(metrics["f1_macro"]), 4)}
+    row |= {"trained_params": count.count, "seconds": round(seconds, 1)}
+    print(f"  {name} {info}: acc {row['test_accuracy']:.4f} ({row['seconds']} s)", flush=True)
+    return row
+
+
+def text_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
+    ref = DataRef(name="tweets-binary", limit=80 if quick else 10_000, max_length=16 if quick else 64)
+    minilm, scratch = ModelRef(name="minilm-l6"), ModelRef(name="transformer-small")
+    data, pre = load_data(ref, minilm)
+    print(data.summary(), flush=True)
+    majority = float((data.test.y == data.test.y.mode().values).float().mean())
+    bs = 16 if quick else 32
+    epochs = epochs_for(steps, data, bs)
+
+    def train(lr: float, weight_decay: float = 0.0) -> TrainConfig:
+        return TrainConfig(epochs=epochs, lr=lr, batch_size=bs, weight_decay=weight_decay)
+
+    methods = {
+        "linear probe": FinetuneConfig(freeze="linear-probe", train=train(1e-3)),
+        "last 2 blocks": FinetuneConfig(freeze="all-but-last-2", train=train(1e-4)),
+        "full": FinetuneConfig(train=train(5e-5, 0.01)),
+        "LoRA r=8": FinetuneConfig(lora=LoRAConfig(r=8, alpha=16), train=train(1e-3)),
+    }
+    rows = []
+    for name, cfg in methods.items():
+        model = load_start_model(minilm, data, pre)
+        rows.append(run(name, model, data, cfg, arch="minilm-l6", majority=round(majority, 4)))
+    data, pre = load_data(ref, scratch)
+    model = load_start_model(replace(scratch, options={"dim": 128, "heads": 4, "layers": 2, "ffn": 256}), data, pre)
+    cfg = FinetuneConfig(train=train(1e-3, 0.01))
+    rows.append(run("from scratch", model, data, cfg, arch="transformer-small", majority=round(majority, 4)))
+    return rows
+
+
+def upsample(data: DataSplits, size: int) -> DataSplits:
+    def up(split: Split) -> Split:
+        assert isinstance(split.x, torch.Tensor)
+        x = torch.cat(
+            [F.interpolate(split.x[i : i + 512], size=(size, size), mode="bilinear") for i in range(0, len(split), 512)]
+        )
+        return Split(x, split.y)
+
+    return replace(data, train=up(data.train), val=up(data.val), test=up(data.test), input_shape=(1, size, size))
+
+
+def vision_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
+    size = 32 if quick else 64
+    data = upsample(load("fashion-mnist", seed=0, limit=150 if quick else 10_000), size)
+    print(data.summary(), flush=True)
+    rows, bs = [], 32
+    for fraction in (0.01, 0.1, 1.0):
+        n = max(data.num_classes, round(fraction * len(data.train)))
+        part = replace(data, train=data.train.take(n))
+        epochs = min(epochs_for(steps, part, bs), 200)
+        train = TrainConfig(epochs=epochs, lr=1e-3, batch_size=bs, weight_decay=0.01)
+        info = {"fraction": fraction}
+        for name, cfg in {
+            "full": FinetuneConfig(train=train),
+            "linear probe": FinetuneConfig(freeze="linear-probe", train=replace(train, lr=1e-2)),
+        }.items():
+            model = build("efficientnet-lite0", input_shape=part.input_shape, num_classes=data.num_classes)
+            rows.append(run(name, model, part, cfg, arch="efficientnet-lite0", **info))
+        torch.manual_seed(0)
+        model = build("resnet-small", input_shape=part.input_shape, num_classes=data.num_classes)
+        rows.append(run("from scratch", model, part, FinetuneConfig(train=train), arch="resnet-small", **info))
+    return rows
+
+
+def table(rows: list[dict[str, Any]], keys: list[str]) -> str:
+    lines = ["| " + " | ".join(keys) + " |", "|" + "---|" * len(keys)]
+    lines += ["| " + " | ".join(str(r.get(k, "")) for k in keys) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="tiny slices, a few steps each; writes no results")
+    parser.add_argument("--steps", type=int, default=None, help="optimizer steps per run (default 600; quick 4)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is robust on a shared machine)")
+    parser.add_argument("--skip", choices=["text", "vision"], default=None)
+    args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
+    steps = args.steps or (4 if args.quick else 600)
+    load_before, start = os.getloadavg()[0], time.perf_counter()
+    text = [] if args.skip == "text" else text_part(quick=args.quick, steps=steps)
+    vision = [] if args.skip == "vision" else vision_part(quick=args.quick, steps=steps)
+    minutes = (time.perf_counter() - start) / 60
+    keys = ["method", "arch", "train_examples", "epochs", "test_accuracy", "f1_macro", "trained_params", "seconds"]
+    md = [
+        "# Transfer learning vs training from scratch\n",
+        f"Generated by `python benchmarks/transfer_vs_scratch.py{' --quick' if args.quick else ''}` in "
+        f"{minutes:.1f} min, {args.threads} torch threads, load average {load_before:.1f} → {os.getloadavg()[0]:.1f}; "
+        f"{steps} optimizer steps per run.\n",
+    ]
+    if text:
+        md += [f"## Text: tweets-binary (majority class {text[0]['majority']:.2%})\n", table(text, keys) + "\n"]
+    if vision:
+        md += ["## Vision: Fashion-MNIST slice\n", table(vision, ["fraction", *keys]) + "\n"]
+    print("\n".join(md))
+    if not args.quick:
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        payload = {"steps": steps, "minutes": round(minutes, 1), "env": collect(), "text": text, "vision": vision}
+        (RESULTS / "transfer_vs_scratch.json").write_text(json.dumps(payload, indent=2) + "\n")
+        (RESULTS / "transfer_vs_scratch.md").write_text("\n".join(md))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
