@@ -58,5 +58,6 @@ def path_bytes(path: str | os.PathLike[str]) -> int:
     """Bytes on disk of a file, or of every file below a folder."""
     p = Path(path)
     if p.is_file():
-        return p.stat().st_size
+        side = p.with_name(f"{p.name}.data")  # an ONNX model's external weights
+        return p.stat().st_size + (side.stat().st_size if p.suffix == ".onnx" and side.is_file() else 0)
     return sum(f.stat().st_size for f in p.rglob("*") if f.is_file())

@@ -57,3 +57,23 @@ def test_near_ties_are_counted_separately(tmp_path: Path) -> None:
     x = torch.tensor([[1.0, 1.0 + 1e-7], [2.0, 0.0]])  # the first row is a tie
     report = parity(model, path, x)
     assert report["argmax_agreement_beyond_ties"] == 1.0
+
+
+@pytest.mark.parametrize("optimize", ["none", "basic", "all"])
+def test_external_data_and_ort_optimisation_keep_parity(optimize: str, tmp_path: Path) -> None:
+    from slimtune._io import path_bytes
+    from slimtune.export.bundle import export_bundle
+    from slimtune.runtime import Predictor
+    from slimtune.testing.tiny import tiny
+
+    model, data = tiny("lenet-300-100")
+    assert isinstance(data.test.x, torch.Tensor)
+    path = export_onnx(model, data.test.x[:1], tmp_path / "m.onnx", external_data=True, optimize=optimize)
+    side = tmp_path / "m.onnx.data"
+    assert side.is_file() and side.stat().st_size > 100_000 > 20 * path.stat().st_size  # weights left the graph
+    assert path_bytes(path) == path.stat().st_size + side.stat().st_size
+    assert parity(model, path, data.test.x)["max_abs_diff"] < 1e-4
+    bundle = export_bundle(model, tmp_path / "b", data=data, onnx=path)  # the side file travels with it
+    logits = Predictor(bundle).logits(data.test.x.numpy())
+    with torch.no_grad():
+        assert abs(logits - model.eval()(data.test.x).numpy()).max() < 1e-4

@@ -95,10 +95,15 @@ def export_bundle(
                          min_argmax_agreement=export.min_argmax_agreement,
                          max_accuracy_drop=export.max_accuracy_drop)  # fmt: skip
         else:
-            if not Path(onnx).is_file():
+            src = Path(onnx)
+            if not src.is_file():
                 raise DataError(f"ONNX file not found: {onnx}")
-            shutil.copyfile(onnx, folder / "model.onnx")
-        files["model"] = "model.onnx"
+            side = src.with_name(f"{src.name}.data")  # external weights are referenced by the graph's file name
+            path = folder / (src.name if side.is_file() else "model.onnx")
+            shutil.copyfile(src, path)
+            if side.is_file():
+                shutil.copyfile(side, folder / side.name)
+        files["model"] = path.name
         if inp["kind"] != "text" and x_test is not None and examples > 0:
             np.save(folder / "examples.npy", x_test[:examples].numpy().astype(np.float32), allow_pickle=False)
             files["examples"] = "examples.npy"
@@ -107,7 +112,7 @@ def export_bundle(
             "format_version": FORMAT_VERSION,
             "slimtune_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "precision": onnx_precision(folder / "model.onnx"),
+            "precision": onnx_precision(path),
             "input": inp,
             "output": {"name": "logits", "labels": _labels(model, data)},
             "files": files,

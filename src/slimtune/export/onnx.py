@@ -5,7 +5,7 @@ from __future__ import annotations
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import torch
@@ -16,6 +16,8 @@ from slimtune.config import Config, check
 from slimtune.errors import ParityError, UnsupportedModelError
 
 INPUT, OUTPUT = "input", "logits"
+OPT_LEVELS = ("none", "basic", "extended", "all")
+PROTOBUF_LIMIT = 2**31 - 1
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -25,14 +27,32 @@ class ExportConfig(Config):
     max_abs_diff: float = 1e-3
     min_argmax_agreement: float = 0.99
     max_accuracy_drop: float = 1.0  # percentage points, when labels are known
+    # weights in a side file (<model>.onnx.data): needed past protobuf's 2 GB; None = only when that big
+    external_data: bool | None = None
+    # ONNX Runtime graph optimisation saved into the file (fusions, constant folding); 'extended' and 'all'
+    # may use CPU-specific kernels, so apply them on the machine that will run the model
+    optimize: Literal["none", "basic", "extended", "all"] = "none"
 
     def __post_init__(self) -> None:
         check(7 <= self.opset <= 21, f"opset must be in 7..21, got {self.opset}")
+        check(self.optimize in OPT_LEVELS, f"optimize must be one of {', '.join(OPT_LEVELS)}, got {self.optimize!r}")
         check(0 <= self.min_argmax_agreement <= 1, "min_argmax_agreement must be in [0, 1]")
 
 
-def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, opset: int = 17) -> Path:
-    """Export ``model`` (eval mode) to ``path`` atomically, batch axis (and sequence axis for ids) dynamic."""
+def export_onnx(
+    model: nn.Module,
+    example: torch.Tensor,
+    path: str | Path,
+    *,
+    opset: int = 17,
+    external_data: bool | None = None,
+    optimize: str = "none",
+) -> Path:
+    """Export ``model`` (eval mode) to ``path`` atomically, batch axis (and sequence axis for ids) dynamic.
+
+    ``external_data``: weights in ``<path>.data`` beside the graph (``None``: only past protobuf's 2 GB
+    limit). ``optimize``: an ONNX Runtime graph optimisation level applied offline and saved.
+    """
     out = Path(path)
     axes: dict[int, str] = {0: "batch"}
     if example.dtype == torch.long and example.ndim == 2:
@@ -58,7 +78,45 @@ def export_onnx(model: nn.Module, example: torch.Tensor, path: str | Path, *, op
         ) from exc
     finally:
         model.train(was_training)
+    if optimize != "none":
+        optimize_onnx(out, level=optimize)
+    big = sum(p.numel() * p.element_size() for p in model.parameters()) > PROTOBUF_LIMIT // 2
+    if external_data or (external_data is None and big):
+        to_external_data(out)
     return out
+
+
+def optimize_onnx(path: str | Path, *, level: str) -> Path:
+    """Rewrite ``path`` with ONNX Runtime's graph optimisations at ``level`` (basic, extended, all)."""
+    import onnxruntime as ort
+
+    levels = {"basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
+              "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+              "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL}  # fmt: skip
+    if level not in levels:
+        raise UnsupportedModelError(f"unknown optimisation level '{level}'; use one of {', '.join(levels)}")
+    target = Path(path)
+    with atomic_path(target) as tmp:
+        opts = ort.SessionOptions()
+        opts.graph_optimization_level = levels[level]
+        opts.optimized_model_filepath = str(tmp)
+        opts.log_severity_level = 3
+        ort.InferenceSession(str(target), opts, providers=["CPUExecutionProvider"])
+    return target
+
+
+def to_external_data(path: str | Path) -> Path:
+    """Move the weights of ``path`` into ``<name>.data`` beside it (the layout past protobuf's 2 GB)."""
+    import onnx
+
+    target = Path(path)
+    model = onnx.load(str(target))
+    data_name = f"{target.name}.data"
+    (target.parent / data_name).unlink(missing_ok=True)
+    with atomic_path(target) as tmp:
+        onnx.save_model(model, str(tmp), save_as_external_data=True, all_tensors_to_one_file=True,
+                        location=data_name, size_threshold=1024)  # fmt: skip
+    return target
 
 
 def ort_session(path: str | Path, *, threads: int | None = None) -> Any:

@@ -222,7 +222,8 @@ class ExportStage:
 
     def run(self, ctx: Context, cfg: ExportConfig, out: Path) -> StageOutput:
         x = _tensor(ctx.data.test.x)
-        path = export_onnx(ctx.model, x[:1], out / "model.onnx", opset=cfg.opset)
+        path = export_onnx(ctx.model, x[:1], out / "model.onnx", opset=cfg.opset, external_data=cfg.external_data,
+                           optimize=cfg.optimize)  # fmt: skip
         par = parity(ctx.model, path, x, ctx.data.test.y)
         check_parity(
             par,

@@ -45,7 +45,7 @@ class BundleStage:
             export=cfg.export, examples=cfg.examples, force=True,
             provenance={"from": str(use_onnx.name) if use_onnx else "fp32 export"},
         )  # fmt: skip
-        model_path = folder / "model.onnx"
+        model_path = read_manifest(folder).file("model")
         parity = read_manifest(folder).raw.get("parity") or None
         return StageOutput(model_path, onnx=model_path, parity=parity, extra={"bundle": f"{out.name}/bundle"})
 
