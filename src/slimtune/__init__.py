@@ -26,6 +26,11 @@ _LAZY = {
     "run_recipe": "slimtune.recipe",
     "load_recipe": "slimtune.recipe",
     "Report": "slimtune.evaluate",
+    "FinetuneConfig": "slimtune.transfer",
+    "finetune_": "slimtune.transfer",
+    "replace_head_": "slimtune.transfer",
+    "export_bundle": "slimtune.export.bundle",
+    "Predictor": "slimtune.runtime",
 }
 _SUBMODULES = {
     "data",
@@ -37,6 +42,8 @@ _SUBMODULES = {
     "quantize",
     "evaluate",
     "recipe",
+    "transfer",
+    "runtime",
     "errors",
     "env",
 }

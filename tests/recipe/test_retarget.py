@@ -46,5 +46,5 @@ def test_fine_tune_for_the_target_runs_and_the_better_model_ships(tmp_path: Path
 def test_bad_retarget_options_are_one_clear_error() -> None:
     with pytest.raises(ConfigError, match="max_accuracy_drop must be >= 0"):
         parse_recipe(recipe(max_accuracy_drop=-1))
-    with pytest.raises(ConfigError, match="did you mean .ort-dynamic-int8."):
+    with pytest.raises(ConfigError, match=r"did you mean .ort-dynamic-int8."):
         parse_recipe(recipe(quantize={"method": "ort-dynamic-int9"}))
