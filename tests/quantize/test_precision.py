@@ -27,7 +27,7 @@ from slimtune.quantize import (
     quantize_onnx,
     torch_precision,
 )
-from slimtune.quantize.precision import layer_modules, scope_name
+from slimtune.quantize.precision import layer_modules, scope_name, weight_label
 from slimtune.quantize.qat import export_qat_onnx
 from slimtune.testing.tiny import tiny
 
@@ -102,3 +102,10 @@ def test_nodes_for_unknown_layer_is_one_line(tmp_path: Path) -> None:
     assert "\n" not in str(info.value)
     with pytest.raises(ConfigError, match="layer 'fc' computes no"):
         quantize_onnx(fp32, tmp_path / "q.onnx", OrtDynamicInt8Config(exclude_layers=("fc",)))
+
+
+def test_weight_label_edge_cases() -> None:
+    assert weight_label(torch.randn(8, 1)) == "fp32"  # one weight per row is trivially ±α: not binary
+    assert weight_label(torch.zeros(8, 16)) == "fp32"  # fully pruned
+    assert weight_label(torch.randn(8, 16).sign()) == "binary"
+    assert weight_label(torch.randn(8, 16).bfloat16()) == "bf16"

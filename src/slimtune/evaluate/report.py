@@ -14,6 +14,7 @@ from typing import Any
 from slimtune._io import write_text
 from slimtune.errors import ConfigError, DataError
 from slimtune.evaluate.plots import format_number, svg_scatter
+from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 
 _MISSING = "—"
@@ -242,8 +243,8 @@ class Report:
             for r in self._rows
         ]
         env = [_tr([k, _env_value(v)]) for k, v in self.env.items()]
-        return _PAGE.format(
-            css=_CSS,
+        return PAGE.format(
+            css=CSS,
             head=head,
             body="\n".join(body),
             plots="\n".join(f'<figure class="plot">{svg}</figure>' for svg in self.plots()),
@@ -312,56 +313,3 @@ def _mib(value: float | None) -> str:
 def _tr(cells: list[str], css: str = "") -> str:
     cls = f' class="{css}"' if css else ""
     return f"<tr{cls}>" + "".join(f"<td>{escape(c)}</td>" for c in cells) + "</tr>"
-
-
-_CSS = """
-body { font-family: system-ui, sans-serif; margin: 2rem; color: #111827; }
-table { border-collapse: collapse; margin-bottom: 1.5rem; font-size: 0.9rem; }
-th, td { border: 1px solid #d1d5db; padding: 0.3rem 0.6rem; text-align: right; }
-th { background: #f3f4f6; }
-td:first-child, th:first-child { text-align: left; }
-tr.ratio td { color: #4b5563; font-size: 0.8rem; border-top: none; }
-.plots { display: flex; flex-wrap: wrap; gap: 1rem; }
-figure.plot { margin: 0; border: 1px solid #e5e7eb; }
-details { margin-bottom: 0.5rem; }
-table.precision td { text-align: left; }
-"""
-
-_PAGE = """<!DOCTYPE html>
-<html lang="en">
-<head>
-<meta charset="utf-8"/>
-<meta name="viewport" content="width=device-width, initial-scale=1"/>
-<title>slimtune report</title>
-<style>{css}</style>
-</head>
-<body>
-<h1>slimtune report</h1>
-<table class="stages">
-<thead><tr>{head}</tr></thead>
-<tbody>
-{body}
-</tbody>
-</table>
-<h2>Trade-offs</h2>
-<div class="plots">
-{plots}
-</div>
-<h2>Details</h2>
-<table class="details">
-<thead><tr><th>Stage</th><th>Artifact</th><th>Throughput</th><th>Peak memory</th><th>Extra</th></tr></thead>
-<tbody>
-{details}
-</tbody>
-</table>
-<h2>Precision per layer</h2>
-{precision}
-<h2>Environment</h2>
-<table class="env">
-<tbody>
-{env}
-</tbody>
-</table>
-</body>
-</html>
-"""

@@ -62,7 +62,7 @@ def weight_label(w: torch.Tensor) -> str:
     non-zero values, b ≤ 8), else its float dtype (``fp32``, ``fp16``, ``bf16``)."""
     from slimtune.quantize.binary import weight_kind
 
-    if w.dim() >= 2 and w.numel() > 0:
+    if w.dim() >= 2 and w.numel() >= 4 * len(w) and bool((w != 0).any()):  # a row of 1-3 values is not ±α
         kind = weight_kind(w)
         if kind != "float":
             return kind
