@@ -103,6 +103,9 @@ def test_text_bundles_tokenize_like_training(tmp_path: Path) -> None:
         expected = model.eval()(ids).numpy()
     got = Predictor(folder).logits(texts)
     assert np.abs(got - expected).max() < 1e-4
+    # the model masks its padding (checked at export), so batches are padded only to their longest text
+    assert json.loads((folder / "bundle.json").read_text())["input"]["tokenizer"]["trim_padding"] is True
+    assert Predictor(folder).preprocess(texts).shape == (3, 4) and SEQ > 4
 
     word_model, word_data = tiny("transformer-small")
     get_spec(word_model)["preprocess"] = {"tokenizer": {"type": "word", "vocab": ["[PAD]", "[UNK]", "[CLS]", "good"]},

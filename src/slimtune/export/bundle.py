@@ -59,6 +59,38 @@ def _input_spec(model: nn.Module, data: DataSplits | None, folder: Path) -> tupl
     return inp, files
 
 
+def _pad_id(model: nn.Module) -> int | None:
+    pre: dict[str, Any] = getattr(model, "slimtune_spec", {}).get("preprocess", {})
+    if "tokenizer" in pre:
+        return 0  # slimtune's word tokenizer: [PAD] is id 0
+    if "hf_tokenizer" in pre:
+        from tokenizers import Tokenizer
+
+        padding = Tokenizer.from_str(pre["hf_tokenizer"]).padding
+        return int(padding["pad_id"]) if padding else None
+    return None
+
+
+def _padding_is_masked(onnx_path: Path, ids: torch.Tensor, pad_id: int | None) -> bool:
+    """True when cutting trailing padding leaves the outputs unchanged (the model masks its padding), so the
+    runtime may pad each batch only to its longest text instead of to max_length."""
+    from slimtune.export.onnx import ort_session
+
+    if pad_id is None or len(ids) == 0:
+        return False
+    session = ort_session(onnx_path)
+    for row in ids.numpy():
+        used = np.nonzero(row != pad_id)[0]
+        keep = int(used[-1]) + 1 if len(used) else 1
+        if keep == len(row):
+            continue
+        full = session.run(None, {"input": row[None]})[0]
+        cut = session.run(None, {"input": row[None, :keep]})[0]
+        if np.abs(full - cut).max() > 1e-4:
+            return False
+    return True
+
+
 def _labels(model: nn.Module, data: DataSplits | None) -> list[str]:
     if data is not None:
         return [str(n) for n in data.label_names]
@@ -104,6 +136,8 @@ def export_bundle(
             if side.is_file():
                 shutil.copyfile(side, folder / side.name)
         files["model"] = path.name
+        if inp["kind"] == "text" and x_test is not None:
+            inp["tokenizer"]["trim_padding"] = _padding_is_masked(path, x_test[:16], _pad_id(model))
         if inp["kind"] != "text" and x_test is not None and examples > 0:
             np.save(folder / "examples.npy", x_test[:examples].numpy().astype(np.float32), allow_pickle=False)
             files["examples"] = "examples.npy"

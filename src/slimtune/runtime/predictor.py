@@ -81,12 +81,19 @@ class Predictor:
         empty = [i for i, t in enumerate(texts) if not t.strip()]
         if empty:
             raise DataError(f"text #{empty[0]} is empty; every input must contain some text")
-        max_length = int(self.manifest.input["tokenizer"]["max_length"])
+        spec = self.manifest.input["tokenizer"]
+        max_length = int(spec["max_length"])
+        pad: int | None
         if isinstance(self._tokenizer, dict):
-            ids = word_ids(self._tokenizer, list(texts), max_length=max_length)
+            ids = np.asarray(word_ids(self._tokenizer, list(texts), max_length=max_length), dtype=np.int64)
+            pad = 0
         else:
-            ids = [e.ids for e in self._tokenizer.encode_batch(list(texts))]
-        return np.asarray(ids, dtype=np.int64)
+            ids = np.asarray([e.ids for e in self._tokenizer.encode_batch(list(texts))], dtype=np.int64)
+            pad = (self._tokenizer.padding or {}).get("pad_id")
+        if spec.get("trim_padding") and pad is not None:  # checked at export: the model masks its padding
+            used = np.nonzero((ids != pad).any(axis=0))[0]
+            ids = ids[:, : int(used[-1]) + 1 if len(used) else 1]
+        return ids
 
     def _prepare_arrays(self, inputs: Any) -> np.ndarray:
         shape = tuple(int(s) for s in self.manifest.input["shape"])
