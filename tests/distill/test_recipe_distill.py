@@ -88,6 +88,7 @@ def test_distill_stage_parsing() -> None:
         ({"unlabeled": {"min_confidence": 2}}, r"min_confidence must be in \[0, 1\)"),
         ({"student": {"name": "mlp", "from_teacher": {"layers": [0]}}}, r"give a registered model 'name'.*or"),
         ({"student": {"from_teacher": {"layers": [1, 0]}}}, r"layers must be increasing"),
+        ({"student": {"from_teacher": {"hidden": [4]}, "options": {"x": 1}}}, r"'options' go with 'name'"),
     ],
 )
 def test_bad_distill_stages_fail_before_any_work(extra: dict[str, Any], message: str) -> None:

@@ -118,7 +118,9 @@ def _encoder_student(teacher: nn.Module, cfg: StudentConfig) -> nn.Module:
         return _ready(student)
     assert isinstance(student, HFClassifier)
     base: Any = student.model.base_model
-    owner, attr = (base.encoder, "num_hidden_layers") if hasattr(base, "encoder") else (base.transformer, "n_layers")
+    bert = getattr(base, "encoder", None) is not None
+    owner: Any = getattr(base, "encoder" if bert else "transformer", None)
+    attr = "num_hidden_layers" if bert else "n_layers"
     box = getattr(owner, "layer", None)
     if not isinstance(box, nn.ModuleList):
         raise UnsupportedModelError(

@@ -147,6 +147,8 @@ class StudentRef(Config):
             raise ConfigError(
                 "student: give a registered model 'name' (and 'options') or 'from_teacher: {layers: [0, 2, 4]}'"
             )
+        if self.from_teacher is not None and self.options:
+            raise ConfigError("student: 'options' go with 'name'; from_teacher takes layers, keep_every or hidden")
 
 
 @dataclass(frozen=True, kw_only=True)
