@@ -18,6 +18,7 @@ _LAZY = {
     "prune_": "slimtune.prune",
     "KDConfig": "slimtune.distill",
     "DistillationTask": "slimtune.distill",
+    "distill_": "slimtune.distill",
     "ExportConfig": "slimtune.export",
     "export_onnx": "slimtune.export",
     "OrtDynamicInt8Config": "slimtune.quantize",
