@@ -136,6 +136,43 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_search(args: argparse.Namespace) -> int:
+    from slimtune._io import prepare_out_dir
+    from slimtune.errors import ConfigError
+    from slimtune.models import load_model, save_model
+    from slimtune.models.inputs import load_data, load_start_model
+    from slimtune.recipe.schema import DataRef, ModelRef
+    from slimtune.search import SearchConfig, search
+    from slimtune.train.loop import TrainConfig, fit
+
+    if (args.model is None) == (args.load is None):
+        raise ConfigError("give --model NAME (a registered model, trained here first) or --load saved/model")
+    options = {
+        "max_accuracy_drop": args.max_accuracy_drop, "objective": args.objective, "time_budget": args.time_budget,
+        "techniques": args.techniques, "proxy_epochs": args.proxy_epochs, "full_epochs": args.full_epochs,
+    }  # fmt: skip
+    config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
+    data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
+    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    data, preprocess = load_data(data_ref, model_ref)
+    print(f"data: {data.summary()}", flush=True)
+    teacher_dir = out / "teacher"
+    if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():
+        model = load_model(teacher_dir)
+        print(f"teacher: loaded from {teacher_dir} (trained before the kill)", flush=True)
+    else:
+        model = load_start_model(model_ref, data, preprocess)
+        if args.model is not None:
+            print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
+            fit(model, data, config=TrainConfig(epochs=args.train_epochs, lr=args.lr), desc="teacher")
+            save_model(model, teacher_dir)
+    result = search(
+        model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
+    )
+    print(f"\n{result.message}\nbundle: {result.bundle}\nevery candidate: {out / 'search.json'}, {out / 'search.html'}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="slimtune",
@@ -172,6 +209,21 @@ def build_parser() -> argparse.ArgumentParser:
     bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
     bch.add_argument("--json", action="store_true", help="print JSON")
     bch.set_defaults(func=_cmd_bench)
+    srch = sub.add_parser("search", help="the cheapest model within an accuracy budget, over every technique")
+    srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
+    srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
+    srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
+    srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    srch.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget, in points of accuracy")
+    srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
+    srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
+    srch.add_argument("--techniques", nargs="+", default=None, help="subset of: prune student sparse int8")
+    srch.add_argument("--proxy-epochs", type=int, default=None, help="recovery epochs of the first, cheap round")
+    srch.add_argument("--full-epochs", type=int, default=None, help="recovery epochs of the Pareto front")
+    srch.add_argument("--train-epochs", type=int, default=10, help="epochs to train --model before searching")
+    srch.add_argument("--lr", type=float, default=3e-3, help="learning rate for training --model")
+    out_options(srch, None)
+    srch.set_defaults(func=_cmd_search)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")
     env.add_argument("--no-torch", action="store_true", help="do not import torch (faster)")

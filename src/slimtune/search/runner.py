@@ -1,0 +1,313 @@
+"""The search loop: proxies, successive halving, full recovery of the front; every finished evaluation
+is written to ``search.json`` atomically, and a resumed search replays the same decisions from it,
+running only the work it lacks. The final steps (latency, choice, bundle, page) live in ``finish``."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from torch import nn
+
+from slimtune._io import write_text
+from slimtune.data.core import DataSplits
+from slimtune.errors import ConfigError, OutputExistsError
+from slimtune.search import strategy
+from slimtune.search.space import Base, Candidate, SearchConfig, build_space
+
+SEARCH_JSON, WORK, BEST, PAGE = "search.json", "work", "best", "search.html"
+FORMAT_VERSION = 1
+
+
+@dataclass(frozen=True)
+class ProgressEvent:
+    """Sent after every new evaluation: candidates ``done`` of ``total``, the best so far, the time left."""
+
+    done: int
+    total: int
+    evaluations: int
+    base: str
+    epochs: int
+    best: str
+    time_left_s: float | None
+    line: str
+
+
+Progress = Callable[[ProgressEvent], None]
+
+
+def fingerprint(model: nn.Module) -> str:
+    h = hashlib.sha1()
+    for name, t in model.state_dict().items():
+        h.update(name.encode())
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+class Search:
+    """State of one search in ``out``; ``run()`` does the work, ``finish.finalise`` the outputs."""
+
+    def __init__(
+        self,
+        teacher: nn.Module,
+        data: DataSplits,
+        config: SearchConfig,
+        out: Path,
+        *,
+        resume: bool,
+        force: bool,
+        progress: Progress | None,
+    ) -> None:
+        self.teacher, self.data, self.config, self.out, self.progress = teacher, data, config, out, progress
+        self.space = build_space(config)
+        self.bases = list({c.base.id: c.base for c in self.space}.values())
+        self.evaluations = 0
+        self.started = time.perf_counter()
+        path = out / SEARCH_JSON
+        if path.exists() and not resume and not force:
+            raise OutputExistsError(f"'{out}' already holds a search; pass --resume to continue it or --force")
+        if not resume:
+            for name in (SEARCH_JSON, WORK, BEST, PAGE):
+                target = out / name
+                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+        out.mkdir(parents=True, exist_ok=True)
+        print_ = fingerprint(teacher)
+        if resume and path.exists():
+            self.state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            self._check_same(print_)
+        else:
+            self.state = self._new_state(print_)
+        self.records: dict[str, dict[str, Any]] = {r["id"]: r for r in self.state["candidates"]}
+        self.elapsed_before = float(self.state.get("elapsed_s", 0.0))
+
+    def _new_state(self, print_: str) -> dict[str, Any]:
+        from slimtune.search.finish import measure_teacher
+
+        cands = [
+            {"id": c.id, "name": c.name, "config": c.spec, "base": c.base.id, "status": "pending", "evaluations": []}
+            for c in self.space
+        ]
+        bases = {
+            b.id: {"name": b.name, "config": b.spec, "epochs": 0, "model_dir": None, "seconds": 0.0} for b in self.bases
+        }
+        teacher = {"fingerprint": print_, **measure_teacher(self.teacher, self.data, self.out / WORK / "teacher")}
+        return {
+            "version": FORMAT_VERSION,
+            "config": self.config.to_dict(),
+            "space": self.config.space_dict(),
+            "teacher": teacher,
+            "elapsed_s": 0.0,
+            "candidates": cands,
+            "bases": bases,
+        }
+
+    def _check_same(self, print_: str) -> None:
+        if self.state.get("space") != json.loads(json.dumps(self.config.space_dict())):
+            raise ConfigError(
+                f"cannot resume the search in '{self.out}': it was started with other search options; "
+                "use the same options, a new --out or --force"
+            )
+        if self.state["teacher"]["fingerprint"] != print_:
+            raise ConfigError(
+                f"cannot resume the search in '{self.out}': it was started from another model; "
+                "use --load on the same model, a new --out or --force"
+            )
+
+    # -- bookkeeping ------------------------------------------------------------------------------------
+    @property
+    def reference(self) -> float:
+        return float(self.state["teacher"]["val_accuracy"])
+
+    @property
+    def teacher_cost(self) -> float:
+        return strategy.cost(self.state["teacher"], self.config.objective)
+
+    def elapsed(self) -> float:
+        return self.elapsed_before + time.perf_counter() - self.started
+
+    def time_left(self) -> float | None:
+        budget = self.config.time_budget_s
+        return None if budget is None else budget - self.elapsed()
+
+    def out_of_time(self) -> bool:
+        left = self.time_left()
+        return left is not None and left <= 0
+
+    def save(self) -> None:
+        self.state["elapsed_s"] = round(self.elapsed(), 3)
+        self.state["candidates"] = [self.records[c.id] for c in self.space]
+        write_text(self.out / SEARCH_JSON, json.dumps(self.state, indent=2, default=str))
+
+    def live(self, base: Base) -> list[dict[str, Any]]:
+        return [
+            self.records[c.id]
+            for c in self.space
+            if c.base.id == base.id and self.records[c.id]["status"] not in ("pruned-early", "failed")
+        ]
+
+    def evaluated(self) -> list[dict[str, Any]]:
+        return [
+            r
+            for r in self.records.values()
+            if r.get("val_accuracy") is not None and r["status"] not in ("pruned-early", "failed", "parity-failed")
+        ]
+
+    # -- work -------------------------------------------------------------------------------------------
+    def evaluate(self, base: Base, epochs: int) -> None:
+        """Bring ``base`` to ``epochs`` of recovery and measure its live candidates, unless already done."""
+        from slimtune.search import techniques as tech
+
+        brec, live = self.state["bases"][base.id], self.live(base)
+        epochs = epochs if base.trainable else 0
+        done = [r for r in live if r["evaluations"] and r["evaluations"][-1]["epochs"] >= epochs]
+        if not live or len(done) == len(live) or brec.get("error"):
+            return
+        if self.out_of_time() and self.evaluated():
+            return  # no new work after the budget; the first evaluation always runs (never end with nothing)
+        t0 = time.perf_counter()
+        folder = self.out / WORK / base.id / f"e{epochs}"
+        try:
+            if brec["model_dir"]:
+                from slimtune.models import load_model
+
+                model = load_model(self.out / brec["model_dir"])
+            else:
+                model = tech.make_base(self.teacher, base, self.data, seed=self.config.seed)
+            cache = self.out / WORK / "teacher_logits.safetensors"
+            tech.train_base(
+                model, base, self.teacher, self.data, epochs=epochs - brec["epochs"], config=self.config, cache=cache
+            )
+            if base.trainable:
+                from slimtune.models import save_model
+
+                save_model(model, folder / "model")
+            paths = tech.export_variants(
+                model, [r["config"]["precision"] for r in live], self.data, folder, calibration=self.config.calibration
+            )
+            fresh = not any(r["evaluations"] for r in live)
+            rows = tech.measure_variants(model, paths, self.data, quick_latency=fresh)
+            extra = {"compressed_bytes": tech.compressed_bytes(model, folder)} if base.kind == "sparse" else {}
+        except Exception as exc:  # one technique failing (e.g. an unsupported layer) must not end the search
+            brec["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
+            for r in live:
+                r["status"], r["reason"], r["failed_at"] = "failed", brec["error"], epochs
+            self.save()
+            return
+        seconds = time.perf_counter() - t0
+        for r in live:
+            precision = r["config"]["precision"]
+            r.update(rows[precision], **extra)
+            r["epochs"], r["status"] = epochs, "evaluated"
+            r["onnx"] = os.path.relpath(paths[precision], self.out)
+            r["evaluations"].append({"epochs": epochs, "val_accuracy": rows[precision]["val_accuracy"]})
+            r["seconds"] = round(r.get("seconds", 0.0) + seconds / len(live), 3)
+        old = brec["model_dir"]
+        brec.update(epochs=epochs, seconds=round(brec["seconds"] + seconds, 3))
+        brec["model_dir"] = os.path.relpath(folder / "model", self.out) if base.trainable else None
+        brec["folder"] = os.path.relpath(folder, self.out)
+        self.evaluations += 1
+        self.save()
+        if old and (self.out / old).parent != folder:
+            shutil.rmtree((self.out / old).parent, ignore_errors=True)  # only the latest model of a base is kept
+        if self.progress is not None:
+            self.progress(self._event(base, epochs))
+
+    # -- decisions: made on what was known at each rung, so a resumed search replays them exactly ---------
+    def at(self, rec: dict[str, Any], epochs: float) -> dict[str, Any] | None:
+        """``rec`` as it stood after ``epochs`` of recovery (its latest evaluation up to then), or None."""
+        done = [e for e in rec["evaluations"] if e["epochs"] <= epochs]
+        if not done or (rec["status"] == "failed" and rec.get("failed_at", 0) <= epochs):
+            return None
+        return {**rec, "val_accuracy": done[-1]["val_accuracy"], "epochs": done[-1]["epochs"]}
+
+    def hopeless_by(self, rec: dict[str, Any], epochs: float) -> dict[str, Any] | None:
+        """The evaluation (up to ``epochs``) at which ``rec`` became hopeless, if it did."""
+        for e in rec["evaluations"]:
+            if e["epochs"] <= epochs and strategy.hopeless(
+                e["val_accuracy"], self.reference, self.config, epochs=e["epochs"]
+            ):
+                return dict(e)
+        return None
+
+    def mark_hopeless(self, epochs: float) -> None:
+        for r in self.records.values():
+            hit = self.hopeless_by(r, epochs) if r["status"] not in ("failed", "parity-failed") else None
+            if hit is not None and r["status"] != "pruned-early":
+                drop = strategy.points_drop(hit["val_accuracy"], self.reference)
+                r["status"], r["reason"] = (
+                    "pruned-early",
+                    f"{drop:.1f} pt below the teacher after {hit['epochs']} epochs",
+                )
+        self.save()
+
+    def standing(self, base: Base, epochs: float, *, reached: bool) -> list[dict[str, Any]]:
+        """The base's candidates still in the race after ``epochs`` (with ``reached``: evaluated at exactly it)."""
+        out = []
+        for c in self.space:
+            view = self.at(self.records[c.id], epochs) if c.base.id == base.id else None
+            if (
+                view is not None
+                and self.hopeless_by(view, epochs) is None
+                and (view["epochs"] == epochs or not reached)
+            ):
+                out.append(view)
+        return out
+
+    def run(self) -> None:
+        """Proxies and successive halving, then full recovery for the bases on the Pareto front."""
+        for base in self.bases:
+            if not base.trainable:
+                self.evaluate(base, 0)
+        alive = [b for b in self.bases if b.trainable]
+        steps = strategy.rungs(self.config)
+        for k, epochs in enumerate(steps):
+            for base in alive:
+                self.evaluate(base, epochs)
+            self.mark_hopeless(epochs)
+            alive = [b for b in alive if self.standing(b, epochs, reached=True)]
+            if k < len(steps) - 1 and alive:
+                groups = {b.id: self.standing(b, epochs, reached=True) for b in alive}
+                ranked = strategy.rank_bases(groups, self.reference, self.config, self.teacher_cost)
+                keep = set(strategy.survivors(ranked, self.config.eta))
+                for b in alive:
+                    if b.id not in keep:
+                        self.state["bases"][b.id]["dropped_at"] = epochs
+                alive = [b for b in alive if b.id in keep]
+        pool = [r for b in self.bases for r in self.standing(b, steps[-1], reached=False)]
+        by_id = {b.id: b for b in self.bases}
+        for rec in strategy.front(pool, self.config.objective):
+            self.evaluate(by_id[rec["base"]], self.config.full_epochs)
+        self.mark_hopeless(float("inf"))
+
+    def _event(self, base: Base, epochs: int) -> ProgressEvent:
+        done = sum(1 for r in self.records.values() if r["evaluations"] or r["status"] == "failed")
+        best, met = strategy.choose(self.evaluated(), self.reference, self.config, self.teacher_cost)
+        if best is None:
+            best_text = "none yet"
+        else:
+            drop = strategy.points_drop(best["val_accuracy"], self.reference)
+            best_text = f"{best['name']} {100 * best['val_accuracy']:.1f}% ({-drop:+.1f} pt)"
+            best_text += "" if met else ", over budget"
+        accs = ", ".join(
+            f"{r['config']['precision']} {100 * r['val_accuracy']:.1f}%"
+            for r in self.live(base)
+            if r.get("val_accuracy") is not None
+        )
+        left = self.time_left()
+        left_text = "no time limit" if left is None else f"{max(0.0, left):.0f} s left"
+        line = (
+            f"[{done}/{len(self.records)} candidates measured, evaluation {self.evaluations}] "
+            f"{base.name} @ {epochs} ep: {accs or 'no live candidate'} | "
+            f"best: {best_text} | {left_text}"
+        )
+        return ProgressEvent(done, len(self.records), self.evaluations, base.name, epochs, best_text, left, line)
+
+
+__all__ = ["BEST", "PAGE", "SEARCH_JSON", "WORK", "Candidate", "ProgressEvent", "Search", "fingerprint"]

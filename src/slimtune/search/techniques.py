@@ -1,0 +1,197 @@
+"""What the search does to one base: build it from the teacher with the library's own verbs (``prune_``,
+``student_from_teacher`` + ``distill_``, magnitude pruning + ``cluster_``), train it for a number of
+epochs, export it to ONNX, quantize it with ``quantize_onnx`` and measure every variant in ONNX Runtime."""
+
+from __future__ import annotations
+
+import copy
+import statistics
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch import nn
+
+from slimtune._io import path_bytes
+from slimtune.data.core import DataSplits
+from slimtune.errors import DataError, UnsupportedModelError
+from slimtune.search.space import Base, SearchConfig
+from slimtune.train.loop import TrainConfig, fit
+
+
+def tensor_x(x: torch.Tensor | list[str], what: str = "search") -> torch.Tensor:
+    if not isinstance(x, torch.Tensor):
+        raise DataError(f"{what} needs tensor inputs; tokenize text first (slimtune.models.prepare_inputs)")
+    return x
+
+
+def _trainable_copy(model: nn.Module) -> nn.Module:
+    out = copy.deepcopy(model)
+    for p in out.parameters():  # a teacher used for distillation is frozen: its copies must train
+        p.requires_grad_(True)
+    return out.train()
+
+
+def _scaled(widths: list[int], width: float) -> list[int]:
+    return [max(2, round(w * width)) for w in widths]
+
+
+def make_student(teacher: nn.Module, width: float, data: DataSplits) -> nn.Module:
+    """A student ``width`` times the teacher: narrower hidden layers (MLPs, initialised from the teacher),
+    fewer encoder layers (transformers, cut from the teacher) or narrower stages (resnet-small)."""
+    from slimtune.distill.students import StudentConfig, build_student
+    from slimtune.models import build
+    from slimtune.models.hf import HFClassifier
+    from slimtune.models.transformer import TransformerClassifier
+    from slimtune.models.zoo import MLP
+
+    if isinstance(teacher, MLP):
+        hidden = [m.out_features for m in teacher.net if isinstance(m, nn.Linear)][:-1]
+        return build_student(teacher, StudentConfig(hidden=tuple(_scaled(hidden, width))))
+    if isinstance(teacher, TransformerClassifier | HFClassifier):
+        if isinstance(teacher, TransformerClassifier):
+            n = len(teacher.layers)
+        else:
+            cfg: Any = teacher.model.config
+            n = int(getattr(cfg, "num_hidden_layers", None) or cfg.n_layers)
+        keep = max(1, round(n * width))
+        layers = tuple(sorted({round(i * (n - 1) / max(1, keep - 1)) for i in range(keep)}))
+        return build_student(teacher, StudentConfig(layers=layers))
+    spec: dict[str, Any] = getattr(teacher, "slimtune_spec", {})
+    if spec.get("arch") == "resnet-small":
+        options = dict(spec.get("options", {}))
+        options["widths"] = _scaled(list(options.get("widths", (16, 32, 64))), width)
+        return build("resnet-small", input_shape=data.input_shape, num_classes=data.num_classes, **options)
+    raise UnsupportedModelError(
+        f"no student family for {type(teacher).__name__}: students are made for mlp, lenet-300-100, "
+        "resnet-small, transformer-small and BERT-family teachers"
+    )
+
+
+def make_base(teacher: nn.Module, base: Base, data: DataSplits, *, seed: int = 0) -> nn.Module:
+    """The untrained base: the teacher transformed by the technique ``base`` names."""
+    from slimtune.prune import MagnitudePruneConfig, StructuredPruneConfig, prune_
+    from slimtune.quantize.clustering import ClusterConfig, cluster_
+
+    torch.manual_seed(seed)
+    if base.kind == "dense":
+        return teacher
+    if base.kind == "student":
+        return make_student(teacher, float(base.params["width"]), data)
+    model = _trainable_copy(teacher)
+    if base.kind == "prune":
+        prune_(model, StructuredPruneConfig(ratio=float(base.params["ratio"])), data=data)
+    elif base.kind == "sparse":
+        prune_(model, MagnitudePruneConfig(sparsity=float(base.params["sparsity"])))
+        cluster_(model, ClusterConfig(bits=int(base.params["bits"])))  # zeros stay zero: they are not clustered
+    else:
+        raise UnsupportedModelError(f"unknown base kind {base.kind!r}")
+    return model
+
+
+def train_base(
+    model: nn.Module,
+    base: Base,
+    teacher: nn.Module,
+    data: DataSplits,
+    *,
+    epochs: int,
+    config: SearchConfig,
+    cache: Path,
+) -> None:
+    """``epochs`` more epochs of recovery: distillation for students, centroid fine-tuning for clustered
+    bases (the zeros and the shared values are kept), plain fine-tuning for pruned ones."""
+    from slimtune.distill import distill_
+    from slimtune.quantize.clustering import CentroidFineTune
+
+    if epochs <= 0 or not base.trainable:
+        return
+    train = TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    torch.manual_seed(config.seed)
+    if base.kind == "student":
+        distill_(model, teacher=teacher, data=data, train=train, cache=cache, progress=False)
+    elif base.kind == "sparse":
+        fit(model, data, config=train, callbacks=[CentroidFineTune()], progress=False, desc="recover")
+    else:
+        fit(model, data, config=train, progress=False, desc="recover")
+
+
+def export_variants(
+    model: nn.Module, precisions: list[str], data: DataSplits, folder: Path, *, calibration: int
+) -> dict[str, Path]:
+    """The fp32 ONNX export of ``model`` and its int8 variants, one file per precision."""
+    from slimtune.export.onnx import export_onnx
+    from slimtune.quantize.api import quantize_onnx
+    from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config
+    from slimtune.quantize.ort_static import OrtStaticInt8Config
+
+    x = tensor_x(data.test.x)
+    fp32 = export_onnx(model, x[:1], folder / "model.fp32.onnx")
+    out: dict[str, Path] = {}
+    for precision in precisions:
+        if precision == "fp32":
+            out[precision] = fp32
+            continue
+        path = folder / f"model.{precision}.onnx"
+        calib = tensor_x(data.calibration(min(len(data.train), calibration)).x)
+        kind = OrtDynamicInt8Config() if precision == "int8-dynamic" else OrtStaticInt8Config()
+        quantize_onnx(fp32, path, kind, calibration=calib)
+        out[precision] = path
+    return out
+
+
+def onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
+    from slimtune.export.onnx import ort_predict, ort_session
+
+    logits = ort_predict(ort_session(path, threads=torch.get_num_threads()), x.numpy())
+    return float((logits.argmax(1) == y.numpy()).mean())
+
+
+def ort_latency(path: Path, x: torch.Tensor, *, batch_sizes: tuple[int, ...] = (1, 8), budget_s: float = 0.3) -> dict:
+    """Median ONNX Runtime latency in ms per batch size, about ``budget_s`` of timed calls each (≥ 20)."""
+    from slimtune.export.onnx import ort_session
+
+    session = ort_session(path, threads=torch.get_num_threads())
+    name = session.get_inputs()[0].name
+    out: dict[str, float] = {}
+    for b in batch_sizes:
+        feed = {name: np.concatenate([x.numpy()] * -(-b // len(x)))[:b]}
+        for _ in range(5):
+            session.run(None, feed)
+        start = time.perf_counter()
+        session.run(None, feed)
+        repeats = int(min(2000, max(20, budget_s / max(time.perf_counter() - start, 1e-6))))
+        times = []
+        for _ in range(repeats):
+            t0 = time.perf_counter()
+            session.run(None, feed)
+            times.append((time.perf_counter() - t0) * 1000)
+        out[f"batch{b}"] = statistics.median(times)
+    return out
+
+
+def measure_variants(
+    model: nn.Module, paths: dict[str, Path], data: DataSplits, *, quick_latency: bool
+) -> dict[str, dict[str, Any]]:
+    """Validation accuracy (in ONNX Runtime), bytes on disk and MACs of each variant; with
+    ``quick_latency`` also a short batch-1 timing used as the latency proxy until the front is measured."""
+    from slimtune.evaluate.macs import count_macs
+
+    x, y = tensor_x(data.val.x), data.val.y
+    macs = int(count_macs(model, x[:1]))
+    out: dict[str, dict[str, Any]] = {}
+    for precision, path in paths.items():
+        row: dict[str, Any] = {"val_accuracy": onnx_accuracy(path, x, y), "bytes": path_bytes(path), "macs": macs}
+        if quick_latency:
+            row["quick_latency_ms"] = ort_latency(path, x, batch_sizes=(1,), budget_s=0.05)["batch1"]
+        out[precision] = row
+    return out
+
+
+def compressed_bytes(model: nn.Module, folder: Path) -> int:
+    """Bytes of the Deep Compression file (sparse + clustered weights, entropy coded): the storage size."""
+    from slimtune.quantize.codec import save_compressed
+
+    return path_bytes(save_compressed(model, folder / "model.stc"))
