@@ -19,7 +19,8 @@ from torch import nn
 from slimtune.data.core import DataSplits
 from slimtune.errors import DataError
 from slimtune.search.finish import SearchResult, finalise
-from slimtune.search.runner import Progress, ProgressEvent, Search
+from slimtune.search.progress import Progress, ProgressEvent
+from slimtune.search.runner import Search
 from slimtune.search.space import Base, Candidate, SearchConfig, build_space, parse_duration
 
 

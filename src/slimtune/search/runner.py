@@ -9,8 +9,6 @@ import json
 import os
 import shutil
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,27 +18,11 @@ from slimtune._io import write_text
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, OutputExistsError
 from slimtune.search import strategy
-from slimtune.search.space import Base, Candidate, SearchConfig, build_space
+from slimtune.search.progress import Progress, progress_event
+from slimtune.search.space import Base, SearchConfig, build_space
 
 SEARCH_JSON, WORK, BEST, PAGE = "search.json", "work", "best", "search.html"
 FORMAT_VERSION = 1
-
-
-@dataclass(frozen=True)
-class ProgressEvent:
-    """Sent after every new evaluation: candidates ``done`` of ``total``, the best so far, the time left."""
-
-    done: int
-    total: int
-    evaluations: int
-    base: str
-    epochs: int
-    best: str
-    time_left_s: float | None
-    line: str
-
-
-Progress = Callable[[ProgressEvent], None]
 
 
 def fingerprint(model: nn.Module) -> str:
@@ -217,44 +199,28 @@ class Search:
         if old and (self.out / old).parent != folder:
             shutil.rmtree((self.out / old).parent, ignore_errors=True)  # only the latest model of a base is kept
         if self.progress is not None:
-            self.progress(self._event(base, epochs))
+            self.progress(progress_event(self, base, epochs))
 
     # -- decisions: made on what was known at each rung, so a resumed search replays them exactly ---------
-    def at(self, rec: dict[str, Any], epochs: float) -> dict[str, Any] | None:
-        """``rec`` as it stood after ``epochs`` of recovery (its latest evaluation up to then), or None."""
-        done = [e for e in rec["evaluations"] if e["epochs"] <= epochs]
-        if not done or (rec["status"] == "failed" and rec.get("failed_at", 0) <= epochs):
-            return None
-        return {**rec, "val_accuracy": done[-1]["val_accuracy"], "epochs": done[-1]["epochs"]}
-
-    def hopeless_by(self, rec: dict[str, Any], epochs: float) -> dict[str, Any] | None:
-        """The evaluation (up to ``epochs``) at which ``rec`` became hopeless, if it did."""
-        for e in rec["evaluations"]:
-            if e["epochs"] <= epochs and strategy.hopeless(
-                e["val_accuracy"], self.reference, self.config, epochs=e["epochs"]
-            ):
-                return dict(e)
-        return None
-
     def mark_hopeless(self, epochs: float) -> None:
         for r in self.records.values():
-            hit = self.hopeless_by(r, epochs) if r["status"] not in ("failed", "parity-failed") else None
-            if hit is not None and r["status"] != "pruned-early":
+            if r["status"] in ("failed", "parity-failed", "pruned-early"):
+                continue
+            hit = strategy.hopeless_at(r, self.reference, self.config, epochs)
+            if hit is not None:
                 drop = strategy.points_drop(hit["val_accuracy"], self.reference)
-                r["status"], r["reason"] = (
-                    "pruned-early",
-                    f"{drop:.1f} pt below the teacher after {hit['epochs']} epochs",
-                )
+                r["status"] = "pruned-early"
+                r["reason"] = f"{drop:.1f} pt below the teacher after {hit['epochs']} epochs"
         self.save()
 
     def standing(self, base: Base, epochs: float, *, reached: bool) -> list[dict[str, Any]]:
         """The base's candidates still in the race after ``epochs`` (with ``reached``: evaluated at exactly it)."""
         out = []
         for c in self.space:
-            view = self.at(self.records[c.id], epochs) if c.base.id == base.id else None
+            view = strategy.view_at(self.records[c.id], epochs) if c.base.id == base.id else None
             if (
                 view is not None
-                and self.hopeless_by(view, epochs) is None
+                and strategy.hopeless_at(view, self.reference, self.config, epochs) is None
                 and (view["epochs"] == epochs or not reached)
             ):
                 out.append(view)
@@ -286,28 +252,5 @@ class Search:
             self.evaluate(by_id[rec["base"]], self.config.full_epochs)
         self.mark_hopeless(float("inf"))
 
-    def _event(self, base: Base, epochs: int) -> ProgressEvent:
-        done = sum(1 for r in self.records.values() if r["evaluations"] or r["status"] == "failed")
-        best, met = strategy.choose(self.evaluated(), self.reference, self.config, self.teacher_cost)
-        if best is None:
-            best_text = "none yet"
-        else:
-            drop = strategy.points_drop(best["val_accuracy"], self.reference)
-            best_text = f"{best['name']} {100 * best['val_accuracy']:.1f}% ({-drop:+.1f} pt)"
-            best_text += "" if met else ", over budget"
-        accs = ", ".join(
-            f"{r['config']['precision']} {100 * r['val_accuracy']:.1f}%"
-            for r in self.live(base)
-            if r.get("val_accuracy") is not None
-        )
-        left = self.time_left()
-        left_text = "no time limit" if left is None else f"{max(0.0, left):.0f} s left"
-        line = (
-            f"[{done}/{len(self.records)} candidates measured, evaluation {self.evaluations}] "
-            f"{base.name} @ {epochs} ep: {accs or 'no live candidate'} | "
-            f"best: {best_text} | {left_text}"
-        )
-        return ProgressEvent(done, len(self.records), self.evaluations, base.name, epochs, best_text, left, line)
 
-
-__all__ = ["BEST", "PAGE", "SEARCH_JSON", "WORK", "Candidate", "ProgressEvent", "Search", "fingerprint"]
+__all__ = ["BEST", "PAGE", "SEARCH_JSON", "WORK", "Search", "fingerprint"]

@@ -42,6 +42,23 @@ def hopeless(accuracy: float, reference: float, config: SearchConfig, *, epochs:
     return points_drop(accuracy, reference) > config.max_accuracy_drop + margin + EPS
 
 
+def view_at(record: Record, epochs: float) -> Record | None:
+    """``record`` as it stood after ``epochs`` of recovery (its latest evaluation up to then), or None:
+    decisions are made on these views, so a resumed search replays them exactly."""
+    done = [e for e in record["evaluations"] if e["epochs"] <= epochs]
+    if not done or (record["status"] == "failed" and record.get("failed_at", 0) <= epochs):
+        return None
+    return {**record, "val_accuracy": done[-1]["val_accuracy"], "epochs": done[-1]["epochs"]}
+
+
+def hopeless_at(record: Record, reference: float, config: SearchConfig, epochs: float) -> Record | None:
+    """The evaluation (up to ``epochs``) at which ``record`` became hopeless, if it did."""
+    for e in record["evaluations"]:
+        if e["epochs"] <= epochs and hopeless(e["val_accuracy"], reference, config, epochs=e["epochs"]):
+            return dict(e)
+    return None
+
+
 def cost(record: Record, objective: str) -> float:
     """Lower is better: measured ORT latency at batch 1 (the short proxy timing until the careful one
     exists), bytes of the deployed file, or MACs of one example."""
