@@ -161,8 +161,18 @@ def test_time_budget_stops_new_work_and_still_ships(tmp_path: Path, teacher: nn.
 def test_progress_events_carry_numbers(tmp_path: Path, teacher: nn.Module, data: DataSplits) -> None:
     events: list[ProgressEvent] = []
     search(teacher, data, config=SearchConfig(techniques=("int8",)), out=tmp_path, progress=events.append)
-    assert [(e.done, e.total, e.evaluations) for e in events] == [(2, 2, 1)]
+    assert [(e.done, e.total, e.evaluations) for e in events] == [(3, 3, 1)]  # dynamic, static, mixed
     assert events[0].time_left_s is None and "no time limit" in events[0].line
+
+
+def test_mixed_precision_keeps_the_most_sensitive_layer_fp32(
+    tmp_path: Path, teacher: nn.Module, data: DataSplits
+) -> None:
+    config = SearchConfig(techniques=("int8",), int8=("mixed",), objective="size", max_accuracy_drop=5.0)
+    result = search(teacher, data, config=config, out=tmp_path)
+    assert result.chosen["name"] == "teacher+int8-mixed" and len(result.chosen["fp32_layers"]) == 1
+    manifest = json.loads((result.bundle / "bundle.json").read_text())
+    assert manifest["precision"] == "int8" and result.chosen["bytes"] < result.teacher["bytes"]
 
 
 def test_teacher_is_given_back_trainable(tmp_path: Path, teacher: nn.Module, data: DataSplits) -> None:

@@ -61,7 +61,7 @@ def test_cli_search_trains_searches_and_resumes(tmp_path: Path, capsys: pytest.C
     text = capsys.readouterr().out
     assert "candidates measured" in text and "bundle:" in text and "search.html" in text
     saved = json.loads((tmp_path / "out" / "search.json").read_text())
-    assert len(saved["candidates"]) == 11 and saved["config"]["time_budget"] == "2m"
+    assert len(saved["candidates"]) == 15 and saved["config"]["time_budget"] == "2m"
     assert (tmp_path / "out" / "best" / "bundle.json").is_file() and (tmp_path / "out" / "teacher").is_dir()
     assert main(cli(tmp_path)) == 2  # the folder holds a search: --resume or --force
     assert "already exists" in capsys.readouterr().err

@@ -151,7 +151,7 @@ class Search:
         done = [r for r in live if r["evaluations"] and r["evaluations"][-1]["epochs"] >= epochs]
         if not live or len(done) == len(live) or brec.get("error"):
             return
-        if self.out_of_time() and self.evaluated():
+        if self.out_of_time() and any(r["evaluations"] for r in self.records.values()):
             return  # no new work after the budget; the first evaluation always runs (never end with nothing)
         t0 = time.perf_counter()
         folder = self.out / WORK / base.id / f"e{epochs}"
@@ -170,7 +170,7 @@ class Search:
                 from slimtune.models import save_model
 
                 save_model(model, folder / "model")
-            paths = tech.export_variants(
+            paths, notes = tech.export_variants(
                 model, [r["config"]["precision"] for r in live], self.data, folder, calibration=self.config.calibration
             )
             fresh = not any(r["evaluations"] for r in live)
@@ -185,7 +185,7 @@ class Search:
         seconds = time.perf_counter() - t0
         for r in live:
             precision = r["config"]["precision"]
-            r.update(rows[precision], **extra)
+            r.update(rows[precision], **extra, **notes.get(precision, {}))
             r["epochs"], r["status"] = epochs, "evaluated"
             r["onnx"] = os.path.relpath(paths[precision], self.out)
             r["evaluations"].append({"epochs": epochs, "val_accuracy": rows[precision]["val_accuracy"]})

@@ -18,7 +18,7 @@ from slimtune.config import Config, check
 
 OBJECTIVES = ("latency", "size", "macs")
 TECHNIQUES = ("prune", "student", "sparse", "int8")
-INT8_KINDS = ("dynamic", "static")
+INT8_KINDS = ("dynamic", "static", "mixed")  # mixed: static int8, the most sensitive layer kept fp32
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -47,11 +47,12 @@ class SearchConfig(Config):
     finalises with what exists). ``techniques``: which families to try. ``prune_ratios``: structured
     pruning ratios; ``student_widths``: student width (or depth) as a fraction of the teacher's;
     ``sparsities`` with ``cluster_bits``: magnitude sparsity then weight clustering; ``int8``: ONNX
-    Runtime int8 kinds applied to every base (and to the dense teacher). Strategy: every base gets
-    ``proxy_epochs`` of recovery, those more than ``hopeless_margin`` points below the budget (widened
-    by sqrt(full_epochs / epochs) for short proxies) are dropped, successive halving (keep 1/``eta``,
-    ``eta``× the epochs) runs up to ``full_epochs``, which only the Pareto front is certain to get. A
-    candidate is chosen only if it is also cheaper than the teacher itself on the objective."""
+    Runtime int8 kinds (dynamic, static, mixed) applied to every base (and to the dense teacher).
+    Strategy: every base gets ``proxy_epochs`` of recovery, those more than ``hopeless_margin`` points
+    below the budget (widened by sqrt(full_epochs / epochs) for short proxies) are dropped, successive
+    halving (keep 1/``eta``, ``eta``× the epochs) runs up to ``full_epochs``, which only the Pareto front
+    is certain to get. A candidate is chosen only if it is also cheaper than the teacher on the objective.
+    The time budget counts the whole search, also the part before a kill when it is resumed."""
 
     max_accuracy_drop: float = 1.0
     objective: Literal["latency", "size", "macs"] = "latency"
@@ -147,7 +148,8 @@ class Base:
 
 @dataclass(frozen=True)
 class Candidate:
-    """A base deployed at one precision: ``fp32`` or ``int8-dynamic`` / ``int8-static``."""
+    """A base deployed at one precision: ``fp32``, ``int8-dynamic``, ``int8-static`` or ``int8-mixed``
+    (static int8 with the layer the per-layer sensitivity pass finds most sensitive kept in fp32)."""
 
     base: Base
     precision: str

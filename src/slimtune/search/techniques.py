@@ -120,26 +120,36 @@ def train_base(
 
 def export_variants(
     model: nn.Module, precisions: list[str], data: DataSplits, folder: Path, *, calibration: int
-) -> dict[str, Path]:
-    """The fp32 ONNX export of ``model`` and its int8 variants, one file per precision."""
+) -> tuple[dict[str, Path], dict[str, dict[str, Any]]]:
+    """The fp32 ONNX export of ``model`` and its int8 variants, one file per precision, and notes per
+    precision (the layers mixed precision kept in fp32)."""
     from slimtune.export.onnx import export_onnx
     from slimtune.quantize.api import quantize_onnx
+    from slimtune.quantize.mixed import MixedPrecisionConfig, quantize_model
     from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config
     from slimtune.quantize.ort_static import OrtStaticInt8Config
 
     x = tensor_x(data.test.x)
     fp32 = export_onnx(model, x[:1], folder / "model.fp32.onnx")
-    out: dict[str, Path] = {}
+    calib = tensor_x(data.calibration(min(len(data.train), calibration)).x)
+    paths: dict[str, Path] = {}
+    notes: dict[str, dict[str, Any]] = {}
     for precision in precisions:
-        if precision == "fp32":
-            out[precision] = fp32
-            continue
         path = folder / f"model.{precision}.onnx"
-        calib = tensor_x(data.calibration(min(len(data.train), calibration)).x)
-        kind = OrtDynamicInt8Config() if precision == "int8-dynamic" else OrtStaticInt8Config()
-        quantize_onnx(fp32, path, kind, calibration=calib)
-        out[precision] = path
-    return out
+        if precision == "fp32":
+            path = fp32
+        elif precision == "int8-dynamic":
+            quantize_onnx(fp32, path, OrtDynamicInt8Config())
+        elif precision == "int8-static":
+            quantize_onnx(fp32, path, OrtStaticInt8Config(), calibration=calib)
+        else:
+            mixed = MixedPrecisionConfig(max_fp32_layers=1, examples=min(256, len(calib)))
+            info = quantize_model(
+                model, path, OrtStaticInt8Config(), example=x[:1], calibration=calib, mixed_precision=mixed
+            )
+            notes[precision] = {"fp32_layers": sorted(info["mixed_precision"]["fp32_layers"])}
+        paths[precision] = path
+    return paths, notes
 
 
 def onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
