@@ -64,6 +64,7 @@ class Search:
         if resume and path.exists():
             self.state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
             self._check_same(print_)
+            self.state["config"] = self.config.to_dict()  # e.g. a longer time budget for the rest
         else:
             self.state = self._new_state(print_)
         self.records: dict[str, dict[str, Any]] = {r["id"]: r for r in self.state["candidates"]}
