@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
+import os
+import sys
 import warnings
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -39,6 +43,26 @@ class ExportConfig(Config):
         check(0 <= self.min_argmax_agreement <= 1, "min_argmax_agreement must be in [0, 1]")
 
 
+@contextlib.contextmanager
+def _silence_stdout_fd() -> Iterator[None]:
+    """torch's TorchScript exporter switches its C++ ONNX log on (a bug in torch 2.13's setup_onnx_logging) and
+    prints the whole IR graph to file descriptor 1 when an export fails; keep that out of the user's terminal."""
+    try:
+        fd = sys.stdout.fileno()
+    except (AttributeError, OSError, ValueError):  # no real stdout (captured, embedded): nothing to silence
+        yield
+        return
+    sys.stdout.flush()
+    saved = os.dup(fd)
+    try:
+        with open(os.devnull, "w") as null:
+            os.dup2(null.fileno(), fd)
+            yield
+    finally:
+        os.dup2(saved, fd)
+        os.close(saved)
+
+
 def export_onnx(
     model: nn.Module,
     example: torch.Tensor,
@@ -60,7 +84,7 @@ def export_onnx(
     was_training = model.training
     model.eval()
     try:
-        with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad():
+        with atomic_path(out) as tmp, warnings.catch_warnings(), torch.no_grad(), _silence_stdout_fd():
             warnings.simplefilter("ignore")
             torch.onnx.export(
                 model,
