@@ -33,8 +33,9 @@ def test_fp32_export_matches_pytorch_with_dynamic_batch(arch: str, tmp_path: Pat
 def test_check_parity_tolerances() -> None:
     ok = {"max_abs_diff": 1e-5, "argmax_agreement": 1.0, "argmax_agreement_beyond_ties": 1.0, "accuracy_delta": 0.0}
     check_parity(ok, what="m", max_abs_diff=1e-3, min_argmax_agreement=0.99, max_accuracy_drop=1.0)
-    with pytest.raises(ParityError, match=r"m: ONNX Runtime output differs from PyTorch by 0.5"):
-        check_parity({**ok, "max_abs_diff": 0.5}, what="m", max_abs_diff=1e-3, min_argmax_agreement=0.99)
+    with pytest.raises(ParityError, match=r"m: ONNX Runtime output differs from PyTorch by 0.5 at 'logits'\[7, 2\]"):
+        worst = {**ok, "max_abs_diff": 0.5, "worst_example": 7, "worst_logit": 2}
+        check_parity(worst, what="m", max_abs_diff=1e-3, min_argmax_agreement=0.99)
     with pytest.raises(ParityError, match=r"agree on 95.00% of predictions that are not near ties"):
         check_parity(
             {**ok, "argmax_agreement": 0.9, "argmax_agreement_beyond_ties": 0.95},
@@ -77,3 +78,13 @@ def test_external_data_and_ort_optimisation_keep_parity(optimize: str, tmp_path:
     logits = Predictor(bundle).logits(data.test.x.numpy())
     with torch.no_grad():
         assert abs(logits - model.eval()(data.test.x).numpy()).max() < 1e-4
+
+
+def test_parity_names_the_worst_output(tmp_path: Path) -> None:
+    torch.manual_seed(0)
+    model, x = build("mlp", input_shape=(1, 8, 8), num_classes=10), torch.rand(9, 1, 8, 8)
+    path = export_onnx(model, x[:1], tmp_path / "m.onnx")
+    with torch.no_grad():
+        model.net[-1].bias[4] += 1.0  # PyTorch now differs from the exported graph in logit 4 only
+    report = parity(model, path, x)
+    assert report["worst_logit"] == 4 and 0 <= report["worst_example"] < 9

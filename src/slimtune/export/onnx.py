@@ -171,13 +171,17 @@ def parity(model: nn.Module, onnx_path: str | Path, x: torch.Tensor, y: torch.Te
 
     ref = predict(model, x).numpy()
     got = ort_predict(ort_session(onnx_path), x.numpy())
-    max_diff = float(np.abs(ref - got).max())
+    delta = np.abs(ref - got)
+    max_diff = float(delta.max())
+    worst_row, worst_col = (int(i) for i in np.unravel_index(int(delta.argmax()), delta.shape))
     disagree = ref.argmax(1) != got.argmax(1)
     top2 = np.sort(ref, axis=1)[:, -2:] if ref.shape[1] > 1 else np.zeros((len(ref), 2))
     near_tie = (top2[:, 1] - top2[:, 0]) <= 2 * max_diff
     ties = int((disagree & near_tie).sum())
     out = {
         "max_abs_diff": max_diff,
+        "worst_example": worst_row,  # where |Δ| is largest: test example and logit index
+        "worst_logit": worst_col,
         "argmax_agreement": float(1 - disagree.mean()),
         "near_tie_flips": ties,
         "argmax_agreement_beyond_ties": float(1 - (disagree & ~near_tie).mean()),
@@ -200,8 +204,9 @@ def check_parity(
     """Raise ``ParityError`` when a parity report is out of tolerance (``max_abs_diff=None`` skips that check)."""
     if max_abs_diff is not None and report["max_abs_diff"] > max_abs_diff:
         raise ParityError(
-            f"{what}: ONNX Runtime output differs from PyTorch by {report['max_abs_diff']:.3g} "
-            f"(> tolerance {max_abs_diff:g})"
+            f"{what}: ONNX Runtime output differs from PyTorch by {report['max_abs_diff']:.3g} at "
+            f"'{OUTPUT}'[{report.get('worst_example', '?')}, {report.get('worst_logit', '?')}] "
+            f"(example, logit; > tolerance {max_abs_diff:g})"
         )
     drop = report.get("accuracy_delta")
     if max_accuracy_drop is not None and drop is not None and drop > max_accuracy_drop:
