@@ -61,6 +61,35 @@ def median_ms(run: Callable[[], Any], *, repeats: int, warmup: int = 3) -> float
     return statistics.median(times)
 
 
+Runner = Callable[[int], Callable[[], Any]]
+
+
+def torch_runner(model: nn.Module, x: torch.Tensor) -> Runner:
+    """``runner(b)``: a zero-argument call running ``model`` on the first ``b`` rows of ``x``."""
+
+    def make(b: int) -> Callable[[], Any]:
+        batch = x[:b]
+
+        def run() -> Any:
+            with torch.inference_mode():
+                return model(batch)
+
+        return run
+
+    return make
+
+
+def ort_runner(session: Any, x: torch.Tensor) -> Runner:
+    """``runner(b)``: a zero-argument call running the ONNX Runtime ``session`` on the first ``b`` rows of ``x``."""
+    name = session.get_inputs()[0].name
+
+    def make(b: int) -> Callable[[], Any]:
+        feed = {name: x[:b].numpy()}
+        return lambda: session.run(None, feed)
+
+    return make
+
+
 def interleaved_latency(
     runners: dict[str, Callable[[int], Callable[[], Any]]], *, batches: tuple[int, ...], rounds: int, repeats: int
 ) -> dict[str, dict[str, float]]:

@@ -19,12 +19,21 @@ import json
 import sys
 import tempfile
 import warnings
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
-from _minilm import CACHE, RESULTS, SEQ, accuracy, finetuned_minilm, interleaved_latency
+from _minilm import (
+    CACHE,
+    RESULTS,
+    SEQ,
+    Runner,
+    accuracy,
+    finetuned_minilm,
+    interleaved_latency,
+    ort_runner,
+    torch_runner,
+)
 from torch import nn
 
 from slimtune.export import export_onnx, ort_predict, ort_session
@@ -36,30 +45,6 @@ from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config
 from slimtune.quantize.ort_static import OrtStaticInt8Config
 
 PRUNED = CACHE / "minilm-structured" / "model"
-Runner = Callable[[int], Callable[[], Any]]
-
-
-def torch_runner(model: nn.Module, x: torch.Tensor) -> Runner:
-    def make(b: int) -> Callable[[], Any]:
-        batch = x[:b]
-
-        def run() -> Any:
-            with torch.inference_mode():
-                return model(batch)
-
-        return run
-
-    return make
-
-
-def ort_runner(session: Any, x: torch.Tensor) -> Runner:
-    name = session.get_inputs()[0].name
-
-    def make(b: int) -> Callable[[], Any]:
-        feed = {name: x[:b].numpy()}
-        return lambda: session.run(None, feed)
-
-    return make
 
 
 def main() -> int:

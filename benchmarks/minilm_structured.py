@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from _minilm import CACHE, RESULTS, SEQ, accuracy, finetuned_minilm, interleaved_latency
+from _minilm import CACHE, RESULTS, SEQ, accuracy, finetuned_minilm, interleaved_latency, ort_runner, torch_runner
 from torch import nn
 
 from slimtune._io import path_bytes
@@ -35,30 +35,6 @@ from slimtune.train import TrainConfig, fit
 
 RECOVER = TrainConfig(epochs=1, lr=5e-5, batch_size=32, weight_decay=0.01, seed=1)
 PRUNED = CACHE / "minilm-structured"
-
-
-def torch_runner(model: nn.Module, x: torch.Tensor) -> Callable[[int], Callable[[], Any]]:
-    def make(b: int) -> Callable[[], Any]:
-        batch = x[:b]
-
-        def run() -> Any:
-            with torch.inference_mode():
-                return model(batch)
-
-        return run
-
-    return make
-
-
-def ort_runner(path: Path, x: torch.Tensor) -> Callable[[int], Callable[[], Any]]:
-    session = ort_session(path, threads=2)
-    name = session.get_inputs()[0].name
-
-    def make(b: int) -> Callable[[], Any]:
-        feed = {name: x[:b].numpy()}
-        return lambda: session.run(None, feed)
-
-    return make
 
 
 def pruned_model(dense: nn.Module, data: Any) -> tuple[nn.Module, dict[str, Any]]:
@@ -109,7 +85,7 @@ def main() -> int:
                 "bytes": path_bytes(folder / "model" / "model.safetensors"),
             }
             runners[f"{name} / torch"] = torch_runner(model, x)
-            runners[f"{name} / ort"] = ort_runner(onnx_path, x)
+            runners[f"{name} / ort"] = ort_runner(ort_session(onnx_path, threads=2), x)
         lat = interleaved_latency(runners, batches=(1, 8), rounds=5, repeats=10)
     base = {"torch": lat["dense / torch"], "ort": lat["dense / ort"]}
     for name, row in rows.items():
