@@ -193,3 +193,27 @@ def test_misuse_errors(trained: nn.Module, digits: DataSplits, tmp_path: Path) -
     prepare_qat_(low, QATConfig(activation_bits=4), calibration=digits.train.x[:64])
     with pytest.raises(ConfigError, match="8-bit activations"):
         export_qat_onnx(low, example, tmp_path / "x.onnx")
+
+
+def test_qat_keeps_the_forward_of_conv_subclasses(tmp_path: Path) -> None:
+    """A Conv2d subclass that pads in its own forward (EfficientNet's Conv2dStaticSamePadding) keeps doing
+    so under QAT and in the exported QDQ graph."""
+    from torch import nn
+
+    from slimtune.export import parity
+    from slimtune.quantize.qat import QATConfig, export_qat_onnx, prepare_qat_
+
+    class PaddedConv(nn.Conv2d):
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            return super().forward(nn.functional.pad(x, (1, 2, 1, 2)))
+
+    torch.manual_seed(0)
+    model = nn.Sequential(PaddedConv(1, 4, 3), nn.ReLU(), nn.Flatten(), nn.LazyLinear(3))
+    x = torch.rand(8, 1, 6, 6)
+    ref = model(x)
+    prepare_qat_(model, QATConfig(), calibration=x)
+    model.eval()
+    out = model(x)
+    assert out.shape == ref.shape and (out - ref).abs().max() < 0.05
+    path = export_qat_onnx(model, x[:1], tmp_path / "m.onnx")
+    assert parity(model, path, x)["max_abs_diff"] < 1e-2

@@ -148,5 +148,7 @@ def check_cell(model: nn.Module, data: DataSplits, variant: str, out: Path) -> d
         row["ok"] = True
     except SlimtuneError as exc:
         row["error"] = str(exc).splitlines()[0]
+    except Exception as exc:  # a bug, not a clear refusal: keep the cell (and the table) but say what broke
+        row["error"] = f"{type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}"
     row["seconds"] = round(time.perf_counter() - start, 2)
     return row

@@ -110,9 +110,22 @@ class QuantizedLayer(nn.Module):
             x = self.input_fq(x)
         layer = self.layer
         w = layer.weight if self.weight_fq is None else self.weight_fq(layer.weight)
+        if _own_forward(layer):  # e.g. EfficientNet's Conv2dStaticSamePadding pads before its convolution
+            weight = layer._parameters["weight"]
+            layer._parameters["weight"] = w  # type: ignore[assignment]  # its own forward, the quantized weight
+            try:
+                return layer(x)  # type: ignore[no-any-return]
+            finally:
+                layer._parameters["weight"] = weight
         if isinstance(layer, nn.Linear):
             return F.linear(x, w, layer.bias)
         return layer._conv_forward(x, w, layer.bias)  # type: ignore[operator]
+
+
+def _own_forward(layer: nn.Module) -> bool:
+    """True for subclasses of Linear/Conv that override ``forward`` (their extra steps must run too)."""
+    base = next(c for c in (nn.Linear, nn.Conv1d, nn.Conv2d, nn.Conv3d) if isinstance(layer, c))
+    return type(layer).forward is not base.forward
 
 
 def quantizable_layers(model: nn.Module) -> dict[str, nn.Module]:
