@@ -1,7 +1,6 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -30,15 +29,6 @@ from slimtune.train import TrainConfig, fit, predict
 # binary 0.925, ternary 0.942 (fp32: 0.942); over 8 other seeds/splits the worst were 0.858 and 0.850
 FLOORS = {"binary": 0.80, "ternary": 0.82}
 TRAIN = TrainConfig(epochs=8, lr=1e-2, batch_size=32)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _one_thread() -> Iterator[None]:
-    """Tiny models on a shared 2-core machine: one intra-op thread is several times faster."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def _net() -> nn.Module:
