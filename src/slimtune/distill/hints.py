@@ -12,6 +12,7 @@ bare student, so a saved or exported student carries no projection and no hook.
 
 from __future__ import annotations
 
+import abc
 import difflib
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,8 +27,9 @@ from slimtune.config import Config, check
 from slimtune.errors import ConfigError
 
 
-class HintTerm(nn.Module):
-    """A loss term over activations captured by hooks while ``capturing`` is set (training steps only)."""
+class HintTerm(nn.Module, abc.ABC):
+    """A loss term over activations captured by hooks while ``capturing`` is set (training steps only).
+    Subclasses register their hooks and implement ``loss``."""
 
     weight: float = 1.0
 
@@ -47,8 +49,9 @@ class HintTerm(nn.Module):
     def after_student(self) -> None:
         """Called inside the wrapper's forward, after the student ran (apply trainable adapters here)."""
 
+    @abc.abstractmethod
     def loss(self) -> torch.Tensor:
-        raise NotImplementedError
+        """The weighted term for the activations captured in this step."""
 
 
 HintBuilder = Callable[..., HintTerm]  # (config, *, student, teacher, example) -> HintTerm
