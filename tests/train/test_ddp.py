@@ -9,18 +9,13 @@ each other (exactly) and that two processes agree with one (closely). About 15 s
 
 from __future__ import annotations
 
-import json
-import os
-import runpy
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
 import torch
 
+from slimtune.testing.ddp import read_report, read_weights, single_and_torchrun
 from slimtune.train import TrainConfig
 from slimtune.train.loop import _batches
 
@@ -106,56 +101,15 @@ LOSS_ATOL = 1e-4  # train/val loss per epoch in the history
 ACC_ATOL = 1.5 / 120  # test accuracy: at most one of the 120 test examples may flip
 
 
-def _start_torchrun(script: Path, out: Path) -> subprocess.Popen[str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["--max-restarts=1", "--monitor-interval=0.1", str(script), str(out)]
-    return subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=out)
-
-
-def _report(out: Path, rank: int) -> dict[str, Any]:
-    return json.loads((out / f"report.{rank}.json").read_text())
-
-
-def _weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
-    return torch.load(out / f"weights-{name}.{rank}.pt", weights_only=True)
-
-
-def _check(proc: subprocess.CompletedProcess[str]) -> None:
-    assert proc.returncode == 0, f"exit {proc.returncode}\n{proc.stdout[-3000:]}\n{proc.stderr[-6000:]}"
-
-
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ddp")
-    script = root / "script.py"
-    script.write_text(SCRIPT)
-    single, two = root / "single", root / "ddp"
-    single.mkdir()
-    two.mkdir()
-    # two processes under torchrun (rank 0 is SIGKILLed once; torchrun restarts both, they resume) ...
-    proc = _start_torchrun(script, two)
-    try:
-        # ... and meanwhile the same script as a plain single process: this one (torch is loaded)
-        with pytest.MonkeyPatch.context() as mp:
-            for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RESTART_COUNT"):
-                mp.delenv(var, raising=False)
-            mp.setattr(sys, "argv", [str(script), str(single)])
-            runpy.run_path(str(script), run_name="__main__")
-        stdout, stderr = proc.communicate(timeout=120)
-    finally:
-        if proc.poll() is None:  # the single run failed or torchrun hangs: stop it (it stops its workers)
-            proc.terminate()
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    assert proc.returncode == 0, f"torchrun exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-6000:]}"
-    return {"single": single, "ddp": two}
+    # two processes under torchrun (rank 0 is SIGKILLed once; torchrun restarts both, they resume), and
+    # meanwhile the same script as a plain single process: this one (torch is loaded)
+    return single_and_torchrun(SCRIPT, tmp_path_factory.mktemp("ddp"), max_restarts=1, timeout=120)
 
 
 def test_two_ranks_match_one_process(runs: dict[str, Path]) -> None:
-    one, two = _report(runs["single"], 0)["mlp"], _report(runs["ddp"], 0)["mlp"]
+    one, two = read_report(runs["single"], 0)["mlp"], read_report(runs["ddp"], 0)["mlp"]
     assert one["best_epoch"] == two["best_epoch"]
     assert abs(one["test_acc"] - two["test_acc"]) <= ACC_ATOL and one["test_acc"] > 0.8
     assert len(one["history"]) == len(two["history"])
@@ -163,19 +117,19 @@ def test_two_ranks_match_one_process(runs: dict[str, Path]) -> None:
         assert abs(h1["train_loss"] - h2["train_loss"]) <= LOSS_ATOL, (h1, h2)
         assert abs(h1["val_loss"] - h2["val_loss"]) <= LOSS_ATOL, (h1, h2)
         assert abs(h1["val_accuracy"] - h2["val_accuracy"]) <= 1.5 / 60, (h1, h2)
-    w1, w2 = _weights(runs["single"], "mlp", 0), _weights(runs["ddp"], "mlp", 0)
+    w1, w2 = read_weights(runs["single"], "mlp", 0), read_weights(runs["ddp"], "mlp", 0)
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= WEIGHT_ATOL
 
 
 @pytest.mark.parametrize("name", ["mlp", "resumed", "bn"])
 def test_ranks_end_identical(runs: dict[str, Path], name: str) -> None:
-    r0, r1 = _report(runs["ddp"], 0), _report(runs["ddp"], 1)
+    r0, r1 = read_report(runs["ddp"], 0), read_report(runs["ddp"], 1)
     assert (r0["world"], r1["world"]) == (2, 2)
     a, b = r0[name], r1[name]
     # same weights and buffers (BatchNorm running stats included), same history, same decisions
     assert a["sha"] == b["sha"]
     assert a["history"] == b["history"] and a["best_epoch"] == b["best_epoch"]
-    wa, wb = _weights(runs["ddp"], name, 0), _weights(runs["ddp"], name, 1)
+    wa, wb = read_weights(runs["ddp"], name, 0), read_weights(runs["ddp"], name, 1)
     assert all(torch.equal(wa[k], wb[k]) for k in wa)
     if name == "bn":
         assert a["all_sha"] == [a["sha"], a["sha"]]
@@ -184,7 +138,7 @@ def test_ranks_end_identical(runs: dict[str, Path], name: str) -> None:
 
 def test_process_group_destroyed_only_if_fit_created_it(runs: dict[str, Path]) -> None:
     for rank in (0, 1):
-        report = _report(runs["ddp"], rank)
+        report = read_report(runs["ddp"], rank)
         assert report["mlp"]["group_after_fit"] is False  # fit created it, fit destroyed it
         assert report["resumed"]["group_after_fit"] is False  # ... and a second fit made a new one
         assert report["bn"]["group_after_fit"] is True  # the script created it: left alone
@@ -205,7 +159,7 @@ def test_resume_after_sigkill_under_ddp_matches_uninterrupted(runs: dict[str, Pa
     # the uninterrupted "mlp" run (same config, same data, same seed) ended
     assert (runs["ddp"] / "killed").exists()
     for rank in (0, 1):
-        report = _report(runs["ddp"], rank)
+        report = read_report(runs["ddp"], rank)
         assert report["attempt"] == 1
         assert report["resumed"] == report["mlp"]
 

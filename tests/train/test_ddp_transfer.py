@@ -14,17 +14,12 @@ Every rank writes a JSON report (history, test metrics, weight checksum) and its
 
 from __future__ import annotations
 
-import json
-import os
-import runpy
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
-from typing import Any
 
 import pytest
-import torch
+
+from slimtune.testing.ddp import read_report, read_weights, single_and_torchrun
 
 SCRIPT = textwrap.dedent(
     """
@@ -116,45 +111,12 @@ NAMES = ["finetune", "distill", "multitask"]
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    root = tmp_path_factory.mktemp("ddp-transfer")
-    script = root / "script.py"
-    script.write_text(SCRIPT)
-    single, two = root / "single", root / "ddp"
-    single.mkdir()
-    two.mkdir()
-    env = {k: v for k, v in os.environ.items() if k not in ("RANK", "WORLD_SIZE", "LOCAL_RANK")}
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2"]
-    cmd += ["--monitor-interval=0.1", str(script), str(two)]
-    proc = subprocess.Popen(cmd, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=two)
-    try:
-        with pytest.MonkeyPatch.context() as mp:
-            for var in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "TORCHELASTIC_RESTART_COUNT"):
-                mp.delenv(var, raising=False)
-            mp.setattr(sys, "argv", [str(script), str(single)])
-            runpy.run_path(str(script), run_name="__main__")
-        stdout, stderr = proc.communicate(timeout=180)
-    finally:
-        if proc.poll() is None:
-            proc.terminate()
-            try:
-                proc.communicate(timeout=30)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-    assert proc.returncode == 0, f"torchrun exit {proc.returncode}\n{stdout[-3000:]}\n{stderr[-6000:]}"
-    return {"single": single, "ddp": two}
-
-
-def _report(out: Path, rank: int) -> dict[str, Any]:
-    return json.loads((out / f"report.{rank}.json").read_text())
-
-
-def _weights(out: Path, name: str, rank: int) -> dict[str, torch.Tensor]:
-    return torch.load(out / f"weights-{name}.{rank}.pt", weights_only=True)
+    return single_and_torchrun(SCRIPT, tmp_path_factory.mktemp("ddp-transfer"), timeout=180)
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_two_ranks_match_one_process(runs: dict[str, Path], name: str) -> None:
-    one, two = _report(runs["single"], 0)[name], _report(runs["ddp"], 0)[name]
+    one, two = read_report(runs["single"], 0)[name], read_report(runs["ddp"], 0)[name]
     assert one["best_epoch"] == two["best_epoch"] and len(one["history"]) == len(two["history"])
     for h1, h2 in zip(one["history"], two["history"]):
         assert set(h1) == set(h2)
@@ -168,13 +130,13 @@ def test_two_ranks_match_one_process(runs: dict[str, Path], name: str) -> None:
     else:
         assert abs(one["test_acc"] - two["test_acc"]) <= ACC_ATOL
         assert one["test_acc"] > 0.6  # a sanity bound: short runs (finetune from a random start, 2 frozen epochs)
-    w1, w2 = _weights(runs["single"], name, 0), _weights(runs["ddp"], name, 0)
+    w1, w2 = read_weights(runs["single"], name, 0), read_weights(runs["ddp"], name, 0)
     assert max(float((w1[k] - w2[k]).abs().max()) for k in w1) <= WEIGHT_ATOL
 
 
 @pytest.mark.parametrize("name", NAMES)
 def test_ranks_end_identical(runs: dict[str, Path], name: str) -> None:
-    r0, r1 = _report(runs["ddp"], 0), _report(runs["ddp"], 1)
+    r0, r1 = read_report(runs["ddp"], 0), read_report(runs["ddp"], 1)
     assert (r0["world"], r1["world"]) == (2, 2)
     assert r0[name]["sha"] == r1[name]["sha"] and r0[name]["history"] == r1[name]["history"]
 
@@ -182,4 +144,4 @@ def test_ranks_end_identical(runs: dict[str, Path], name: str) -> None:
 def test_frozen_blocks_stay_bit_identical_under_ddp(runs: dict[str, Path]) -> None:
     for out, ranks in ((runs["single"], (0,)), (runs["ddp"], (0, 1))):
         for rank in ranks:
-            assert _report(out, rank)["finetune"]["frozen_unchanged"] is True
+            assert read_report(out, rank)["finetune"]["frozen_unchanged"] is True
