@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from slimtune.data import DataSplits
-from slimtune.distill import FeatureKDConfig, HardKDConfig, KDConfig, SoftKDConfig, TeacherCache
+from slimtune.distill import FeatureKDConfig, HardKDConfig, KDConfig, SoftKDConfig, TeacherCache, ViewsConfig
 from slimtune.errors import ConfigError
 from slimtune.models import build, load_model
 from slimtune.recipe import parse_recipe, run_recipe
@@ -75,6 +75,8 @@ def test_distill_stage_parsing() -> None:
     assert parsed[1].kd == HardKDConfig() and parsed[2].kd == SoftKDConfig(temperature=3.0)
     hints = parse_recipe(image_recipe({**stage, "hints": [{"method": "feature", "pairs": {"a": "b"}}]}))
     assert hints.stages[1].config.hints == (FeatureKDConfig(pairs={"a": "b"}),)
+    views = parse_recipe(image_recipe({**stage, "views": {"max_shift": 1, "mixup": 0.5}}))
+    assert views.stages[1].config.views == ViewsConfig(max_shift=1, mixup=0.5)
 
 
 @pytest.mark.parametrize(
@@ -86,6 +88,8 @@ def test_distill_stage_parsing() -> None:
         ({"hints": [{"method": "atention"}]}, r"unknown distillation hint 'atention'.*did you mean 'attention'"),
         ({"unlabeled": {"from": "pool"}}, r"unlabeled.source: 'pool' is not one of 'train', 'augment'"),
         ({"unlabeled": {"min_confidence": 2}}, r"min_confidence must be in \[0, 1\)"),
+        ({"views": {"max_shift": -1}}, r"views.max_shift must be >= 0"),
+        ({"views": {"mix": 1}}, r"views: unknown key 'mix'"),
         ({"student": {"name": "mlp", "from_teacher": {"layers": [0]}}}, r"give a registered model 'name'.*or"),
         ({"student": {"from_teacher": {"layers": [1, 0]}}}, r"layers must be increasing"),
         ({"student": {"from_teacher": {"hidden": [4]}, "options": {"x": 1}}}, r"'options' go with 'name'"),

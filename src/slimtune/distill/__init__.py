@@ -1,5 +1,6 @@
 """Knowledge distillation: one verb (``distill_``), logit losses (soft, hard, mixed), hint terms
-(feature, attention), a teacher-output cache, pseudo-labels for unlabeled data, students cut from teachers."""
+(feature, attention), a teacher-output cache, pseudo-labels for unlabeled data, consistent augmented views,
+students cut from teachers."""
 
 from slimtune.distill.attention import AttentionKDConfig, attention_layers, attention_probs
 from slimtune.distill.cache import TeacherCache
@@ -17,6 +18,7 @@ from slimtune.distill.losses import (
 from slimtune.distill.students import StudentConfig, build_student, student_from_teacher
 from slimtune.distill.task import DistillationTask, DistillModel, distill_
 from slimtune.distill.unlabeled import UnlabeledConfig, augment, concat_splits, pseudo_label, unlabeled_data
+from slimtune.distill.views import ViewsConfig, make_view
 
 __all__ = [
     "HINTS",
@@ -33,6 +35,7 @@ __all__ = [
     "StudentConfig",
     "TeacherCache",
     "UnlabeledConfig",
+    "ViewsConfig",
     "attention_layers",
     "attention_probs",
     "augment",
@@ -40,6 +43,7 @@ __all__ = [
     "concat_splits",
     "distill_",
     "kd_loss",
+    "make_view",
     "pseudo_label",
     "register_hint",
     "register_kd_loss",

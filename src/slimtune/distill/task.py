@@ -2,7 +2,8 @@
 
 The teacher is frozen in eval mode. Its logits come from a ``TeacherCache`` when one is given (hits by
 row digest, misses computed live) or from a live forward. Hint terms (``feature``, ``attention``) need
-the teacher's intermediate activations, so with hints the teacher always runs live.
+the teacher's intermediate activations, so with hints the teacher always runs live; so it does with
+``views`` (consistent augmented views, see ``slimtune.distill.views``), which are new inputs every step.
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from slimtune.distill import attention as _attention  # noqa: F401  (registers t
 from slimtune.distill.cache import TeacherCache
 from slimtune.distill.hints import HINTS, HintTerm
 from slimtune.distill.losses import KD_LOSSES, KDConfig, kd_loss
+from slimtune.distill.views import ViewsConfig, make_view
 from slimtune.errors import ConfigError, DataError
 from slimtune.train.callbacks import Callback
 from slimtune.train.loop import FitResult, TrainConfig, fit
@@ -54,12 +56,14 @@ class DistillModel(nn.Module):
 
 @dataclass
 class DistillationTask:
-    """Logit loss ``config`` (soft, hard, mixed = ``KDConfig``) plus weighted ``hints``; see ``distill_``."""
+    """Logit loss ``config`` (soft, hard, mixed = ``KDConfig``) plus weighted ``hints``, optionally on
+    consistent augmented ``views`` of every batch; see ``distill_``."""
 
     teacher: nn.Module
     config: Config = field(default_factory=KDConfig)
     hints: Sequence[Config] = ()
     cache: TeacherCache | None = None
+    views: ViewsConfig | None = None
 
     def __post_init__(self) -> None:
         KD_LOSSES.handler_for(self.config)  # a clear error for a config that is not a logit loss
@@ -88,15 +92,21 @@ class DistillationTask:
         terms = inner._terms() if isinstance(inner, DistillModel) else []
         if self.hints and not terms:
             raise ConfigError("hint terms need the student wrapped: train with distill_(...) or task.wrap(student, x)")
+        y_b, lam = y, 1.0
+        if self.views is not None:
+            view = make_view(x, y, self.views)
+            x, y, y_b, lam = view.x, view.y_a, view.y_b, view.lam
         with _capturing(terms):
             s_logits = model(x)
-            t_logits = self.teacher_logits(x) if not terms else self._live_teacher(x)
+            t_logits = self.teacher_logits(x) if not terms and self.views is None else self._live_teacher(x)
         if t_logits.shape != s_logits.shape:
             raise ConfigError(
                 f"teacher outputs {tuple(t_logits.shape[1:])} but student outputs {tuple(s_logits.shape[1:])}: "
                 "they must predict the same label set"
             )
         loss = kd_loss(s_logits, t_logits, y, self.config)
+        if lam < 1.0:  # mixup: the label terms mix with the inputs; the teacher terms are the same in both
+            loss = lam * loss + (1 - lam) * kd_loss(s_logits, t_logits, y_b, self.config)
         for term in terms:
             loss = loss + term.weight * term.loss()
         return loss, s_logits
@@ -127,6 +137,7 @@ def distill_(
     hints: Sequence[Config] = (),
     train: TrainConfig | None = None,
     cache: bool | str | Path | TeacherCache = False,
+    views: ViewsConfig | None = None,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
@@ -138,14 +149,16 @@ def distill_(
     terms; their projections are trained with the student and dropped after. ``cache``: compute the teacher's
     logits over ``data.train`` once (``True``), keep them in a safetensors file (a path; reused when the same
     teacher is distilled again), or use a ``TeacherCache`` built before (rows it lacks go to the teacher).
+    ``views``: augment every batch on the fly (shifts, noise, mixup) and let the teacher label the same view
+    (function matching; the cache is then unused, the teacher runs every step).
     """
     x = data.train.x
     if not isinstance(x, torch.Tensor):
         raise DataError("distillation needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
     teacher_cache = cache if isinstance(cache, TeacherCache) else None
-    if not isinstance(cache, TeacherCache) and cache is not False and not hints:
+    if not isinstance(cache, TeacherCache) and cache is not False and not hints and views is None:
         teacher_cache = TeacherCache.build(teacher, x, path=None if cache is True else Path(cache))
-    task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache)
+    task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache, views=views)
     model = task.wrap(student, x[: min(len(x), 8)])
     try:
         return fit(

@@ -87,18 +87,25 @@ def augment(
     g = torch.Generator().manual_seed(seed)
     out = x.repeat(copies, *([1] * (x.ndim - 1)))
     if x.ndim == 4 and max_shift > 0:
-        s = max_shift
-        h, w = x.shape[-2:]
-        padded = F.pad(out, (s, s, s, s))
-        shifts = torch.randint(-s, s + 1, (len(out), 2), generator=g)
-        for dy in range(-s, s + 1):
-            for dx in range(-s, s + 1):
-                rows = ((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).nonzero().squeeze(1)
-                if len(rows):
-                    out[rows] = padded[rows, :, s - dy : s - dy + h, s - dx : s - dx + w]
+        out = shift_images(out, max_shift, generator=g)
     if noise > 0:
         out = out + noise * torch.randn(out.shape, generator=g, dtype=out.dtype)
     return out.clamp_(float(x.min()), float(x.max()))
+
+
+def shift_images(x: torch.Tensor, max_shift: int, *, generator: torch.Generator | None = None) -> torch.Tensor:
+    """Every image of ``x`` (N, C, H, W) moved by its own random (dy, dx) in [-max_shift, max_shift]², zero fill."""
+    s = max_shift
+    h, w = x.shape[-2:]
+    padded = F.pad(x, (s, s, s, s))
+    out = x.clone()
+    shifts = torch.randint(-s, s + 1, (len(x), 2), generator=generator)
+    for dy in range(-s, s + 1):
+        for dx in range(-s, s + 1):
+            rows = ((shifts[:, 0] == dy) & (shifts[:, 1] == dx)).nonzero().squeeze(1)
+            if len(rows):
+                out[rows] = padded[rows, :, s - dy : s - dy + h, s - dx : s - dx + w]
+    return out
 
 
 def _as_probs(y: torch.Tensor, num_classes: int) -> torch.Tensor:

@@ -16,6 +16,7 @@ from slimtune.config import Config
 from slimtune.data.core import DataSplits
 from slimtune.distill import HINTS, KD_LOSSES, KDConfig, StudentConfig, UnlabeledConfig, build_student, distill_
 from slimtune.distill.unlabeled import unlabeled_data
+from slimtune.distill.views import ViewsConfig
 from slimtune.errors import ConfigError
 from slimtune.evaluate.size import layer_sparsity
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
@@ -158,6 +159,7 @@ class DistillStageConfig(Config):
     hints: tuple[Config, ...] = ()  # [{method: feature, pairs: {...}}, {method: attention, layers: {...}}]
     cache: bool = True  # teacher logits over the training split computed once, kept in the stage folder
     unlabeled: UnlabeledConfig | None = None  # {from: train|augment, min_confidence, soft, copies}
+    views: ViewsConfig | None = None  # {max_shift: 2, noise: 0.0, mixup: 1.0}: teacher labels each augmented view
     train: TrainConfig = TrainConfig()
 
 
@@ -187,7 +189,7 @@ class DistillStage:
         ctx.masks = None  # the student is a new, dense model
         distill_(
             student, teacher=ctx.model, data=data, config=cfg.kd, hints=cfg.hints, train=cfg.train,
-            cache=out / "teacher_logits.safetensors" if cfg.cache else False,
+            cache=out / "teacher_logits.safetensors" if cfg.cache and cfg.views is None else False, views=cfg.views,
             checkpoint_dir=out / "checkpoints", resume=ctx.resume, progress=ctx.progress,
         )  # fmt: skip
         ctx.model = student
