@@ -181,3 +181,14 @@ def test_teacher_is_given_back_trainable(tmp_path: Path, teacher: nn.Module, dat
     assert all(p.requires_grad for p in teacher.parameters())
     x: Any = data.test.x
     assert np.isfinite(teacher(x[:2]).detach().numpy()).all()
+
+
+def test_students_can_be_pruned_too(tmp_path: Path, teacher: nn.Module, data: DataSplits) -> None:
+    config = SearchConfig(techniques=("prune", "student"), prune_ratios=(0.5,), student_widths=(0.5,),
+                          combine_ratios=(0.5,), full_epochs=2, objective="macs", max_accuracy_drop=50.0)  # fmt: skip
+    result = search(teacher, data, config=config, out=tmp_path)
+    by_name = {r["name"]: r for r in result.candidates}
+    assert set(by_name) == {"prune-0.5", "student-0.5", "student-0.5-prune-0.5"}
+    macs = {n: r["macs"] for n, r in by_name.items()}
+    assert macs["student-0.5-prune-0.5"] < macs["student-0.5"] and macs["student-0.5-prune-0.5"] < macs["prune-0.5"]
+    assert result.chosen["name"] == "student-0.5-prune-0.5"  # the cheapest on MACs, with a generous budget

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from typing import Any
 
 import pytest
@@ -78,6 +79,11 @@ def test_space_has_stable_ids_and_every_combination() -> None:
     assert [c.id for c in build_space(cfg)] == [c.id for c in build_space(cfg)]
     assert len({c.id for c in build_space(cfg)}) == len(names)
     assert [c.name for c in build_space(SearchConfig(techniques=("prune",), prune_ratios=(0.25,)))] == ["prune-0.25"]
+    composed = SearchConfig(techniques=("prune", "student"), prune_ratios=(0.5,), student_widths=(0.5,),
+                            combine_ratios=(0.25, 0.5))  # fmt: skip
+    assert [c.name for c in build_space(composed)] == ["prune-0.5", "student-0.5", "student-0.5-prune-0.25",
+                                                       "student-0.5-prune-0.5"]  # fmt: skip
+    assert [c.name for c in build_space(replace(composed, techniques=("student",)))] == ["student-0.5"]
 
 
 def test_durations() -> None:
@@ -94,6 +100,7 @@ def test_durations() -> None:
         ({"time_budget": -5}, "time_budget must be positive"),
         ({"techniques": ["prune", "nas"]}, "unknown technique 'nas'"),
         ({"prune_ratios": [1.5]}, r"prune_ratios must be in \(0, 1\)"),
+        ({"combine_ratios": [0]}, r"combine_ratios must be in \(0, 1\)"),
         ({"full_epochs": 0}, "full_epochs must be >= proxy_epochs"),
         ({"budget": 1}, "unknown key 'budget'"),
     ],

@@ -150,6 +150,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     options = {
         "max_accuracy_drop": args.max_accuracy_drop, "objective": args.objective, "time_budget": args.time_budget,
         "techniques": args.techniques, "proxy_epochs": args.proxy_epochs, "full_epochs": args.full_epochs,
+        "combine_ratios": args.combine_ratios,
     }  # fmt: skip
     config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
     data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
@@ -218,6 +219,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
     srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
     srch.add_argument("--techniques", nargs="+", default=None, help="subset of: prune student sparse int8")
+    srch.add_argument(
+        "--combine-ratios", type=float, nargs="+", default=None, help="also prune each student by these ratios"
+    )
     srch.add_argument("--proxy-epochs", type=int, default=None, help="recovery epochs of the first, cheap round")
     srch.add_argument("--full-epochs", type=int, default=None, help="recovery epochs of the Pareto front")
     srch.add_argument("--train-epochs", type=int, default=10, help="epochs to train --model before searching")

@@ -1,9 +1,12 @@
 """The search space: options (``SearchConfig``) and the candidates they span.
 
 A candidate is a *base* (a torch model made from the teacher and trained: structured pruning, a
-distilled student, magnitude sparsity + k-bit clustering, or the dense teacher itself) deployed at one
-*precision* (fp32, or int8 through ONNX Runtime, dynamic or static). Every base and candidate is a
-small dict with a stable id (a hash of the dict), so results can be cached and a search resumed.
+distilled student, a distilled student that is also structurally pruned, magnitude sparsity + k-bit
+clustering, or the dense teacher itself) deployed at one *precision* (fp32, or int8 through ONNX Runtime,
+dynamic or static). Techniques compose: every base is also tried at every int8 precision, and with
+``combine_ratios`` each student is pruned as well (fewer layers *and* fewer heads/neurons/channels).
+Every base and candidate is a small dict with a stable id (a hash of the dict), so results can be cached
+and a search resumed.
 """
 
 from __future__ import annotations
@@ -47,7 +50,9 @@ class SearchConfig(Config):
     finalises with what exists). ``techniques``: which families to try. ``prune_ratios``: structured
     pruning ratios; ``student_widths``: student width (or depth) as a fraction of the teacher's;
     ``sparsities`` with ``cluster_bits``: magnitude sparsity then weight clustering; ``int8``: ONNX
-    Runtime int8 kinds (dynamic, static, mixed) applied to every base (and to the dense teacher).
+    Runtime int8 kinds (dynamic, static, mixed) applied to every base (and to the dense teacher);
+    ``combine_ratios``: with both ``prune`` and ``student`` chosen, each student is also structurally pruned
+    by each of these ratios (a student cut from the teacher's weights, pruned, then distilled).
     Strategy: every base gets ``proxy_epochs`` of recovery, those more than ``hopeless_margin`` points
     below the budget (widened by sqrt(full_epochs / epochs) for short proxies) are dropped, successive
     halving (keep 1/``eta``, ``eta``× the epochs) runs up to ``full_epochs``, which only the Pareto front
@@ -60,6 +65,7 @@ class SearchConfig(Config):
     techniques: tuple[str, ...] = TECHNIQUES
     prune_ratios: tuple[float, ...] = (0.25, 0.5, 0.75)
     student_widths: tuple[float, ...] = (0.5, 0.25)
+    combine_ratios: tuple[float, ...] = ()
     sparsities: tuple[float, ...] = (0.8,)
     cluster_bits: int = 4
     int8: tuple[str, ...] = INT8_KINDS
@@ -89,6 +95,8 @@ class SearchConfig(Config):
             check(k in INT8_KINDS, f"unknown int8 kind {k!r}; choose from {', '.join(INT8_KINDS)}")
         for r in self.prune_ratios:
             check(0 < r < 1, f"prune_ratios must be in (0, 1), got {r}")
+        for r in self.combine_ratios:
+            check(0 < r < 1, f"combine_ratios must be in (0, 1), got {r}")
         for w in self.student_widths:
             check(0 < w < 1, f"student_widths must be fractions in (0, 1), got {w}")
         for s in self.sparsities:
@@ -139,6 +147,8 @@ class Base:
     def name(self) -> str:
         if self.kind == "prune":
             return f"prune-{self.params['ratio']:g}"
+        if self.kind == "student" and "ratio" in self.params:
+            return f"student-{self.params['width']:g}-prune-{self.params['ratio']:g}"
         if self.kind == "student":
             return f"student-{self.params['width']:g}"
         if self.kind == "sparse":
@@ -176,6 +186,10 @@ def build_space(config: SearchConfig) -> list[Candidate]:
         bases += [Base("prune", {"ratio": r}) for r in config.prune_ratios]
     if "student" in config.techniques:
         bases += [Base("student", {"width": w}) for w in config.student_widths]
+        if "prune" in config.techniques:
+            bases += [
+                Base("student", {"width": w, "ratio": r}) for w in config.student_widths for r in config.combine_ratios
+            ]
     if "sparse" in config.techniques:
         bases += [Base("sparse", {"sparsity": s, "bits": config.cluster_bits}) for s in config.sparsities]
     int8 = [f"int8-{k}" for k in config.int8] if "int8" in config.techniques else []

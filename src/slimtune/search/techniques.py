@@ -79,7 +79,10 @@ def make_base(teacher: nn.Module, base: Base, data: DataSplits, *, seed: int = 0
     if base.kind == "dense":
         return teacher
     if base.kind == "student":
-        return make_student(teacher, float(base.params["width"]), data)
+        student = make_student(teacher, float(base.params["width"]), data)
+        if "ratio" in base.params:  # composed: the student (cut from the teacher's weights) is pruned too
+            prune_(student, StructuredPruneConfig(ratio=float(base.params["ratio"])), data=data)
+        return student
     model = _trainable_copy(teacher)
     if base.kind == "prune":
         prune_(model, StructuredPruneConfig(ratio=float(base.params["ratio"])), data=data)
