@@ -17,6 +17,7 @@ Writes benchmarks/results/deep_compression.{json,md}. Not collected by pytest.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import tempfile
@@ -29,11 +30,13 @@ from torch import nn
 
 from slimtune._io import path_bytes
 from slimtune.data import DataSplits, load
+from slimtune.distill import KDConfig, distill_
 from slimtune.env import collect
 from slimtune.errors import DataError
 from slimtune.evaluate import sparsity
 from slimtune.models import build, save_model
 from slimtune.prune import (
+    GradualPruneCallback,
     GradualPruneConfig,
     MagnitudePruneConfig,
     MaskCallback,
@@ -61,7 +64,9 @@ PRUNE = {
     },
 }
 GLOBAL_SPARSITY = 0.95
-SETTINGS = ("paper rates", f"global {GLOBAL_SPARSITY:.0%}", f"gradual {GLOBAL_SPARSITY:.0%}")
+GRADUAL = f"gradual {GLOBAL_SPARSITY:.0%}"
+SETTINGS = ("paper rates", f"global {GLOBAL_SPARSITY:.0%}", GRADUAL, f"{GRADUAL} + KD")
+KD = KDConfig(temperature=4.0, alpha=0.5)  # "+ KD": the dense model teaches its pruned copy in every training stage
 # 4 bits (16 shared values) in every layer; the paper used 6 bits for LeNet-300-100 and 8-bit conv / 5-bit fc for
 # its LeNet-5, whose conv layers are 10x larger: here 64-entry conv codebooks cost more than they save
 CLUSTER = ClusterConfig(bits=4, dtype="float16")
@@ -94,13 +99,22 @@ def mask_entropy_bytes(model: nn.Module) -> int:
     return round(total / 8)
 
 
-def compress(model: nn.Module, data: DataSplits, arch: str, setting: str, epochs: tuple[int, ...], tmp: Path) -> dict:
+def compress(
+    model: nn.Module, data: DataSplits, arch: str, setting: str, epochs: tuple[int, ...], tmp: Path, dense: nn.Module
+) -> dict:
     """Prune, recover, cluster, fine-tune the centroids, encode and decode (a copy of) the dense model."""
     configs = [TrainConfig(epochs=e, batch_size=128, lr=r) for e, r in zip(epochs, LR)]
-    if setting.startswith("gradual"):  # Zhu & Gupta: the recovery epochs prune as they train, last 2 at 95%
+    if setting.endswith("+ KD"):  # the same gradual schedule, trained by distillation from the dense model
+        schedule = GradualPruneConfig(final_sparsity=GLOBAL_SPARSITY, end_epoch=max(1, epochs[1] - 2))
+        train = dataclasses.replace(configs[1], restore_best=False)
+        steps = math.ceil(len(data.train) / train.batch_size)
+        callback = GradualPruneCallback(schedule, steps_per_epoch=steps, epochs=train.epochs)
+        distill_(model, teacher=dense, data=data, config=KD, train=train, callbacks=[callback], progress=False)
+        row: dict[str, Any] = {"sparsity": round(sparsity(model), 4), "pruned_accuracy": accuracy(model, data)}
+    elif setting.startswith("gradual"):  # Zhu & Gupta: the recovery epochs prune as they train, last 2 at 95%
         schedule = GradualPruneConfig(final_sparsity=GLOBAL_SPARSITY, end_epoch=max(1, epochs[1] - 2))
         prune_(model, schedule, data=data, train=configs[1], progress=False)
-        row: dict[str, Any] = {"sparsity": round(sparsity(model), 4), "pruned_accuracy": accuracy(model, data)}
+        row = {"sparsity": round(sparsity(model), 4), "pruned_accuracy": accuracy(model, data)}
     else:
         if setting == "paper rates":
             prune_per_layer(model, PRUNE[arch])
@@ -112,7 +126,10 @@ def compress(model: nn.Module, data: DataSplits, arch: str, setting: str, epochs
     row["pruned_bytes"] = path_bytes(save_model(model, tmp / "pruned"))  # bitmask + fp32 values
     clusters = cluster_(model, CLUSTER)
     row["clustered_accuracy"] = accuracy(model, data)
-    fit(model, data, config=configs[2], callbacks=[CentroidFineTune(clusters)], desc="centroids")
+    if setting.endswith("+ KD"):
+        distill_(model, teacher=dense, data=data, config=KD, train=configs[2], callbacks=[CentroidFineTune(clusters)])
+    else:
+        fit(model, data, config=configs[2], callbacks=[CentroidFineTune(clusters)], desc="centroids")
     path = save_compressed(model, tmp / "model.stdc")
     loaded = load_compressed(path)
     assert isinstance(data.test.x, torch.Tensor)
@@ -125,7 +142,7 @@ def compress(model: nn.Module, data: DataSplits, arch: str, setting: str, epochs
     return row
 
 
-def run(arch: str, data: DataSplits, epochs: tuple[int, ...]) -> list[dict[str, Any]]:
+def run(arch: str, data: DataSplits, epochs: tuple[int, ...], settings: tuple[str, ...]) -> list[dict[str, Any]]:
     torch.manual_seed(0)
     dense = build(arch, input_shape=data.input_shape, num_classes=data.num_classes)
     start = time.perf_counter()
@@ -135,10 +152,10 @@ def run(arch: str, data: DataSplits, epochs: tuple[int, ...]) -> list[dict[str, 
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base["dense_bytes"] = path_bytes(save_model(dense, Path(tmp) / "dense"))
-        for setting in SETTINGS:
+        for setting in settings:
             model = build(arch, input_shape=data.input_shape, num_classes=data.num_classes)
             model.load_state_dict(dense.state_dict())
-            row = {**base, "setting": setting, **compress(model, data, arch, setting, epochs, Path(tmp))}
+            row = {**base, "setting": setting, **compress(model, data, arch, setting, epochs, Path(tmp), dense)}
             row["ratio"] = round(row["dense_bytes"] / row["compressed_bytes"], 1)
             row["delta_points"] = round(100 * (row["final_accuracy"] - row["dense_accuracy"]), 2)
             row["goal_met"] = row["ratio"] >= GOAL_RATIO and row["final_accuracy"] >= row["dense_accuracy"] - GOAL_LOSS
@@ -191,7 +208,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
 
     if not rows:
         return "No dataset was available, so nothing was measured."
-    paper, strong, gradual = SETTINGS
+    paper, strong, gradual, distilled = SETTINGS
     ratio_ok = sum(r["ratio"] >= GOAL_RATIO for r in rows)
     acc_ok = sum(r["final_accuracy"] >= r["dense_accuracy"] - GOAL_LOSS for r in rows)
     share = {
@@ -205,7 +222,10 @@ def summary(rows: list[dict[str, Any]]) -> str:
         f"(paper: 39-40×) for {span(paper, 'delta_points', '+.2f')} accuracy points; pruning to "
         f"{GLOBAL_SPARSITY:.0%} in one shot reaches {span(strong, 'ratio', '.0f')}× for "
         f"{span(strong, 'delta_points', '+.2f')} points, and gradually (the same epochs, Zhu & Gupta schedule) "
-        f"{span(gradual, 'ratio', '.0f')}× for {span(gradual, 'delta_points', '+.2f')} points. "
+        f"{span(gradual, 'ratio', '.0f')}× for {span(gradual, 'delta_points', '+.2f')} points; with the dense model "
+        f"distilling into its pruned copy during the same schedule and the centroid fine-tune (KD, T = "
+        f"{KD.temperature:g}, α = {KD.alpha}) {span(distilled, 'ratio', '.0f')}× for "
+        f"{span(distilled, 'delta_points', '+.2f')} points. "
         f"The goal (≥ {GOAL_RATIO:.0f}× with ≤ {100 * GOAL_LOSS:.1f} pt loss) is met in "
         f"{sum(r['goal_met'] for r in rows)} of {len(rows)} runs ({ratio_ok} reach the ratio, {acc_ok} keep the "
         "accuracy; the compressed models also train more epochs in total than the dense one). Position gaps take "
@@ -219,8 +239,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 1 epoch per stage (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
+    parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=None, help="run only these; keep saved rows")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    settings = tuple(args.settings or SETTINGS)
     rows, notes, started = [], [], time.perf_counter()
     for name in EPOCHS:
         try:
@@ -231,8 +253,17 @@ def main(argv: list[str] | None = None) -> int:
             continue
         print(data.summary(), flush=True)
         for arch in MODELS:
-            rows += run(arch, data, (1, 1, 1) if args.quick else EPOCHS[name])
+            rows += run(arch, data, (1, 1, 1) if args.quick else EPOCHS[name], settings)
     minutes = (time.perf_counter() - started) / 60
+    saved = RESULTS / "deep_compression.json"
+    if args.settings and not args.quick and saved.exists():  # a partial rerun: the other settings' rows stay
+        old = json.loads(saved.read_text())
+        new = {(r["dataset"], r["model"], r["setting"]): r for r in rows}
+        rows = [new.pop((r["dataset"], r["model"], r["setting"]), r) for r in old["results"]] + list(new.values())
+        order = {(d, m): i for i, (d, m) in enumerate(dict.fromkeys((r["dataset"], r["model"]) for r in rows))}
+        rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], SETTINGS.index(r["setting"])))
+        notes.append(f"rerun of {', '.join(settings)} in {minutes:.1f} min; the other rows from the run before")
+        minutes += old["wall_minutes"]
     env = collect()
     payload = {
         "epochs": {k: dict(zip(("dense", "recover", "centroids"), v)) for k, v in EPOCHS.items()},
@@ -254,7 +285,9 @@ def main(argv: list[str] | None = None) -> int:
         f"min on {env['cpu_count']} CPU cores ({args.threads} torch thread, torch {env['packages']['torch']}). "
         f"AdamW, batch 128, cosine LR {LR[0]} in every stage; {settings}. Pruning: one-shot magnitude, either with "
         f"the paper's per-layer rates (see the JSON) or global to {GLOBAL_SPARSITY:.0%}, or gradual global to "
-        f"{GLOBAL_SPARSITY:.0%} over the recovery epochs, all from the same dense model; "
+        f"{GLOBAL_SPARSITY:.0%} over the recovery epochs, plain or distilled from the dense model (`+ KD`: "
+        f"α·CE + (1 − α)·T²·KL, T = {KD.temperature:g}, α = {KD.alpha}, also in the centroid fine-tune), all from "
+        "the same dense model; "
         "clustering: 4 bits per layer, linear init, float16 centroids and biases; Huffman-coded cluster indices "
         "and position gaps in one file. Accuracy on the test split, of the decoded model; dense bytes = "
         "`save_model` folder of the dense fp32 model.\n",

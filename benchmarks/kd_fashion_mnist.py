@@ -29,10 +29,11 @@ from torch import nn
 from slimtune.data import DataSplits, load
 from slimtune.distill import KDConfig, TeacherCache, UnlabeledConfig, distill_, unlabeled_data
 from slimtune.env import collect
-from slimtune.models import build
+from slimtune.models import build, load_model, save_model
 from slimtune.train import FitResult, TrainConfig, fit, predict
 
 RESULTS = Path(__file__).resolve().parent / "results"
+TEACHER_CACHE = Path(__file__).resolve().parent / ".cache" / "kd-fashion-teacher"  # trained once, reused
 TEACHER = TrainConfig(epochs=3, lr=3e-3, batch_size=128, seed=0)
 STUDENT = TrainConfig(epochs=10, lr=1e-3, batch_size=128, seed=0)
 STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
@@ -158,6 +159,22 @@ def summarise(name: str, rows: list[dict[str, Any]], teacher_acc: float) -> str:
     )
 
 
+def trained_teacher(data: DataSplits, cfg: TrainConfig, *, cached: bool) -> tuple[nn.Module, float]:
+    """The resnet-small teacher and the seconds its training took; with ``cached``, trained once and kept in
+    benchmarks/.cache (same data, seed and config give the same weights, so this only saves time)."""
+    info = TEACHER_CACHE / "train.json"
+    if cached and info.exists() and json.loads(info.read_text()).get("train") == cfg.to_dict():
+        return load_model(TEACHER_CACHE), float(json.loads(info.read_text())["seconds"])
+    teacher = make(("resnet-small", {}), data)
+    start = time.perf_counter()
+    fit(teacher, data, config=cfg, desc="teacher")
+    seconds = time.perf_counter() - start
+    if cached:
+        save_model(teacher, TEACHER_CACHE)
+        info.write_text(json.dumps({"train": cfg.to_dict(), "seconds": round(seconds, 1)}) + "\n")
+    return teacher, seconds
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 1 epoch per run (smoke run)")
@@ -173,10 +190,8 @@ def main(argv: list[str] | None = None) -> int:
     print(data.summary(), flush=True)
     teacher_cfg = TrainConfig(**{**TEACHER.to_dict(), "epochs": 1}) if args.quick else TEACHER
     student_cfg = TrainConfig(**{**STUDENT.to_dict(), "epochs": 1}) if args.quick else STUDENT
-    teacher = make(("resnet-small", {}), data)
-    start = time.perf_counter()
-    fit(teacher, data, config=teacher_cfg, desc="teacher")
-    teacher_acc, teacher_s = accuracy(teacher, data), time.perf_counter() - start
+    teacher, teacher_s = trained_teacher(data, teacher_cfg, cached=not args.quick)
+    teacher_acc = accuracy(teacher, data)
     print(f"teacher {teacher_acc:.4f} ({teacher_s:.0f}s)", flush=True)
     start = time.perf_counter()
     cache = TeacherCache.build(teacher, data.train.x)  # type: ignore[arg-type]

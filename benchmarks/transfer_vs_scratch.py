@@ -65,7 +65,7 @@ def run(name: str, model: nn.Module, data: DataSplits, cfg: FinetuneConfig, **in
     return row
 
 
-def text_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
+def text_part(*, quick: bool, steps: int, only: set[str] | None = None) -> list[dict[str, Any]]:
     ref = DataRef(name="tweets-binary", limit=80 if quick else 10_000, max_length=16 if quick else 64)
     minilm, scratch = ModelRef(name="minilm-l6"), ModelRef(name="transformer-small")
     data, pre = load_data(ref, minilm)
@@ -78,15 +78,19 @@ def text_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
         return TrainConfig(epochs=epochs, lr=lr, batch_size=bs, weight_decay=weight_decay)
 
     methods = {
-        "linear probe": FinetuneConfig(freeze="linear-probe", train=train(1e-3)),
+        "linear probe": FinetuneConfig(freeze="linear-probe", train=train(1e-2)),
         "last 2 blocks": FinetuneConfig(freeze="all-but-last-2", train=train(1e-4)),
         "full": FinetuneConfig(train=train(5e-5, 0.01)),
         "LoRA r=8": FinetuneConfig(lora=LoRAConfig(r=8, alpha=16), train=train(1e-3)),
     }
     rows = []
     for name, cfg in methods.items():
+        if only is not None and name not in only:
+            continue
         model = load_start_model(minilm, data, pre)
         rows.append(run(name, model, data, cfg, arch="minilm-l6", majority=round(majority, 4)))
+    if only is not None and "from scratch" not in only:
+        return rows
     data, pre = load_data(ref, scratch)
     model = load_start_model(replace(scratch, options={"dim": 128, "heads": 4, "layers": 2, "ffn": 256}), data, pre)
     cfg = FinetuneConfig(train=train(1e-3, 0.01))
@@ -105,14 +109,15 @@ def upsample(data: DataSplits, size: int) -> DataSplits:
     return replace(data, train=up(data.train), val=up(data.val), test=up(data.test), input_shape=(1, size, size))
 
 
-def vision_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
+def vision_part(*, quick: bool, steps: int, only: set[str] | None = None) -> list[dict[str, Any]]:
     size = 32 if quick else 64
     data = upsample(load("fashion-mnist", seed=0, limit=150 if quick else 10_000), size)
     print(data.summary(), flush=True)
     rows, bs = [], 32
     for fraction in (0.01, 0.1, 1.0):
         n = max(data.num_classes, round(fraction * len(data.train)))
-        part = replace(data, train=data.train.take(n))
+        # best-epoch selection on 250 validation images: small fractions train for many epochs, each one validated
+        part = replace(data, train=data.train.take(n), val=data.val.take(250))
         epochs = min(epochs_for(steps, part, bs), 200)
         train = TrainConfig(epochs=epochs, lr=1e-3, batch_size=bs, weight_decay=0.01)
         info = {"fraction": fraction}
@@ -120,8 +125,12 @@ def vision_part(*, quick: bool, steps: int) -> list[dict[str, Any]]:
             "full": FinetuneConfig(train=train),
             "linear probe": FinetuneConfig(freeze="linear-probe", train=replace(train, lr=1e-2)),
         }.items():
+            if only is not None and name not in only:
+                continue
             model = build("efficientnet-lite0", input_shape=part.input_shape, num_classes=data.num_classes)
             rows.append(run(name, model, part, cfg, arch="efficientnet-lite0", **info))
+        if only is not None and "from scratch" not in only:
+            continue
         torch.manual_seed(0)
         model = build("resnet-small", input_shape=part.input_shape, num_classes=data.num_classes)
         rows.append(run("from scratch", model, part, FinetuneConfig(train=train), arch="resnet-small", **info))
@@ -155,6 +164,9 @@ def render(payload: dict[str, Any]) -> str:
             f"{part['steps']} optimizer steps per run (seconds are wall time on this shared 2-core machine).\n",
             table(rows, cols) + "\n",
         ]
+        for rerun in part.get("reruns", []):
+            md.insert(-1, f"Rerun later (load average {rerun['load'][0]:.1f} → {rerun['load'][1]:.1f}): "
+                      f"{', '.join(rerun['methods'])}.\n")  # fmt: skip
     return "\n".join(md)
 
 
@@ -166,7 +178,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--part", choices=["text", "vision", "all"], default="all", help="run one part; the other's saved rows are kept"
     )
+    parser.add_argument("--methods", default=None, help="comma-separated methods to (re)run; other saved rows are kept")
     args = parser.parse_args(argv)
+    only = None if args.methods is None else {m.strip() for m in args.methods.split(",")}
     torch.set_num_threads(args.threads)
     steps = args.steps or (4 if args.quick else 600)
     out = RESULTS / "transfer_vs_scratch.json"
@@ -175,13 +189,22 @@ def main(argv: list[str] | None = None) -> int:
         if args.part not in (name, "all"):
             continue
         load_before, start = os.getloadavg()[0], time.perf_counter()
-        rows = fn(quick=args.quick, steps=steps)
+        rows = fn(quick=args.quick, steps=steps, only=only)
         minutes = (time.perf_counter() - start) / 60
         load = [round(load_before, 1), round(os.getloadavg()[0], 1)]
         payload[name] = {"name": name, "rows": rows, "steps": steps, "minutes": round(minutes, 1)}
         payload[name] |= {"threads": args.threads, "load": load}
     if not args.quick and out.exists():  # read at the end: the other part may have been run meanwhile
-        payload = json.loads(out.read_text()) | payload
+        saved = json.loads(out.read_text())
+        for name, part in payload.items():
+            if only is not None and name in saved:  # a rerun of some methods: keep the other rows, in order
+                new = {(r["method"], r.get("fraction")): r for r in part["rows"]}
+                old = saved[name]["rows"]
+                part["rows"] = [new.pop((r["method"], r.get("fraction")), r) for r in old] + list(new.values())
+                part["minutes"] = saved[name]["minutes"]
+                part["reruns"] = [*saved[name].get("reruns", []), {"methods": sorted(only), "load": part["load"]}]
+                part["load"] = saved[name]["load"]
+        payload = saved | payload
     md = render(payload)
     print(md)
     if not args.quick:
