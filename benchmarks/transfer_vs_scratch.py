@@ -164,6 +164,7 @@ def render(payload: dict[str, Any]) -> str:
             f"{part['steps']} optimizer steps per run (seconds are wall time on this shared 2-core machine).\n",
             table(rows, cols) + "\n",
         ]
+        md += [f"{note}\n" for note in part.get("notes", [])]
         for rerun in part.get("reruns", []):
             md.insert(-1, f"Rerun later (load average {rerun['load'][0]:.1f} → {rerun['load'][1]:.1f}): "
                       f"{', '.join(rerun['methods'])}.\n")  # fmt: skip
