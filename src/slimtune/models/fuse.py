@@ -29,9 +29,7 @@ _PAIRS: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
 
 
 def _foldable(conv: nn.Module | None, bn: nn.Module | None) -> bool:
-    if conv is None or bn is None or type(bn) not in {b for _, b in _PAIRS}:
-        return False
-    if not any(type(conv) is c and type(bn) is b for c, b in _PAIRS) or is_parametrized(conv):
+    if conv is None or bn is None or (type(conv), type(bn)) not in _PAIRS or is_parametrized(conv):
         return False
     return isinstance(bn, nn.modules.batchnorm._BatchNorm) and bn.running_mean is not None
 
