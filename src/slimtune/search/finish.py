@@ -16,8 +16,10 @@ from slimtune.errors import ParityError, SlimtuneError
 from slimtune.evaluate.report import human_bytes
 from slimtune.search import strategy
 from slimtune.search.pareto import search_page
-from slimtune.search.runner import BEST, PAGE, Search
-from slimtune.search.techniques import onnx_accuracy, ort_latency, tensor_x
+from slimtune.search.runner import BEST, PAGE, WORK, Search
+from slimtune.search.techniques import onnx_accuracy, ort_latencies, ort_latency, tensor_x
+
+TEACHER, TEACHER_ONNX = "teacher", "model.fp32.onnx"  # its folder under work/ and its file
 
 
 @dataclass
@@ -46,26 +48,32 @@ def measure_teacher(teacher: nn.Module, data: DataSplits, folder: Path) -> dict[
     from slimtune.export.onnx import export_onnx
 
     x_test = tensor_x(data.test.x)
-    path = export_onnx(teacher, x_test[:1], folder / "model.fp32.onnx")
+    path = export_onnx(teacher, x_test[:1], folder / TEACHER_ONNX)
     return {
         "val_accuracy": onnx_accuracy(path, tensor_x(data.val.x), data.val.y),
         "test_accuracy": onnx_accuracy(path, x_test, data.test.y),
         "bytes": path_bytes(path),
         "macs": int(count_macs(teacher, x_test[:1])),
-        "latency_ms": ort_latency(path, x_test),
+        "latency_ms": ort_latency(path, x_test),  # timed again beside the front at the end
     }
 
 
 def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """The front, every member timed carefully (batch 1 and 8); timing can change it, so repeat."""
+    """The front, every member timed carefully (batch 1 and 8) **together with the teacher**, interleaved,
+    so that each ratio to the teacher comes from one run under one load; timing can change the front, so
+    repeat (each repeat times the whole new front and the teacher again)."""
     x = tensor_x(s.data.test.x)
+    teacher = s.state["teacher"]
     for _ in range(4):
         front = strategy.front(pool, s.config.objective)
-        todo = [r for r in front if not r.get("latency_ms")]
-        if not todo:
+        if all(r.get("latency_ms") for r in front):
             break
-        for r in todo:
-            r["latency_ms"] = ort_latency(s.out / r["onnx"], x)
+        paths = {r["id"]: s.out / r["onnx"] for r in front}
+        paths[TEACHER] = s.out / WORK / TEACHER / TEACHER_ONNX
+        timed = ort_latencies(paths, x)
+        teacher["latency_ms"] = timed.pop(TEACHER)
+        for r in front:
+            r["latency_ms"] = timed[r["id"]]
         s.save()
     return front
 

@@ -71,7 +71,7 @@ class Search:
         self.elapsed_before = float(self.state.get("elapsed_s", 0.0))
 
     def _new_state(self, print_: str) -> dict[str, Any]:
-        from slimtune.search.finish import measure_teacher
+        from slimtune.search.finish import TEACHER, measure_teacher
 
         cands = [
             {"id": c.id, "name": c.name, "config": c.spec, "base": c.base.id, "status": "pending", "evaluations": []}
@@ -80,7 +80,7 @@ class Search:
         bases = {
             b.id: {"name": b.name, "config": b.spec, "epochs": 0, "model_dir": None, "seconds": 0.0} for b in self.bases
         }
-        teacher = {"fingerprint": print_, **measure_teacher(self.teacher, self.data, self.out / WORK / "teacher")}
+        teacher = {"fingerprint": print_, **measure_teacher(self.teacher, self.data, self.out / WORK / TEACHER)}
         return {
             "version": FORMAT_VERSION,
             "config": self.config.to_dict(),

@@ -163,25 +163,51 @@ def onnx_accuracy(path: Path, x: torch.Tensor, y: torch.Tensor) -> float:
 
 
 def ort_latency(path: Path, x: torch.Tensor, *, batch_sizes: tuple[int, ...] = (1, 8), budget_s: float = 0.3) -> dict:
-    """Median ONNX Runtime latency in ms per batch size, about ``budget_s`` of timed calls each (≥ 20)."""
+    """Median ONNX Runtime latency in ms per batch size of one model, about ``budget_s`` of timed calls each."""
+    return ort_latencies({"model": path}, x, batch_sizes=batch_sizes, budget_s=budget_s)["model"]
+
+
+def ort_latencies(
+    paths: dict[str, Path],
+    x: torch.Tensor,
+    *,
+    batch_sizes: tuple[int, ...] = (1, 8),
+    budget_s: float = 0.3,
+    rounds: int = 15,
+) -> dict[str, dict[str, float]]:
+    """ONNX Runtime latency in ms per model and batch size, the models timed **interleaved**: ``rounds``
+    rounds, each timing a short block of calls of every model (the starting model rotating), and the
+    median per-call time of each model's blocks. Models timed one after another on a busy machine see
+    different loads (±60% seen on 2 cores) and noise decides which is faster; interleaved, a load change
+    hits every model of the round alike, so their ratios hold. About ``budget_s`` of calls per model and
+    batch size."""
     from slimtune.export.onnx import ort_session
 
-    session = ort_session(path, threads=torch.get_num_threads())
-    name = session.get_inputs()[0].name
-    out: dict[str, float] = {}
+    keys = list(paths)
+    sessions = {k: ort_session(paths[k], threads=torch.get_num_threads()) for k in keys}
+    out: dict[str, dict[str, float]] = {k: {} for k in keys}
     for b in batch_sizes:
-        feed = {name: np.concatenate([x.numpy()] * -(-b // len(x)))[:b]}
-        for _ in range(5):
-            session.run(None, feed)
-        start = time.perf_counter()
-        session.run(None, feed)
-        repeats = int(min(2000, max(20, budget_s / max(time.perf_counter() - start, 1e-6))))
-        times = []
-        for _ in range(repeats):
-            t0 = time.perf_counter()
-            session.run(None, feed)
-            times.append((time.perf_counter() - t0) * 1000)
-        out[f"batch{b}"] = statistics.median(times)
+        feeds, block = {}, {}
+        for k in keys:
+            session = sessions[k]
+            feeds[k] = {session.get_inputs()[0].name: np.concatenate([x.numpy()] * -(-b // len(x)))[:b]}
+            for _ in range(5):
+                session.run(None, feeds[k])
+            start = time.perf_counter()
+            session.run(None, feeds[k])
+            one = max(time.perf_counter() - start, 1e-6)
+            block[k] = int(min(200, max(1, budget_s / rounds / one)))
+        per_call: dict[str, list[float]] = {k: [] for k in keys}
+        for r in range(rounds):
+            for i in range(len(keys)):
+                k = keys[(r + i) % len(keys)]
+                session, feed = sessions[k], feeds[k]
+                t0 = time.perf_counter()
+                for _ in range(block[k]):
+                    session.run(None, feed)
+                per_call[k].append((time.perf_counter() - t0) * 1000 / block[k])
+        for k in keys:
+            out[k][f"batch{b}"] = statistics.median(per_call[k])
     return out
 
 
