@@ -164,9 +164,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--only", choices=sorted(SETTINGS), help="run one setting")
     args = parser.parse_args(argv)
     names = [args.only] if args.only else (["resnet"] if args.quick else list(SETTINGS))
-    rows = [run(name, args.quick) for name in names]
     stem = "search_budget_quick" if args.quick else "search_budget"
     RESULTS.mkdir(parents=True, exist_ok=True)
+    fresh = {r["setting"]: r for r in (run(name, args.quick) for name in names)}
+    old = RESULTS / f"{stem}.json"
+    kept = [r for r in json.loads(old.read_text()) if r["setting"] not in fresh] if args.only and old.exists() else []
+    order = [SETTINGS[n]["title"] for n in SETTINGS]  # --only: the other setting's row is kept
+    rows = sorted([*kept, *fresh.values()], key=lambda r: order.index(r["setting"]) if r["setting"] in order else 99)
     (RESULTS / f"{stem}.json").write_text(json.dumps(rows, indent=2, default=str) + "\n")
     (RESULTS / f"{stem}.md").write_text(markdown(rows, quick=args.quick))
     print(markdown(rows, quick=args.quick))
