@@ -102,10 +102,12 @@ def run(name: str, quick: bool) -> dict[str, Any]:
     wall = time.perf_counter() - start
     chosen = result.chosen
     # Baseline and chosen bundle timed in one process, interleaved rounds (load drifts hit all alike).
+    threads = torch.get_num_threads()
+    teacher_onnx = ort_session(CACHE / name / "search" / "work" / "teacher" / TEACHER_ONNX, threads=threads)
     runners = {
         "torch": torch_runner(teacher, data.test.x),
-        "ort_fp32": ort_runner(ort_session(CACHE / name / "search" / "work" / "teacher" / TEACHER_ONNX), data.test.x),
-        "chosen": ort_runner(Predictor(result.bundle, threads=torch.get_num_threads()).session, data.test.x),
+        "ort_fp32": ort_runner(teacher_onnx, data.test.x),
+        "chosen": ort_runner(Predictor(result.bundle, threads=threads).session, data.test.x),
     }
     timed = interleaved_latency(runners, batches=(1, 8), rounds=7, repeats=10)
     base = {"batch1": timed["torch"]["b1"], "batch8": timed["torch"]["b8"]}
@@ -162,7 +164,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 2-minute budget, resnet only")
     parser.add_argument("--only", choices=sorted(SETTINGS), help="run one setting")
+    parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
     args = parser.parse_args(argv)
+    torch.set_num_threads(args.threads)
     names = [args.only] if args.only else (["resnet"] if args.quick else list(SETTINGS))
     stem = "search_budget_quick" if args.quick else "search_budget"
     RESULTS.mkdir(parents=True, exist_ok=True)
