@@ -12,6 +12,7 @@ benchmarks/results/minilm_multitask.{json,md}.
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -46,8 +47,10 @@ def without(data: Any, test_x: torch.Tensor) -> Any:
     return replace(data, train=Split(data.train.x[keep], data.train.y[keep]))
 
 
-def main() -> int:
-    torch.set_num_threads(2)
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (default 2)")
+    torch.set_num_threads(parser.parse_args(argv).threads)
     binary_model, binary = finetuned_minilm()  # single-task tweets-binary, same budget (the shared fine-tune)
     three, pre3 = task_data("tweets-3")
     single3_dir = OUT / "single-tweets-3"
