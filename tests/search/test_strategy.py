@@ -116,3 +116,13 @@ def test_direct_construction_is_checked_too() -> None:
         SearchConfig(objective="speed")  # type: ignore[arg-type]
     with pytest.raises(ConfigError, match="max_accuracy_drop must be >= 0 points"):
         SearchConfig(max_accuracy_drop=-0.5)
+
+
+def test_progress_says_why_the_best_so_far_is_not_chosen() -> None:
+    from types import SimpleNamespace
+
+    from slimtune.search.progress import _why_not
+
+    search: Any = SimpleNamespace(reference=0.90, config=SearchConfig(max_accuracy_drop=1.0, objective="latency"))
+    assert _why_not({"val_accuracy": 0.895}, search) == ", within budget but not faster than the model itself"
+    assert _why_not({"val_accuracy": 0.85}, search) == ", over budget"

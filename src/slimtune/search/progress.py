@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from slimtune.search import strategy
 from slimtune.search.space import Base
@@ -31,6 +31,17 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+NOT_CHEAPER = {"latency": "not faster", "size": "not smaller", "macs": "no fewer MACs"}
+
+
+def _why_not(best: dict[str, Any], search: Search) -> str:
+    """Why the best so far does not meet the goal: over the accuracy budget, or within it but no cheaper
+    than the model itself on the objective."""
+    if strategy.feasible(best["val_accuracy"], search.reference, search.config):
+        return f", within budget but {NOT_CHEAPER[search.config.objective]} than the model itself"
+    return ", over budget"
+
+
 def progress_event(search: Search, base: Base, epochs: int) -> ProgressEvent:
     """The event after ``base`` was evaluated at ``epochs``."""
     records = search.records.values()
@@ -41,7 +52,7 @@ def progress_event(search: Search, base: Base, epochs: int) -> ProgressEvent:
     else:
         drop = strategy.points_drop(best["val_accuracy"], search.reference)
         best_text = f"{best['name']} {100 * best['val_accuracy']:.1f}% ({-drop:+.1f} pt)" + (
-            "" if met else ", over budget"
+            "" if met else _why_not(best, search)
         )
     accs = ", ".join(
         f"{r['config']['precision']} {100 * r['val_accuracy']:.1f}%"
