@@ -115,6 +115,7 @@ def run(name: str, quick: bool) -> dict[str, Any]:
     lat = {"batch1": timed["chosen"]["b1"], "batch8": timed["chosen"]["b8"]}
     return {
         "setting": setting["title"],
+        "threads": threads,
         "teacher_test_accuracy_torch": accuracy(teacher, data),
         "teacher_torch_fp32_latency_ms": base,
         "teacher_ort_fp32_latency_ms": ort_fp32,
@@ -137,10 +138,12 @@ def run(name: str, quick: bool) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], *, quick: bool) -> str:
+    threads = rows[0].get("threads", torch.get_num_threads()) if rows else torch.get_num_threads()
     lines = [
         f"# Budget search: fastest model within 1 pt{' (quick smoke run)' if quick else ''}",
         "",
-        f"torch {torch.__version__}, {torch.get_num_threads()} threads. Baseline: the teacher in PyTorch eager fp32; "
+        f"torch {torch.__version__}, {threads} thread(s) for torch and ONNX Runtime. "
+        "Baseline: the teacher in PyTorch eager fp32; "
         "the chosen bundle (ONNX Runtime), the baseline and the teacher in ORT fp32 timed after the search in one "
         "process, 7 interleaved rounds, medians. Ratios: baseline latency / chosen latency.",
         "",
@@ -156,7 +159,8 @@ def markdown(rows: list[dict[str, Any]], *, quick: bool) -> str:
             f"{r['vs_ort_fp32_batch1']:.2f}× / {r['vs_ort_fp32_batch8']:.2f}× | {r['size_ratio']:.2f}× | "
             f"{r['search_wall_s'] / 60:.1f} min |"
         )
-    lines += ["", *(f"- {r['setting']}: {r['message']}" for r in rows), ""]
+    lines += ["", *(f"- {r['setting']}: {r['message']}" for r in rows)]
+    lines += [*(f"- {r['setting']}, run conditions: {r['note']}" for r in rows if r.get("note")), ""]
     return "\n".join(lines)
 
 
@@ -165,8 +169,14 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 2-minute budget, resnet only")
     parser.add_argument("--only", choices=sorted(SETTINGS), help="run one setting")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
+    parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the saved JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.render:
+        stem = "search_budget_quick" if args.quick else "search_budget"
+        saved = json.loads((RESULTS / f"{stem}.json").read_text())
+        (RESULTS / f"{stem}.md").write_text(markdown(saved, quick=args.quick))
+        return 0
     names = [args.only] if args.only else (["resnet"] if args.quick else list(SETTINGS))
     stem = "search_budget_quick" if args.quick else "search_budget"
     RESULTS.mkdir(parents=True, exist_ok=True)
