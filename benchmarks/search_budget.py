@@ -1,6 +1,7 @@
 """Budget search (issue #7): the fastest model within 1 point of accuracy, against the fp32 PyTorch baseline.
 
     python benchmarks/search_budget.py              # resnet-small on Fashion-MNIST, then MiniLM-L6 on tweets-binary
+    python benchmarks/search_budget.py --only minilm --resume   # continue a killed run
     python benchmarks/search_budget.py --quick      # smoke run: 3,000 Fashion-MNIST examples, 2-minute budget
     python benchmarks/search_budget.py --only resnet
 
@@ -64,11 +65,11 @@ SETTINGS: dict[str, dict[str, Any]] = {
     "minilm": {
         "title": "MiniLM-L6, tweets-binary",
         "teacher": minilm_teacher,
-        "budget": "60m",
-        "space": {
+        "budget": "75m",
+        "space": {  # the bases that can reach the 5x goal: pruning 0.25 alone cannot (measured ~3.5x with int8)
             "techniques": ("prune", "student", "int8"),
             "student_widths": (0.5,),
-            "prune_ratios": (0.25, 0.5),
+            "prune_ratios": (0.5,),
             "combine_ratios": (0.5,),  # the 3-layer student with half its heads and FFN neurons removed
             "batch_size": 32,
             "lr": 5e-5,
@@ -78,7 +79,7 @@ SETTINGS: dict[str, dict[str, Any]] = {
 }
 
 
-def run(name: str, quick: bool) -> dict[str, Any]:
+def run(name: str, quick: bool, *, resume: bool = False) -> dict[str, Any]:
     setting = SETTINGS[name]
     teacher, data = setting["teacher"](quick)
     assert isinstance(data.test.x, torch.Tensor)
@@ -96,10 +97,13 @@ def run(name: str, quick: bool) -> dict[str, Any]:
         data,
         config=config,
         out=CACHE / name / "search",
-        force=True,
+        force=not resume,
+        resume=resume,
         progress=lambda e: print(e.line, flush=True),
     )
     wall = time.perf_counter() - start
+    if resume:  # the search's own clock, summed over the runs that were killed and resumed
+        wall = float(json.loads((CACHE / name / "search" / "search.json").read_text())["elapsed_s"])
     chosen = result.chosen
     # Baseline and chosen bundle timed in one process, interleaved rounds (load drifts hit all alike).
     threads = torch.get_num_threads()
@@ -169,6 +173,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 2-minute budget, resnet only")
     parser.add_argument("--only", choices=sorted(SETTINGS), help="run one setting")
     parser.add_argument("--threads", type=int, default=2, help="torch and ONNX Runtime threads (default 2)")
+    parser.add_argument("--resume", action="store_true", help="continue a killed search (its time budget counts on)")
     parser.add_argument("--render", action="store_true", help="only rewrite the Markdown from the saved JSON")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -180,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
     names = [args.only] if args.only else (["resnet"] if args.quick else list(SETTINGS))
     stem = "search_budget_quick" if args.quick else "search_budget"
     RESULTS.mkdir(parents=True, exist_ok=True)
-    fresh = {r["setting"]: r for r in (run(name, args.quick) for name in names)}
+    fresh = {r["setting"]: r for r in (run(name, args.quick, resume=args.resume) for name in names)}
     old = RESULTS / f"{stem}.json"
     kept = [r for r in json.loads(old.read_text()) if r["setting"] not in fresh] if args.only and old.exists() else []
     order = [SETTINGS[n]["title"] for n in SETTINGS]  # --only: the other setting's row is kept
