@@ -118,12 +118,16 @@ def main() -> int:
     models: dict[str, nn.Module] = {"dense": dense}
     for keep in TARGETS:
         ours = copy.deepcopy(dense)
-        prune_(ours, StructuredPruneConfig(target_macs=keep, importance="l1"), data=data)
+        # channel_round_to=1: exact counts like Torch-Pruning's default (slimtune's own default rounds convs
+        # to the CPU's NCHWc block, which is what the round_to=8 rows measure)
+        prune_(ours, StructuredPruneConfig(target_macs=keep, importance="l1", channel_round_to=1), data=data)
         models[f"slimtune@{keep}"] = ours
         models[f"torch-pruning@{keep}"] = torch_pruning(dense, x1, keep)
         # channel counts in multiples of 8 suit the CPU's vector units: both tools offer round_to
         ours8 = copy.deepcopy(dense)
-        prune_(ours8, StructuredPruneConfig(target_macs=keep, importance="l1", round_to=8), data=data)
+        prune_(
+            ours8, StructuredPruneConfig(target_macs=keep, importance="l1", round_to=8, channel_round_to=1), data=data
+        )
         models[f"slimtune@{keep} round_to=8"] = ours8
         models[f"torch-pruning@{keep} round_to=8"] = torch_pruning(dense, x1, keep, round_to=8)
     for name, model in models.items():

@@ -21,6 +21,16 @@ def cpu_flags() -> frozenset[str]:
     return frozenset()
 
 
+def nchwc_block() -> int:
+    """Channels per vector block of ONNX Runtime's NCHWc convolutions on this CPU: 16 with AVX-512, 8 with
+    AVX/AVX2, 1 elsewhere (no NCHWc path). A convolution whose output channels are not a multiple of it
+    falls back to the slower im2col path and costs reorders around it."""
+    flags = cpu_flags()
+    if "avx512f" in flags:
+        return 16
+    return 8 if {"avx2", "avx"} & flags else 1
+
+
 def int8_capability() -> dict[str, Any]:
     flags = cpu_flags()
     vnni = bool({"avx512_vnni", "avx_vnni", "amx_int8"} & flags)

@@ -228,6 +228,28 @@ def test_exclude_round_to_and_min_keep(digits: DataSplits) -> None:
     assert (model.net[1].out_features, model.net[3].out_features) == (5, 2)  # type: ignore[index]
 
 
+def conv_widths(model: nn.Module) -> list[int]:
+    return [m.out_channels for m in model.modules() if isinstance(m, nn.Conv2d)]
+
+
+def test_conv_channels_are_kept_in_vector_blocks(digits: DataSplits, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ORT's NCHWc convolutions need channels in multiples of the CPU's block (8 on AVX2): 'auto' rounds
+    convolutions of at least two blocks to it, smaller ones and Linear neurons are cut exactly."""
+    monkeypatch.setattr("slimtune.env.nchwc_block", lambda: 8)
+    options = {"widths": [8, 16, 32]}
+    exact, _ = make("resnet-small", digits, digits, **options)
+    structured_prune(exact, StructuredPruneConfig(ratio=0.3, channel_round_to=1))
+    auto, _ = make("resnet-small", digits, digits, **options)
+    structured_prune(auto, StructuredPruneConfig(ratio=0.3))
+    assert sorted(set(conv_widths(exact))) == [6, 12, 23]  # 8 - 2, 16 - 4, 32 - 9
+    assert sorted(set(conv_widths(auto))) == [6, 16, 24]  # 8 < 2 blocks: exact; 12 -> 16, 23 -> 24
+    fixed, _ = make("resnet-small", digits, digits, **options)
+    structured_prune(fixed, StructuredPruneConfig(ratio=0.3, channel_round_to=4))
+    assert sorted(set(conv_widths(fixed))) == [8, 12, 24]  # an explicit multiple applies to every conv
+    assert StructuredPruneConfig(round_to=3, channel_round_to=4).multiple("channels", 64) == 12
+    assert StructuredPruneConfig(round_to=3).multiple("neurons", 64) == 3
+
+
 def test_global_ranking_spends_the_same_budget_unevenly(digits: DataSplits) -> None:
     model, _ = make("mlp", digits, digits, hidden=[48, 32])
     with torch.no_grad():
@@ -253,6 +275,8 @@ def test_recipe_spelling_builds_the_config() -> None:
         ({"targets": ("layers",)}, "give layers_ratio"),
         ({"layers_ratio": 0.5}, "targets do not include 'layers'"),
         ({"round_to": 0}, "round_to must be >= 1"),
+        ({"channel_round_to": 0}, "channel_round_to must be 'auto' or an integer >= 1, got 0"),
+        ({"channel_round_to": "fast"}, "channel_round_to must be 'auto' or an integer >= 1, got 'fast'"),
         ({"exclude": ("[",)}, "not a valid regular expression"),
     ],
 )

@@ -21,9 +21,10 @@ Scored = list[tuple[Group, torch.Tensor]]  # group, one score per unit
 Plan = list[tuple[Group, torch.Tensor]]  # group, kept unit indices (sorted)
 
 
-def _keep_count(n: int, removed: int, config: StructuredPruneConfig) -> int:
+def _keep_count(group: Group, removed: int, config: StructuredPruneConfig) -> int:
+    n, multiple = group.units, config.multiple(group.target, group.units)
     keep = max(n - removed, min(config.min_keep, n))
-    return min(n, math.ceil(keep / config.round_to) * config.round_to)
+    return min(n, math.ceil(keep / multiple) * multiple)
 
 
 def _best(scores: torch.Tensor, n: int) -> torch.Tensor:
@@ -43,7 +44,7 @@ def plan(scored: Scored, ratio: float, config: StructuredPruneConfig) -> Plan:
             if removed[i] < scored[i][0].units - min(config.min_keep, scored[i][0].units):
                 removed[i] += 1
                 budget -= 1
-    return [(g, _best(s, _keep_count(g.units, r, config))) for (g, s), r in zip(scored, removed)]
+    return [(g, _best(s, _keep_count(g, r, config))) for (g, s), r in zip(scored, removed)]
 
 
 def apply_plan(model: nn.Module, chosen: Plan) -> None:
@@ -75,7 +76,7 @@ def _counter(model: nn.Module, groups: list[Group], x: Any) -> Callable[[Plan], 
 
 
 def _top_up(scored: Scored, chosen: Plan, config: StructuredPruneConfig, budget: float, macs: Any) -> Plan:
-    """Add back removed units, best score first and ``round_to`` at a time, while the MACs fit the budget."""
+    """Add back removed units, best score first and a group's multiple at a time, while the MACs fit the budget."""
     keeps = [set(k.tolist()) for _, k in chosen]
     orders = [torch.sort(s, descending=True, stable=True).indices.tolist() for _, s in scored]
     pos = [0] * len(chosen)
@@ -83,7 +84,8 @@ def _top_up(scored: Scored, chosen: Plan, config: StructuredPruneConfig, budget:
     def next_units(i: int) -> list[int]:
         while pos[i] < len(orders[i]) and orders[i][pos[i]] in keeps[i]:
             pos[i] += 1
-        return [u for u in orders[i][pos[i] :] if u not in keeps[i]][: config.round_to]
+        group = chosen[i][0]
+        return [u for u in orders[i][pos[i] :] if u not in keeps[i]][: config.multiple(group.target, group.units)]
 
     def current() -> Plan:
         return [(g, torch.tensor(sorted(keeps[i]))) for i, (g, _) in enumerate(chosen)]
