@@ -10,7 +10,7 @@ import pytest
 from slimtune.errors import ConfigError
 from slimtune.search import SearchConfig, build_space, parse_duration
 from slimtune.search.pareto import pareto_front
-from slimtune.search.strategy import choose, cost, feasible, hopeless, rank_bases, rungs, survivors
+from slimtune.search.strategy import choose, cost, feasible, full_order, hopeless, rank_bases, rungs, survivors
 
 
 def rec(id: str, acc: float, size: int, base: str = "b") -> dict[str, Any]:
@@ -60,6 +60,20 @@ def test_halving_ranks_useful_bases_by_cost_then_the_rest_by_accuracy() -> None:
     ranked = rank_bases(groups, 0.96, cfg, teacher_cost=100)
     assert ranked == ["fast-ok", "slow-ok", "bad", "worse"]
     assert survivors(ranked, 2) == ["fast-ok", "slow-ok"] and survivors(ranked[:1], 3) == ["fast-ok"]
+
+
+def test_full_recovery_goes_first_to_cheap_bases_near_the_budget() -> None:
+    """Seen on resnet-small: prune-0.5 was 1.6 pt short after 2 epochs and 2x faster than the feasible
+    prune-0.25, but the budget ran out while prune-0.25 got its full recovery first."""
+    cfg = SearchConfig(max_accuracy_drop=1.0, objective="macs", hopeless_margin=5.0)
+    front = [
+        rec("p25", 0.915, 50, "prune-0.25"),  # within budget
+        rec("p50", 0.8925, 25, "prune-0.5"),  # 1.6 pt short, cheap: can still make it
+        rec("p50q", 0.891, 20, "prune-0.5"),
+        rec("s50", 0.76, 10, "student-0.5"),  # 15 pt short
+        rec("p75", 0.87, 15, "prune-0.75"),  # 3.9 pt short, cheaper still
+    ]
+    assert full_order(front, 0.909, cfg) == ["prune-0.75", "prune-0.5", "prune-0.25", "student-0.5"]
 
 
 def test_latency_cost_prefers_the_careful_measurement() -> None:

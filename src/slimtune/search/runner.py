@@ -249,8 +249,8 @@ class Search:
                 alive = [b for b in alive if b.id in keep]
         pool = [r for b in self.bases for r in self.standing(b, steps[-1], reached=False)]
         by_id = {b.id: b for b in self.bases}
-        for rec in strategy.front(pool, self.config.objective):
-            self.evaluate(by_id[rec["base"]], self.config.full_epochs)
+        for base_id in strategy.full_order(strategy.front(pool, self.config.objective), self.reference, self.config):
+            self.evaluate(by_id[base_id], self.config.full_epochs)
         self.mark_hopeless(float("inf"))
 
 

@@ -106,6 +106,24 @@ def front(records: Iterable[Record], objective: str) -> list[Record]:
     return [r for r in recs if r["id"] in ids]
 
 
+def full_order(records: Sequence[Record], reference: float, config: SearchConfig) -> list[str]:
+    """The bases of the front ``records`` in the order they get their full recovery (which a time budget
+    may cut short): first those not yet within the budget but within ``hopeless_margin`` of it, cheapest
+    first (more epochs can change the outcome); then those already within it, cheapest first; the rest
+    last, most accurate first."""
+    best: dict[str, tuple[int, float, float]] = {}
+    for r in records:
+        drop, c = points_drop(r["val_accuracy"], reference), cost(r, config.objective)
+        if drop <= config.max_accuracy_drop + EPS:
+            key = (1, c, -r["val_accuracy"])
+        elif drop <= config.max_accuracy_drop + config.hopeless_margin + EPS:
+            key = (0, c, -r["val_accuracy"])
+        else:
+            key = (2, -r["val_accuracy"], c)
+        best[r["base"]] = min(best.get(r["base"], key), key)
+    return sorted(best, key=lambda b: (*best[b], b))
+
+
 def choose(
     records: Sequence[Record], reference: float, config: SearchConfig, teacher_cost: float = math.inf
 ) -> tuple[Record | None, bool]:
@@ -125,6 +143,7 @@ __all__ = [
     "cost",
     "feasible",
     "front",
+    "full_order",
     "hopeless",
     "points_drop",
     "rank_bases",
