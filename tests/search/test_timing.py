@@ -73,3 +73,37 @@ def test_one_after_another_the_load_decides_which_is_faster(fake: tuple[FakeCloc
     slow = techniques.ort_latency(Path("slow.onnx"), x, batch_sizes=(1,))["batch1"]
     assert fast == pytest.approx(3.0)  # busy spell
     assert slow == pytest.approx(2.0) and slow < fast  # the 2x slower model "wins"
+
+
+def test_the_front_is_timed_again_beside_the_teacher_even_if_it_carries_old_latencies(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A resumed search brings latencies from another run (another load): the shipped ratio to the
+    teacher must come from one timing of the teacher and the whole final front."""
+    from slimtune.search import finish
+
+    now = {"batch1": 10.0, "batch8": 80.0}  # today's load: every model timed here sees it
+    runs: list[set[str]] = []
+
+    def fake_latencies(paths: dict[str, Path], x: torch.Tensor) -> dict[str, dict[str, float]]:
+        runs.append(set(paths))
+        scale = {"teacher": 2.0, "a": 1.0, "b": 0.5}
+        return {k: {b: v * scale[k] for b, v in now.items()} for k in paths}
+
+    monkeypatch.setattr(finish, "ort_latencies", fake_latencies)
+    stale = {"batch1": 1.0, "batch8": 8.0}  # measured on an idle machine yesterday
+    pool = [
+        {"id": "a", "onnx": "a.onnx", "val_accuracy": 0.9, "latency_ms": dict(stale)},
+        {"id": "b", "onnx": "b.onnx", "val_accuracy": 0.8, "latency_ms": {"batch1": 0.5, "batch8": 4.0}},
+    ]
+    s = SimpleNamespace(
+        data=SimpleNamespace(test=SimpleNamespace(x=torch.zeros(2, 3))),
+        state={"teacher": {"latency_ms": {"batch1": 5.0, "batch8": 40.0}}},
+        out=Path("/nonexistent"),
+        config=SimpleNamespace(objective="latency"),
+        save=lambda: None,
+    )
+    front = finish._measured_front(s, pool)  # type: ignore[arg-type]
+    assert runs == [{"a", "b", "teacher"}]
+    teacher = s.state["teacher"]["latency_ms"]["batch1"]
+    assert {r["id"]: teacher / r["latency_ms"]["batch1"] for r in front} == {"a": 2.0, "b": 4.0}

@@ -60,13 +60,15 @@ def measure_teacher(teacher: nn.Module, data: DataSplits, folder: Path) -> dict[
 
 def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The front, every member timed carefully (batch 1 and 8) **together with the teacher**, interleaved,
-    so that each ratio to the teacher comes from one run under one load; timing can change the front, so
-    repeat (each repeat times the whole new front and the teacher again)."""
+    so that each ratio to the teacher comes from one run under one load. Timing can change the front, so
+    repeat until the front is a set timed in one run; latencies carried over from an earlier run (a
+    resumed search, an earlier repeat) never stand beside the teacher's: they are timed again."""
     x = tensor_x(s.data.test.x)
     teacher = s.state["teacher"]
+    timed_together: set[str] = set()
+    front = strategy.front(pool, s.config.objective)
     for _ in range(4):
-        front = strategy.front(pool, s.config.objective)
-        if all(r.get("latency_ms") for r in front):
+        if {r["id"] for r in front} <= timed_together:
             break
         paths = {r["id"]: s.out / r["onnx"] for r in front}
         paths[TEACHER] = s.out / WORK / TEACHER / TEACHER_ONNX
@@ -74,7 +76,9 @@ def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any
         teacher["latency_ms"] = timed.pop(TEACHER)
         for r in front:
             r["latency_ms"] = timed[r["id"]]
+        timed_together = set(timed)
         s.save()
+        front = strategy.front(pool, s.config.objective)
     return front
 
 
