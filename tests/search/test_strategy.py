@@ -117,6 +117,7 @@ def test_durations() -> None:
         ({"combine_ratios": [0]}, r"combine_ratios must be in \(0, 1\)"),
         ({"full_epochs": 0}, "full_epochs must be >= proxy_epochs"),
         ({"budget": 1}, "unknown key 'budget'"),
+        ({"student_lr": 0}, "student_lr must be > 0"),
     ],
 )
 def test_bad_options_are_one_clear_config_error(options: dict[str, Any], message: str) -> None:
@@ -140,3 +141,23 @@ def test_progress_says_why_the_best_so_far_is_not_chosen() -> None:
     search: Any = SimpleNamespace(reference=0.90, config=SearchConfig(max_accuracy_drop=1.0, objective="latency"))
     assert _why_not({"val_accuracy": 0.895}, search) == ", within budget but not faster than the model itself"
     assert _why_not({"val_accuracy": 0.85}, search) == ", over budget"
+
+
+def test_students_distil_at_their_own_learning_rate(monkeypatch: pytest.MonkeyPatch, tmp_path: Any) -> None:
+    import slimtune.distill
+    from slimtune.search import techniques
+    from slimtune.search.space import Base
+
+    seen: dict[str, float] = {}
+    monkeypatch.setattr(slimtune.distill, "distill_", lambda model, **kw: seen.update(student=kw["train"].lr))
+    monkeypatch.setattr(techniques, "fit", lambda model, data, **kw: seen.update(pruned=kw["config"].lr))
+    config = SearchConfig(lr=5e-5, student_lr=1e-4)
+    for kind in ("student", "prune"):
+        base = Base(kind, {"width": 0.5} if kind == "student" else {"ratio": 0.5})
+        techniques.train_base(None, base, None, None, epochs=1, config=config, cache=tmp_path)  # type: ignore[arg-type]
+    assert seen == {"student": 1e-4, "pruned": 5e-5}
+    seen.clear()
+    techniques.train_base(
+        None, Base("student", {"width": 0.5}), None, None, epochs=1, config=SearchConfig(lr=5e-5), cache=tmp_path
+    )  # type: ignore[arg-type]
+    assert seen == {"student": 5e-5}

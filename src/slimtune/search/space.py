@@ -57,7 +57,10 @@ class SearchConfig(Config):
     below the budget (widened by sqrt(full_epochs / epochs) for short proxies) are dropped, successive
     halving (keep 1/``eta``, ``eta``× the epochs) runs up to ``full_epochs``, which only the Pareto front
     is certain to get. A candidate is chosen only if it is also cheaper than the teacher on the objective.
-    The time budget counts the whole search, also the part before a kill when it is resumed."""
+    The time budget counts the whole search, also the part before a kill when it is resumed. ``lr``:
+    recovery fine-tuning of pruned and clustered copies (they start near the teacher's solution);
+    ``student_lr``: distillation of students, which lost layers or width and have more to relearn
+    (default: ``lr``)."""
 
     max_accuracy_drop: float = 1.0
     objective: Literal["latency", "size", "macs"] = "latency"
@@ -74,6 +77,7 @@ class SearchConfig(Config):
     eta: int = 2
     hopeless_margin: float = 5.0
     lr: float = 1e-3
+    student_lr: float | None = None
     batch_size: int = 64
     seed: int = 0
     calibration: int = 256
@@ -107,6 +111,7 @@ class SearchConfig(Config):
         check(self.eta >= 2, f"eta (the halving factor) must be >= 2, got {self.eta}")
         check(self.hopeless_margin >= 0, f"hopeless_margin must be >= 0 points, got {self.hopeless_margin}")
         check(self.lr > 0 and self.batch_size >= 1, "lr must be > 0 and batch_size >= 1")
+        check(self.student_lr is None or self.student_lr > 0, f"student_lr must be > 0, got {self.student_lr}")
         check(self.calibration >= 1, f"calibration must be >= 1 examples, got {self.calibration}")
 
     @property

@@ -111,7 +111,8 @@ def train_base(
 
     if epochs <= 0 or not base.trainable:
         return
-    train = TrainConfig(epochs=epochs, lr=config.lr, batch_size=config.batch_size, seed=config.seed)
+    lr = config.student_lr if base.kind == "student" and config.student_lr is not None else config.lr
+    train = TrainConfig(epochs=epochs, lr=lr, batch_size=config.batch_size, seed=config.seed)
     torch.manual_seed(config.seed)
     if base.kind == "student":
         distill_(model, teacher=teacher, data=data, train=train, cache=cache, progress=False)
