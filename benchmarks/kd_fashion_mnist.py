@@ -195,8 +195,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"teacher {teacher_acc:.4f} ({teacher_s:.0f}s)", flush=True)
     start = time.perf_counter()
     cache = TeacherCache.build(teacher, data.train.x)  # type: ignore[arg-type]
-    aug = unlabeled_data(teacher, data, AUGMENT)
-    cache.extend(teacher, aug.train.x)  # type: ignore[arg-type]
+    aug = unlabeled_data(teacher, data, AUGMENT, cache=cache)  # labels and KD logits from one teacher pass
     cache_s = time.perf_counter() - start
     rows: dict[str, list[dict[str, Any]]] = {}
     for name in STUDENTS:

@@ -94,3 +94,27 @@ def test_concat_mixes_ids_and_probabilities(digits: DataSplits) -> None:
     b = pseudo_label(build("mlp", input_shape=(1, 8, 8), num_classes=10, hidden=[4]), a.x, soft=True)  # type: ignore[arg-type]
     both = concat_splits(a, b, num_classes=10)
     assert both.y.shape == (6, 10) and torch.equal(both.y[:3].argmax(1), a.y)
+
+
+def test_a_cache_makes_labelling_and_distilling_share_one_teacher_pass(
+    teacher: torch.nn.Module, digits: DataSplits
+) -> None:
+    from slimtune.distill import TeacherCache
+
+    x = digits.train.x
+    assert isinstance(x, torch.Tensor)
+    config = UnlabeledConfig(source="augment", copies=2, noise=0.1, seed=3)
+    plain = unlabeled_data(teacher, digits, config)
+    cache = TeacherCache.build(teacher, x)
+    seen: list[int] = []
+    hook = teacher.register_forward_hook(lambda m, args, out: seen.append(len(args[0])))
+    try:
+        shared = unlabeled_data(teacher, digits, config, cache=cache)
+        assert sum(seen) == 2 * len(x)  # each augmented row once, the cached training rows never
+        seen.clear()
+        assert isinstance(shared.train.x, torch.Tensor)
+        cache.logits_for(shared.train.x, teacher)  # what distill_(cache=cache) does per batch
+        assert seen == []
+    finally:
+        hook.remove()
+    assert torch.equal(shared.train.x, plain.train.x) and torch.equal(shared.train.y, plain.train.y)

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 import torch.nn.functional as F
@@ -25,6 +25,9 @@ from slimtune.config import Config, check
 from slimtune.data.core import DataSplits, Split
 from slimtune.errors import ConfigError, DataError
 from slimtune.train.loop import predict
+
+if TYPE_CHECKING:
+    from slimtune.distill.cache import TeacherCache
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -59,13 +62,20 @@ def pseudo_label(
     min_confidence: float = 0.0,
     soft: bool = False,
     batch_size: int = 512,
+    cache: TeacherCache | None = None,
 ) -> Split:
     """The rows of ``x_pool`` whose top teacher probability is ≥ ``min_confidence``, labelled by the teacher:
-    class ids, or (``soft``) the probability vectors."""
+    class ids, or (``soft``) the probability vectors. With ``cache``, the teacher's logits are taken from it
+    and the pool's missing rows added to it, so labelling and distilling on the pool run the teacher once."""
     x_pool = _tensor(x_pool, "pseudo_label")
     if len(x_pool) == 0:
         raise DataError("pseudo_label got an empty pool of inputs")
-    probs = torch.softmax(predict(teacher, x_pool, batch_size=batch_size).float(), dim=-1)
+    if cache is not None:
+        cache.extend(teacher, x_pool, batch_size=batch_size)
+        logits = cache.logits_for(x_pool, teacher)
+    else:
+        logits = predict(teacher, x_pool, batch_size=batch_size)
+    probs = torch.softmax(logits.float(), dim=-1)
     confidence, label = probs.max(dim=-1)
     keep = confidence >= min_confidence
     if not bool(keep.any()):
@@ -121,15 +131,18 @@ def concat_splits(a: Split, b: Split, *, num_classes: int) -> Split:
     return Split(torch.cat([xa, xb]), torch.cat([ya, yb]))
 
 
-def unlabeled_data(teacher: nn.Module, data: DataSplits, config: UnlabeledConfig) -> DataSplits:
-    """``data`` with its training split replaced as ``config`` says (val and test untouched)."""
+def unlabeled_data(
+    teacher: nn.Module, data: DataSplits, config: UnlabeledConfig, *, cache: TeacherCache | None = None
+) -> DataSplits:
+    """``data`` with its training split replaced as ``config`` says (val and test untouched); ``cache``: see
+    ``pseudo_label`` (the teacher's logits of the new rows land in it, ready for ``distill_(cache=...)``)."""
     x = _tensor(data.train.x, "unlabeled distillation")
     if config.source == "train":
-        train = pseudo_label(teacher, x, min_confidence=config.min_confidence, soft=config.soft)
+        train = pseudo_label(teacher, x, min_confidence=config.min_confidence, soft=config.soft, cache=cache)
     else:
         if data.kind == "text":
             raise ConfigError("unlabeled.from: augment works on images and tabular data; for text use from: train")
         pool = augment(x, copies=config.copies, max_shift=config.max_shift, noise=config.noise, seed=config.seed)
-        extra = pseudo_label(teacher, pool, min_confidence=config.min_confidence, soft=config.soft)
+        extra = pseudo_label(teacher, pool, min_confidence=config.min_confidence, soft=config.soft, cache=cache)
         train = concat_splits(data.train, extra, num_classes=data.num_classes)
     return dataclasses.replace(data, train=train)
