@@ -130,6 +130,8 @@ def render() -> int:
         f"vs the single-task models: tweets-binary {100 * (multi['tweets-binary'] - single['tweets-binary']):+.2f} "
         f"pt, tweets-3 {100 * (multi['tweets-3'] - single['tweets-3']):+.2f} pt.",
     ]
+    if out.get("note"):
+        lines += ["", out["note"]]
     (RESULTS / "minilm_multitask.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
     return 0
