@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from slimtune.data import load
+from slimtune.env import nchwc_block
 from slimtune.evaluate import count_macs
 from slimtune.export import export_onnx, ort_session
 from slimtune.models import build
@@ -129,6 +130,9 @@ def main() -> int:
             ours8, StructuredPruneConfig(target_macs=keep, importance="l1", round_to=8, channel_round_to=1), data=data
         )
         models[f"slimtune@{keep} round_to=8"] = ours8
+        default = copy.deepcopy(dense)  # slimtune's default: conv channels in this CPU's NCHWc blocks
+        prune_(default, StructuredPruneConfig(target_macs=keep, importance="l1"), data=data)
+        models[f"slimtune@{keep} default"] = default
         models[f"torch-pruning@{keep} round_to=8"] = torch_pruning(dense, x1, keep, round_to=8)
     for name, model in models.items():
         if name != "dense":
@@ -183,7 +187,9 @@ def main() -> int:
         "",
         f"Same trained model (3 epochs), L1 filter importance, 1 recovery epoch each, {torch.get_num_threads()} "
         "threads, latency medians of 5 interleaved rounds in one process, PyTorch eager and ONNX Runtime; "
-        "`round_to=8`: kept channel counts are multiples of 8 (both tools); *folded*: eager after "
+        "`round_to=8`: kept channel counts are multiples of 8 (both tools); *default*: slimtune's default "
+        "`channel_round_to='auto'` (convolution channels in multiples of this CPU's ONNX Runtime NCHWc block, "
+        f"{nchwc_block()} here); *folded*: eager after "
         "`fold_batchnorm_` (BatchNorm folded into the convolutions, dense folded too). Speedups are vs the dense "
         "model on the same runtime; *per MAC* = speedup ÷ MAC reduction (goal ≥ 0.9).",
         "",
