@@ -73,20 +73,22 @@ class TeacherCache:
             cache.save(path)
         return cache
 
-    def extend(self, teacher: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> None:
-        """Add the rows of ``x`` not cached yet, with the eval-mode teacher's logits."""
+    def extend(self, teacher: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torch.Tensor:
+        """Add the rows of ``x`` not cached yet, with the eval-mode teacher's logits; returns the logits of
+        every row of ``x`` (each row hashed once)."""
+        digests = row_digests(x)
         new: dict[bytes, int] = {}
-        for i, d in enumerate(row_digests(x)):
+        for i, d in enumerate(digests):
             if d not in self.index:
                 new.setdefault(d, i)
-        if not new:
-            return
-        rows = torch.tensor(list(new.values()), dtype=torch.long)
-        logits = predict(teacher, x[rows], batch_size=batch_size).detach().cpu()
-        self.logits = torch.cat([self.logits, logits.to(self.logits.dtype)])
-        for d in new:
-            self.index[d] = len(self.digests)
-            self.digests.append(d)
+        if new:
+            rows = torch.tensor(list(new.values()), dtype=torch.long)
+            logits = predict(teacher, x[rows], batch_size=batch_size).detach().cpu()
+            self.logits = torch.cat([self.logits, logits.to(self.logits.dtype)])
+            for d in new:
+                self.index[d] = len(self.digests)
+                self.digests.append(d)
+        return self.logits[torch.tensor([self.index[d] for d in digests], dtype=torch.long)]
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(logits for the rows found, boolean mask of the rows found), logits on ``x``'s device."""

@@ -71,8 +71,7 @@ def pseudo_label(
     if len(x_pool) == 0:
         raise DataError("pseudo_label got an empty pool of inputs")
     if cache is not None:
-        cache.extend(teacher, x_pool, batch_size=batch_size)
-        logits = cache.logits_for(x_pool, teacher)
+        logits = cache.extend(teacher, x_pool, batch_size=batch_size)
     else:
         logits = predict(teacher, x_pool, batch_size=batch_size)
     probs = torch.softmax(logits.float(), dim=-1)
