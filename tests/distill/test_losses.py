@@ -13,8 +13,10 @@ from slimtune.distill import (
     DistillationTask,
     HardKDConfig,
     KDConfig,
+    LogitKDConfig,
     SoftKDConfig,
     kd_loss,
+    logit_mse,
     soft_kd_loss,
 )
 from slimtune.errors import ConfigError
@@ -81,6 +83,23 @@ def test_t_squared_scaling_keeps_the_high_temperature_limit() -> None:
     )
 
 
+def test_logit_loss_matches_hand_computation_and_is_the_soft_loss_limit() -> None:
+    def centred_mse(s: list[float], t: list[float]) -> float:
+        return mean([((a - mean(s)) - (b - mean(t))) ** 2 for a, b in zip(s, t, strict=True)])
+
+    mse = mean([centred_mse(s, t) for s, t in zip(S, T, strict=True)])
+    ce = mean([hand_ce(s, y) for s, y in zip(S, Y, strict=True)])
+    args = (torch.tensor(S), torch.tensor(T), torch.tensor(Y))
+    assert kd_loss(*args, LogitKDConfig()).item() == pytest.approx(mse, rel=1e-5)
+    assert kd_loss(*args, LogitKDConfig(alpha=0.3)).item() == pytest.approx(0.3 * ce + 0.7 * mse, rel=1e-5)
+    s64, t64 = torch.tensor(S, dtype=torch.float64), torch.tensor(T, dtype=torch.float64)
+    assert soft_kd_loss(s64, t64, 500.0).item() == pytest.approx(0.5 * logit_mse(s64, t64).item(), rel=1e-2)
+    shifted = torch.tensor(T) + torch.tensor([[5.0], [-3.0]])  # a per-example shift: the same probabilities
+    assert logit_mse(shifted, torch.tensor(T)).item() == pytest.approx(0.0, abs=1e-6)
+    with pytest.raises(ConfigError, match="alpha must be in"):
+        LogitKDConfig(alpha=-0.1)
+
+
 def test_identical_logits_have_zero_soft_loss() -> None:
     s = torch.randn(4, 3)
     assert soft_kd_loss(s, s.clone(), 3.0).item() == pytest.approx(0.0, abs=1e-6)
@@ -99,7 +118,7 @@ def test_soft_probability_labels_work_in_mixed_loss() -> None:
 
 
 def test_registry_names_and_unknown_config() -> None:
-    assert {"soft", "hard", "mixed"} <= set(KD_LOSSES.names())
+    assert {"soft", "hard", "mixed", "logits"} <= set(KD_LOSSES.names())
 
     @dataclass(frozen=True, kw_only=True)
     class Other(Config):

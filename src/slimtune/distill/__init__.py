@@ -1,4 +1,4 @@
-"""Knowledge distillation: one verb (``distill_``), logit losses (soft, hard, mixed), hint terms
+"""Knowledge distillation: one verb (``distill_``), logit losses (soft, hard, mixed, logits), hint terms
 (feature, attention), a teacher-output cache, pseudo-labels for unlabeled data, consistent augmented views,
 students cut from teachers."""
 
@@ -9,9 +9,11 @@ from slimtune.distill.losses import (
     KD_LOSSES,
     HardKDConfig,
     KDConfig,
+    LogitKDConfig,
     MixedKDConfig,
     SoftKDConfig,
     kd_loss,
+    logit_mse,
     register_kd_loss,
     soft_kd_loss,
 )
@@ -30,6 +32,7 @@ __all__ = [
     "HardKDConfig",
     "HintTerm",
     "KDConfig",
+    "LogitKDConfig",
     "MixedKDConfig",
     "SoftKDConfig",
     "StudentConfig",
@@ -43,6 +46,7 @@ __all__ = [
     "concat_splits",
     "distill_",
     "kd_loss",
+    "logit_mse",
     "make_view",
     "pseudo_label",
     "register_hint",

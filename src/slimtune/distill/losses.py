@@ -6,10 +6,14 @@ method     config          loss
 ``soft``   SoftKDConfig    T²·KL(softmax(t/T) ‖ softmax(s/T))
 ``hard``   HardKDConfig    CE(argmax t, s): the teacher's predictions as labels
 ``mixed``  KDConfig        α·CE(y, s) + (1 − α)·T²·KL(softmax(t/T) ‖ softmax(s/T))
+``logits`` LogitKDConfig   α·CE(y, s) + (1 − α)·mean((s − s̄) − (t − t̄))²: logit regression
 =========  ==============  ==========================================================
 
 The T² keeps the soft term's gradients the same size whatever T is (without it a student at T = 8 gets
 1/64 of the signal). ``y`` may be class ids (N,) or class probabilities (N, C) (soft pseudo-labels).
+``logits`` is Ba & Caruana's (2014) mimic loss on logits centred per example (a softmax ignores a shift),
+the T → ∞ limit of ``soft`` (there T²·KL → half this mean square): no temperature to tune, and it keeps
+the teacher's ranking of the wrong classes at full strength; suited to large teacher-labelled sets.
 A new method is a config plus a handler registered with ``register_kd_loss``.
 """
 
@@ -67,6 +71,16 @@ class KDConfig(Config):
 MixedKDConfig = KDConfig
 
 
+@dataclass(frozen=True, kw_only=True)
+class LogitKDConfig(Config):
+    """L = α·CE(y, s) + (1 − α)·mean over classes of ((s − mean s) − (t − mean t))², per example, batch mean."""
+
+    alpha: float = 0.0
+
+    def __post_init__(self) -> None:
+        check(0 <= self.alpha <= 1, f"alpha must be in [0, 1], got {self.alpha}")
+
+
 def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, temperature: float) -> torch.Tensor:
     """T²·KL(p_t ‖ p_s) with both softened by T, averaged over the batch."""
     t = temperature
@@ -100,3 +114,19 @@ def _mixed(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) ->
     if config.alpha == 0:
         return soft
     return config.alpha * F.cross_entropy(s, y) + (1 - config.alpha) * soft
+
+
+def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
+    """Mean square between the logits, each centred over its classes (a shift changes no probability)."""
+    s = student_logits - student_logits.mean(dim=-1, keepdim=True)
+    t = teacher_logits - teacher_logits.mean(dim=-1, keepdim=True)
+    return F.mse_loss(s, t)
+
+
+@register_kd_loss("logits", LogitKDConfig, help="α·CE(y, s) + (1 − α)·MSE of centred logits (Ba & Caruana)")
+def _logits(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
+    assert isinstance(config, LogitKDConfig)
+    mimic = logit_mse(s, t)
+    if config.alpha == 0:
+        return mimic
+    return config.alpha * F.cross_entropy(s, y) + (1 - config.alpha) * mimic
