@@ -20,6 +20,7 @@ import argparse
 import dataclasses
 import json
 import math
+import statistics
 import tempfile
 import time
 from pathlib import Path
@@ -70,10 +71,17 @@ KD = KDConfig(temperature=4.0, alpha=0.5)  # "+ KD": the dense model teaches its
 # 4 bits (16 shared values) in every layer; the paper used 6 bits for LeNet-300-100 and 8-bit conv / 5-bit fc for
 # its LeNet-5, whose conv layers are 10x larger: here 64-entry conv codebooks cost more than they save
 CLUSTER = ClusterConfig(bits=4, dtype="float16")
-PAPER = {"lenet-300-100": {"ratio": 40, "kb": (1070, 27)}, "lenet5": {"ratio": 39, "kb": (1720, 44)}}
+PAPER: dict[str, dict[str, Any]] = {
+    "lenet-300-100": {"ratio": 40, "kb": (1070, 27)},
+    "lenet5": {"ratio": 39, "kb": (1720, 44)},
+}
 GOAL_RATIO, GOAL_LOSS = 50.0, 0.001
-EPOCHS = {"fashion-mnist": (5, 8, 2), "mnist-5k": (20, 20, 8)}  # dense, recover, centroid fine-tune
-LR = (1e-3, 1e-3, 1e-3)
+EPOCHS = {"fashion-mnist": (10, 10, 2), "mnist-5k": (40, 40, 8)}  # dense, recover, centroid fine-tune
+# dense and recovery LR 3e-3, chosen on the dense model's validation accuracy (LeNet-300-100, Fashion-MNIST 5 epochs:
+# 88.8% vs 87.9% at 1e-3; MNIST-5k 20 epochs: 93.4% vs 92.2%); at 1e-3 the pruned copies recovered 1 pt less
+LR = (3e-3, 3e-3, 1e-3)
+# MNIST-5k tests on 1,000 images (0.1 pt = 1 image), so its rows are means over 3 seeds (data split and init)
+SEEDS = {"fashion-mnist": (0,), "mnist-5k": (0, 1, 2)}
 
 
 def accuracy(model: nn.Module, data: DataSplits) -> float:
@@ -100,10 +108,17 @@ def mask_entropy_bytes(model: nn.Module) -> int:
 
 
 def compress(
-    model: nn.Module, data: DataSplits, arch: str, setting: str, epochs: tuple[int, ...], tmp: Path, dense: nn.Module
+    model: nn.Module,
+    data: DataSplits,
+    arch: str,
+    setting: str,
+    epochs: tuple[int, ...],
+    tmp: Path,
+    dense: nn.Module,
+    seed: int = 0,
 ) -> dict:
     """Prune, recover, cluster, fine-tune the centroids, encode and decode (a copy of) the dense model."""
-    configs = [TrainConfig(epochs=e, batch_size=128, lr=r) for e, r in zip(epochs, LR)]
+    configs = [TrainConfig(epochs=e, batch_size=128, lr=r, seed=seed) for e, r in zip(epochs, LR)]
     if setting.endswith("+ KD"):  # the same gradual schedule, trained by distillation from the dense model
         schedule = GradualPruneConfig(final_sparsity=GLOBAL_SPARSITY, end_epoch=max(1, epochs[1] - 2))
         train = dataclasses.replace(configs[1], restore_best=False)
@@ -142,26 +157,30 @@ def compress(
     return row
 
 
-def run(arch: str, data: DataSplits, epochs: tuple[int, ...], settings: tuple[str, ...]) -> list[dict[str, Any]]:
-    torch.manual_seed(0)
+def run(
+    arch: str, data: DataSplits, epochs: tuple[int, ...], settings: tuple[str, ...], seed: int = 0
+) -> list[dict[str, Any]]:
+    torch.manual_seed(seed)
     dense = build(arch, input_shape=data.input_shape, num_classes=data.num_classes)
     start = time.perf_counter()
-    fit(dense, data, config=TrainConfig(epochs=epochs[0], batch_size=128, lr=LR[0]), desc="dense")
+    fit(dense, data, config=TrainConfig(epochs=epochs[0], batch_size=128, lr=LR[0], seed=seed), desc="dense")
     params = sum(p.numel() for p in dense.parameters())
-    base = {"dataset": data.name, "model": arch, "dense_accuracy": accuracy(dense, data), "params": params}
+    base = {"dataset": data.name, "model": arch, "seed": seed, "dense_accuracy": accuracy(dense, data)}
+    base["params"] = params
     rows = []
     with tempfile.TemporaryDirectory() as tmp:
         base["dense_bytes"] = path_bytes(save_model(dense, Path(tmp) / "dense"))
         for setting in settings:
             model = build(arch, input_shape=data.input_shape, num_classes=data.num_classes)
             model.load_state_dict(dense.state_dict())
-            row = {**base, "setting": setting, **compress(model, data, arch, setting, epochs, Path(tmp), dense)}
+            row = {**base, "setting": setting, **compress(model, data, arch, setting, epochs, Path(tmp), dense, seed)}
             row["ratio"] = round(row["dense_bytes"] / row["compressed_bytes"], 1)
             row["delta_points"] = round(100 * (row["final_accuracy"] - row["dense_accuracy"]), 2)
             row["goal_met"] = row["ratio"] >= GOAL_RATIO and row["final_accuracy"] >= row["dense_accuracy"] - GOAL_LOSS
             row["seconds"] = round(time.perf_counter() - start, 1)  # since the dense training started
             print(
-                f"  {arch}, {setting}: dense {row['dense_accuracy']:.2%} -> final {row['final_accuracy']:.2%}, "
+                f"  {arch}, {setting}, seed {seed}: dense {row['dense_accuracy']:.2%} -> "
+                f"final {row['final_accuracy']:.2%}, "
                 f"{row['dense_bytes']:,} -> {row['compressed_bytes']:,} bytes ({row['ratio']}x)",
                 flush=True,
             )
@@ -169,17 +188,48 @@ def run(arch: str, data: DataSplits, epochs: tuple[int, ...], settings: tuple[st
     return rows
 
 
+def aggregate(runs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One row per (dataset, model, setting): means over its seeds, the goal judged on the means."""
+    groups: dict[tuple[str, str, str], list[dict[str, Any]]] = {}
+    for r in runs:
+        groups.setdefault((r["dataset"], r["model"], r["setting"]), []).append(r)
+    rows = []
+    for (dataset, model, setting), group in groups.items():
+
+        def mean(key: str, group: list[dict[str, Any]] = group) -> float:
+            return sum(float(r[key]) for r in group) / len(group)
+
+        deltas = [r["delta_points"] for r in group]
+        keys = ("dense_accuracy", "final_accuracy", "sparsity", "bits_per_nonzero", "mask_entropy_bytes")
+        row: dict[str, Any] = {"dataset": dataset, "model": model, "setting": setting, "seeds": len(group)}
+        row.update({k: mean(k) for k in keys})
+        row.update({k: round(mean(k)) for k in ("dense_bytes", "compressed_bytes")})
+        row["breakdown"] = {k: round(sum(r["breakdown"][k] for r in group) / len(group)) for k in group[0]["breakdown"]}
+        row["ratio"] = round(row["dense_bytes"] / row["compressed_bytes"], 1)
+        row["delta_points"] = round(sum(deltas) / len(deltas), 2)
+        row["delta_std"] = round(statistics.stdev(deltas), 2) if len(deltas) > 1 else None
+        row["decoded_identical"] = all(r["decoded_identical"] for r in group)
+        row["goal_met"] = row["ratio"] >= GOAL_RATIO and row["delta_points"] >= -100 * GOAL_LOSS
+        rows.append(row)
+    return rows
+
+
+def delta_cell(r: dict[str, Any]) -> str:
+    return f"{r['delta_points']:+.2f}" + (f" ± {r['delta_std']:.2f}" if r.get("delta_std") is not None else "")
+
+
 def table(rows: list[dict[str, Any]]) -> str:
     lines = [
-        "| dataset | model | pruning | dense acc | final acc | Δ (pt) | dense fp32 bytes | compressed bytes | ratio | "
+        "| dataset | model | pruning | seeds | dense acc | final acc | Δ (pt) | dense fp32 bytes | compressed bytes | "
+        "ratio | "
         "goal ≥50×, ≤0.1 pt | paper (Table 1, MNIST) |",
-        "|---|---|---|---:|---:|---:|---:|---:|---:|:---:|---|",
+        "|---|---|---|---:|---:|---:|---:|---:|---:|---:|:---:|---|",
     ]
     for r in rows:
         paper = PAPER[r["model"]]
         lines.append(
-            f"| {r['dataset']} | {r['model']} | {r['setting']} | {r['dense_accuracy']:.2%} | "
-            f"{r['final_accuracy']:.2%} | {r['delta_points']:+.2f} | {r['dense_bytes']:,} | "
+            f"| {r['dataset']} | {r['model']} | {r['setting']} | {r['seeds']} | {r['dense_accuracy']:.2%} | "
+            f"{r['final_accuracy']:.2%} | {delta_cell(r)} | {r['dense_bytes']:,} | "
             f"{r['compressed_bytes']:,} | {r['ratio']:.1f}× | {'met' if r['goal_met'] else 'not met'} | "
             f"{paper['kb'][0]} KB → {paper['kb'][1]} KB, {paper['ratio']}×, no loss |"
         )
@@ -210,7 +260,7 @@ def summary(rows: list[dict[str, Any]]) -> str:
         return "No dataset was available, so nothing was measured."
     paper, strong, gradual, distilled = SETTINGS
     ratio_ok = sum(r["ratio"] >= GOAL_RATIO for r in rows)
-    acc_ok = sum(r["final_accuracy"] >= r["dense_accuracy"] - GOAL_LOSS for r in rows)
+    acc_ok = sum(r["delta_points"] >= -100 * GOAL_LOSS for r in rows)
     share = {
         k: sum(r["breakdown"][k] for r in rows) / sum(r["compressed_bytes"] for r in rows)
         for k in ("indices", "positions")
@@ -227,8 +277,9 @@ def summary(rows: list[dict[str, Any]]) -> str:
         f"{KD.temperature:g}, α = {KD.alpha}) {span(distilled, 'ratio', '.0f')}× for "
         f"{span(distilled, 'delta_points', '+.2f')} points. "
         f"The goal (≥ {GOAL_RATIO:.0f}× with ≤ {100 * GOAL_LOSS:.1f} pt loss) is met in "
-        f"{sum(r['goal_met'] for r in rows)} of {len(rows)} runs ({ratio_ok} reach the ratio, {acc_ok} keep the "
-        "accuracy; the compressed models also train more epochs in total than the dense one). Position gaps take "
+        f"{sum(r['goal_met'] for r in rows)} of {len(rows)} rows ({ratio_ok} reach the ratio, {acc_ok} keep the "
+        "accuracy, MNIST-5k judged on the mean over its seeds; the compressed models also train more epochs in total "
+        "than the dense one, whose epochs and LR were chosen on validation). Position gaps take "
         f"{share['positions']:.0%} of the bytes and cluster indices {share['indices']:.0%}; the gaps cost "
         f"{vs_iid:.2f}× the entropy of i.i.d. masks of the same per-layer densities. "
         f"Decoded models gave {'bit-identical' if identical else 'DIFFERENT'} logits to the models before encoding."
@@ -240,33 +291,44 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="3,000 examples, 1 epoch per stage (smoke run)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (1 is fastest on a shared box)")
     parser.add_argument("--settings", nargs="+", choices=SETTINGS, default=None, help="run only these; keep saved rows")
+    parser.add_argument("--datasets", nargs="+", choices=list(EPOCHS), default=list(EPOCHS), help="run only these")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     settings = tuple(args.settings or SETTINGS)
-    rows, notes, started = [], [], time.perf_counter()
-    for name in EPOCHS:
-        try:
-            data = load(name, seed=0, limit=3000 if args.quick else None)
-        except (DataError, ImportError) as exc:
-            notes.append(f"{name} skipped: {exc}")
-            print(notes[-1], flush=True)
-            continue
-        print(data.summary(), flush=True)
-        for arch in MODELS:
-            rows += run(arch, data, (1, 1, 1) if args.quick else EPOCHS[name], settings)
+    runs: list[dict[str, Any]] = []
+    notes: list[str] = []
+    started = time.perf_counter()
+    for name in args.datasets:
+        for seed in SEEDS[name][:1] if args.quick else SEEDS[name]:
+            try:
+                data = load(name, seed=seed, limit=3000 if args.quick else None)
+            except (DataError, ImportError) as exc:
+                notes.append(f"{name} skipped: {exc}")
+                print(notes[-1], flush=True)
+                break
+            print(data.summary(), f"seed {seed}", flush=True)
+            for arch in MODELS:
+                runs += run(arch, data, (1, 1, 1) if args.quick else EPOCHS[name], settings, seed)
     minutes = (time.perf_counter() - started) / 60
-    saved = RESULTS / "deep_compression.json"
-    if args.settings and not args.quick and saved.exists():  # a partial rerun: the other settings' rows stay
-        old = json.loads(saved.read_text())
-        new = {(r["dataset"], r["model"], r["setting"]): r for r in rows}
-        rows = [new.pop((r["dataset"], r["model"], r["setting"]), r) for r in old["results"]] + list(new.values())
-        order = {(d, m): i for i, (d, m) in enumerate(dict.fromkeys((r["dataset"], r["model"]) for r in rows))}
-        rows.sort(key=lambda r: (order[(r["dataset"], r["model"])], SETTINGS.index(r["setting"])))
-        notes.append(f"rerun of {', '.join(settings)} in {minutes:.1f} min; the other rows from the run before")
+    stem = "deep_compression_quick" if args.quick else "deep_compression"  # a smoke run never replaces results
+    saved = RESULTS / f"{stem}.json"
+    partial = args.settings or len(args.datasets) < len(EPOCHS)
+    if partial and not args.quick and saved.exists() and "runs" in (old := json.loads(saved.read_text())):
+        key = ("dataset", "model", "setting", "seed")  # a partial rerun: the other runs stay
+        new = {tuple(r[k] for k in key): r for r in runs}
+        runs = [new.pop(tuple(r[k] for k in key), r) for r in old["runs"]] + list(new.values())
+        order = {(d, m): i for i, (d, m) in enumerate(dict.fromkeys((r["dataset"], r["model"]) for r in runs))}
+        runs.sort(key=lambda r: (order[(r["dataset"], r["model"])], SETTINGS.index(r["setting"]), r["seed"]))
+        notes.append(
+            f"rerun of {', '.join(args.datasets)} / {', '.join(settings)} in {minutes:.1f} min; the other "
+            "runs from the run before"
+        )
         minutes += old["wall_minutes"]
+    rows = aggregate(runs)
     env = collect()
     payload = {
         "epochs": {k: dict(zip(("dense", "recover", "centroids"), v)) for k, v in EPOCHS.items()},
+        "seeds": SEEDS,
         "lr": dict(zip(("dense", "recover", "centroids"), LR)),
         "prune": {"paper rates": PRUNE, "global": GLOBAL_SPARSITY},
         "cluster": CLUSTER.to_dict(),
@@ -275,15 +337,19 @@ def main(argv: list[str] | None = None) -> int:
         "notes": notes,
         "env": env,
         "results": rows,
+        "runs": runs,
     }
     RESULTS.mkdir(parents=True, exist_ok=True)
-    (RESULTS / "deep_compression.json").write_text(json.dumps(payload, indent=2) + "\n")
-    settings = "; ".join(f"{k}: {v[0]} dense + {v[1]} recovery + {v[2]} centroid epochs" for k, v in EPOCHS.items())
+    saved.write_text(json.dumps(payload, indent=2) + "\n")
+    schedule = "; ".join(f"{k}: {v[0]} dense + {v[1]} recovery + {v[2]} centroid epochs" for k, v in EPOCHS.items())
     parts = [
         "# Deep Compression: prune → cluster → Huffman\n",
         f"Generated by `python benchmarks/deep_compression.py{' --quick' if args.quick else ''}` in {minutes:.1f} "
         f"min on {env['cpu_count']} CPU cores ({args.threads} torch thread, torch {env['packages']['torch']}). "
-        f"AdamW, batch 128, cosine LR {LR[0]} in every stage; {settings}. Pruning: one-shot magnitude, either with "
+        f"AdamW, batch 128, cosine LR {LR[0]} (dense, recovery; chosen on the dense model's validation accuracy) and "
+        f"{LR[2]} (centroids); {schedule}; MNIST-5k rows are means ± standard deviation over seeds "
+        f"{', '.join(map(str, SEEDS['mnist-5k']))} (split and init; its test split is 1,000 images). "
+        f"Pruning: one-shot magnitude, either with "
         f"the paper's per-layer rates (see the JSON) or global to {GLOBAL_SPARSITY:.0%}, or gradual global to "
         f"{GLOBAL_SPARSITY:.0%} over the recovery epochs, plain or distilled from the dense model (`+ KD`: "
         f"α·CE + (1 − α)·T²·KL, T = {KD.temperature:g}, α = {KD.alpha}, also in the centroid fine-tune), all from "
@@ -297,8 +363,8 @@ def main(argv: list[str] | None = None) -> int:
         f"{breakdown_table(rows)}\n",
         f"## What it shows\n\n{summary(rows)}\n",
     ]
-    (RESULTS / "deep_compression.md").write_text("\n".join(parts))
-    print((RESULTS / "deep_compression.md").read_text())
+    (RESULTS / f"{stem}.md").write_text("\n".join(parts))
+    print((RESULTS / f"{stem}.md").read_text())
     return 0
 
 
