@@ -36,6 +36,7 @@ from slimtune.train import TrainConfig, fit, predict
 
 BENCH = Path(__file__).resolve().parent
 RESULTS, CACHE = BENCH / "results", BENCH / ".cache" / "search_budget"
+MINILM_GOAL, MINILM_LOSS = 5.0, 1.5  # the issue's goal: >= 5x vs PyTorch fp32 at <= 1.5 pt (TinyBERT: 9.4x at 96.8%)
 
 
 def accuracy(model: nn.Module, data: DataSplits) -> float:
@@ -144,28 +145,38 @@ def run(name: str, quick: bool, *, resume: bool = False) -> dict[str, Any]:
 
 
 def markdown(rows: list[dict[str, Any]], *, quick: bool) -> str:
-    threads = rows[0].get("threads", torch.get_num_threads()) if rows else torch.get_num_threads()
     lines = [
         f"# Budget search: fastest model within 1 pt{' (quick smoke run)' if quick else ''}",
         "",
-        f"torch {torch.__version__}, {threads} thread(s) for torch and ONNX Runtime. "
+        f"torch {torch.__version__}; the threads column is for torch and ONNX Runtime alike. "
         "Baseline: the teacher in PyTorch eager fp32; "
         "the chosen bundle (ONNX Runtime), the baseline and the teacher in ORT fp32 timed after the search in one "
         "process, 7 interleaved rounds, medians. Ratios: baseline latency / chosen latency.",
         "",
-        "| setting | chosen | test acc. (teacher) | vs PyTorch fp32 b1 / b8 | vs ORT fp32 b1 / b8 | size ratio "
-        "| search wall time |",
-        "| --- | --- | --- | --- | --- | --- | --- |",
+        "| setting | threads | chosen | test acc. (teacher) | vs PyTorch fp32 b1 / b8 | vs ORT fp32 b1 / b8 "
+        "| size ratio | search wall time |",
+        "| --- | --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in rows:
         lines.append(
-            f"| {r['setting']} | {r['chosen']}{'' if r['met_budget'] else ' (budget not met)'} | "
+            f"| {r['setting']} | {r.get('threads', '')} | "
+            f"{r['chosen']}{'' if r['met_budget'] else ' (budget not met)'} | "
             f"{100 * r['chosen_test_accuracy']:.2f}% ({100 * r['teacher_test_accuracy_torch']:.2f}%) | "
             f"{r['latency_ratio_batch1']:.2f}× / {r['latency_ratio_batch8']:.2f}× | "
             f"{r['vs_ort_fp32_batch1']:.2f}× / {r['vs_ort_fp32_batch8']:.2f}× | {r['size_ratio']:.2f}× | "
             f"{r['search_wall_s'] / 60:.1f} min |"
         )
     lines += ["", *(f"- {r['setting']}: {r['message']}" for r in rows)]
+    for r in rows:
+        if r["setting"].startswith("MiniLM"):
+            loss = 100 * (r["teacher_test_accuracy_torch"] - r["chosen_test_accuracy"])
+            at = [f"batch {b} {r[f'latency_ratio_batch{b}']:.2f}×" for b in (1, 8)]
+            ok = [b for b in (1, 8) if r[f"latency_ratio_batch{b}"] >= MINILM_GOAL and loss <= MINILM_LOSS]
+            verdict = f"met at batch {' and '.join(map(str, ok))}" if ok else "not met"
+            lines.append(
+                f"- Goal (MiniLM ≥ {MINILM_GOAL:g}× faster than PyTorch fp32 at ≤ {MINILM_LOSS:g} pt loss): {verdict} "
+                f"({', '.join(at)}; test loss {loss:.2f} pt)"
+            )
     lines += [*(f"- {r['setting']}, run conditions: {r['note']}" for r in rows if r.get("note")), ""]
     return "\n".join(lines)
 
