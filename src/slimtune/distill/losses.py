@@ -13,7 +13,8 @@ The T² keeps the soft term's gradients the same size whatever T is (without it 
 1/64 of the signal). ``y`` may be class ids (N,) or class probabilities (N, C) (soft pseudo-labels).
 ``logits`` is Ba & Caruana's (2014) mimic loss on logits centred per example (a softmax ignores a shift),
 the T → ∞ limit of ``soft`` (there T²·KL → half this mean square): no temperature to tune, and it keeps
-the teacher's ranking of the wrong classes at full strength; suited to large teacher-labelled sets.
+the teacher's ranking of the wrong classes at full strength. Measured (LeNet-300-100 from resnet-small on
+Fashion-MNIST plus 8 teacher-labelled shifted copies, α = 0.5) it trailed ``mixed`` at T = 2: 88.96% vs 89.72%.
 A new method is a config plus a handler registered with ``register_kd_loss``.
 """
 
