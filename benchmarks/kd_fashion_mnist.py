@@ -45,7 +45,10 @@ STUDENTS: dict[str, tuple[str, dict[str, Any]]] = {
 TEMPERATURES, ALPHAS = (1.0, 2.0, 4.0, 8.0), (0.1, 0.5)
 # LeNet-300-100, KD T = 2, α = 0.5, test: 1 copy +0.40 pt, 4 copies +0.74, 8 +1.19, 16 +1.03 (best on validation)
 AUGMENT = UnlabeledConfig(source="augment", copies=16, max_shift=2, noise=0.05, seed=0)
-HINTON = {"teacher": ("mlp", {"hidden": [1200, 1200], "dropout": 0.2}), "student": ("mlp", {"hidden": [800, 800]})}
+HINTON: dict[str, tuple[str, dict[str, Any]]] = {
+    "teacher": ("mlp", {"hidden": [1200, 1200], "dropout": 0.2}),
+    "student": ("mlp", {"hidden": [800, 800]}),
+}
 HINTON_KD = ((4.0, 0.5), (20.0, 0.1))
 HINTON_MNIST = {"teacher_errors": 67, "student_errors": 146, "distilled_errors": 74}  # Hinton et al. 2015, §3
 
@@ -333,6 +336,7 @@ def markdown(payload: dict[str, Any]) -> str:
         f"{copies} teacher-labelled augmented {'copy' if copies == 1 else 'copies'} (±2 px shifts, noise 0.05; "
         "the same epochs, so more steps); `ce+augment`: cross-entropy alone on that set.\n",
         *([f"> {payload['partial']}\n"] if payload.get("partial") else []),
+        *(f"> **Caveat:** {c}\n" for c in payload.get("caveats", [])),
         "## Summary\n",
         *(summarise(n, r, teacher_acc) for n, r in rows.items()),
         f"- Anchor: Hinton et al. (2015, §3) on MNIST: a 1200-1200 dropout teacher made {p['teacher_errors']} test "
