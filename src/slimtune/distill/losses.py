@@ -90,6 +90,13 @@ def soft_kd_loss(student_logits: torch.Tensor, teacher_logits: torch.Tensor, tem
     return F.kl_div(log_p_s, log_p_t, log_target=True, reduction="batchmean") * (t * t)
 
 
+def _with_labels(s: torch.Tensor, y: torch.Tensor, alpha: float, teacher_term: torch.Tensor) -> torch.Tensor:
+    """α·CE(y, s) + (1 − α)·teacher_term; at α = 0 the labels are not used."""
+    if alpha == 0:
+        return teacher_term
+    return alpha * F.cross_entropy(s, y) + (1 - alpha) * teacher_term
+
+
 def kd_loss(
     student_logits: torch.Tensor, teacher_logits: torch.Tensor, labels: torch.Tensor, config: Config
 ) -> torch.Tensor:
@@ -111,10 +118,7 @@ def _hard(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> 
 @register_kd_loss("mixed", KDConfig, help="α·CE(y, s) + (1 − α)·T²·KL (Hinton et al.)")
 def _mixed(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
     assert isinstance(config, KDConfig)
-    soft = soft_kd_loss(s, t, config.temperature)
-    if config.alpha == 0:
-        return soft
-    return config.alpha * F.cross_entropy(s, y) + (1 - config.alpha) * soft
+    return _with_labels(s, y, config.alpha, soft_kd_loss(s, t, config.temperature))
 
 
 def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> torch.Tensor:
@@ -127,7 +131,4 @@ def logit_mse(student_logits: torch.Tensor, teacher_logits: torch.Tensor) -> tor
 @register_kd_loss("logits", LogitKDConfig, help="α·CE(y, s) + (1 − α)·MSE of centred logits (Ba & Caruana)")
 def _logits(s: torch.Tensor, t: torch.Tensor, y: torch.Tensor, config: Config) -> torch.Tensor:
     assert isinstance(config, LogitKDConfig)
-    mimic = logit_mse(s, t)
-    if config.alpha == 0:
-        return mimic
-    return config.alpha * F.cross_entropy(s, y) + (1 - config.alpha) * mimic
+    return _with_labels(s, y, config.alpha, logit_mse(s, t))
