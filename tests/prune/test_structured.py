@@ -336,3 +336,16 @@ def test_custom_layer_needs_a_handler_then_prunes() -> None:
     assert model[2].weight.shape == (6, 8) and model[2].scale.shape == (6,)  # type: ignore[union-attr]
     assert model[0].out_features == 8 and model[4].in_features == 6  # type: ignore[union-attr]
     assert model(x).shape == (5, 3)
+
+
+@pytest.mark.parametrize("target", [0.5, 0.25])
+def test_target_macs_is_met_with_coarse_channel_multiples(target: float) -> None:
+    """Kept channels in multiples of 8 move in big steps; the top-up still spends the budget (it stopped at 38%
+    of the MACs for a target of 50% when it priced additions before growing their neighbours)."""
+    torch.manual_seed(0)
+    model = build("resnet-small", input_shape=(1, 28, 28), num_classes=10)
+    x = torch.randn(1, 1, 28, 28)
+    before = count_macs(model, x)
+    structured_prune(model, StructuredPruneConfig(target_macs=target, channel_round_to=8))
+    assert 0.9 * target <= count_macs(model, x) / before <= target
+    assert all(c.out_channels % 8 == 0 for c in model.modules() if isinstance(c, nn.Conv2d) and c.out_channels > 1)

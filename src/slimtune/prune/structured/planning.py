@@ -76,36 +76,30 @@ def _counter(model: nn.Module, groups: list[Group], x: Any) -> Callable[[Plan], 
 
 
 def _top_up(scored: Scored, chosen: Plan, config: StructuredPruneConfig, budget: float, macs: Any) -> Plan:
-    """Add back removed units, best score first and a group's multiple at a time, while the MACs fit the budget."""
+    """Add back removed units, best score first and a group's multiple at a time, while the MACs (recounted
+    for every addition: growing one group makes its neighbours' units dearer) fit the budget."""
     keeps = [set(k.tolist()) for _, k in chosen]
     orders = [torch.sort(s, descending=True, stable=True).indices.tolist() for _, s in scored]
-    pos = [0] * len(chosen)
 
     def next_units(i: int) -> list[int]:
-        while pos[i] < len(orders[i]) and orders[i][pos[i]] in keeps[i]:
-            pos[i] += 1
-        group = chosen[i][0]
-        return [u for u in orders[i][pos[i] :] if u not in keeps[i]][: config.multiple(group.target, group.units)]
+        return [u for u in orders[i] if u not in keeps[i]][: config.multiple(chosen[i][0].target, chosen[i][0].units)]
 
-    def current() -> Plan:
-        return [(g, torch.tensor(sorted(keeps[i]))) for i, (g, _) in enumerate(chosen)]
+    def current(grow: int = -1, extra: tuple[int, ...] = ()) -> Plan:
+        return [
+            (g, torch.tensor(sorted(keeps[i] | set(extra) if i == grow else keeps[i])))
+            for i, (g, _) in enumerate(chosen)
+        ]
 
-    base, cost = macs(chosen), {}
-    for i in range(len(chosen)):
-        extra = next_units(i)
-        if extra:
-            grown = chosen[i][0], torch.tensor(sorted(keeps[i] | set(extra)))
-            cost[i] = (macs([*chosen[:i], grown, *chosen[i + 1 :]]) - base) / len(extra)
-    spare, added = budget - base, []
+    full: set[int] = set()  # groups whose next units no longer fit: costs only rise as others grow, so they never will
     ranked = sorted(((float(s[u]), i, u) for i, (_, s) in enumerate(scored) for u in range(len(s))), reverse=True)
     for _, i, u in ranked:
-        if i in cost and u not in keeps[i] and cost[i] * len(extra := next_units(i)) <= spare:
+        if i in full or u in keeps[i]:
+            continue
+        extra = tuple(next_units(i))
+        if macs(current(i, extra)) <= budget:
             keeps[i] |= set(extra)
-            spare -= cost[i] * len(extra)
-            added.append((i, extra))
-    while added and macs(current()) > budget:  # per-unit costs interact (a Linear's input and output both grew)
-        i, extra = added.pop()
-        keeps[i] -= set(extra)
+        else:
+            full.add(i)
     return current()
 
 
