@@ -27,6 +27,7 @@ from slimtune.prune import (
     register_layer_handler,
     structured_prune,
 )
+from slimtune.prune.structured.layers import removed_count
 from slimtune.train import TrainConfig, fit
 
 ARCHS = ["mlp", "lenet5", "resnet-small", "transformer-small", "bert"]
@@ -349,3 +350,12 @@ def test_target_macs_is_met_with_coarse_channel_multiples(target: float) -> None
     structured_prune(model, StructuredPruneConfig(target_macs=target, channel_round_to=8))
     assert 0.9 * target <= count_macs(model, x) / before <= target
     assert all(c.out_channels % 8 == 0 for c in model.modules() if isinstance(c, nn.Conv2d) and c.out_channels > 1)
+
+
+@pytest.mark.parametrize(("ratio", "blocks", "removed"), [(0.34, 1, 1), (0.5, 4, 2), (0.34, 6, 2), (0.3, 6, 2)])
+def test_layers_ratio_rounds_to_nearest_and_removes_at_least_one(ratio: float, blocks: int, removed: int) -> None:
+    assert removed_count(ratio, blocks) == removed
+    torch.manual_seed(0)
+    model = build("resnet-small", input_shape=(1, 28, 28), num_classes=10)  # one block keeps its input's shape
+    result = structured_prune(model, StructuredPruneConfig(targets=("layers",), layers_ratio=0.1))
+    assert result.removed_layers == ["layers.0"] and isinstance(model.layers[0], nn.Identity)  # type: ignore[index]

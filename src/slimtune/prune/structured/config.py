@@ -19,18 +19,17 @@ DEFAULT_RATIO = 0.5
 class StructuredPruneConfig(Config):
     """Physically remove units: Linear neurons, conv channels, attention heads, FFN units, whole layers.
 
-    ``ratio``: fraction of the units of every prunable group removed (0.5 when neither it nor ``target_macs``
-    is given); ``target_macs``: instead, the fraction of the model's MACs to keep, the ratio found by
-    bisection. ``targets``: what to cut; 'layers' drops the ``layers_ratio`` fraction of removable blocks
-    (residual blocks, encoder layers). ``importance``: how units are ranked. ``global_ranking``: rank units
-    across all groups (each group loses a different share) instead of ``ratio`` per group. ``exclude``:
-    regular expressions of module names left whole. ``round_to``: kept counts are multiples of it (unless a
-    group has fewer units); ``channel_round_to``: kept convolution channels are also multiples of it, 'auto'
-    being this CPU's ONNX Runtime NCHWc block (8 with AVX2, 16 with AVX-512) for convolutions of at least
-    two blocks (measured on resnet-small: half the MACs with odd channel counts ran slower than the dense
-    model in ORT, multiples of 8 1.56x faster at batch 32), 1 to turn it off;
-    ``min_keep``: units every group keeps. ``taylor_batches``: training batches of
-    gradients for 'taylor'. ``seed``: for 'random'.
+    ``ratio``: fraction of the units of every prunable group removed (0.5 when neither it nor ``target_macs`` is
+    given); ``target_macs``: instead, the fraction of the model's MACs to keep, the ratio found by bisection.
+    ``targets``: what to cut; 'layers' drops the ``layers_ratio`` fraction of removable blocks (residual blocks,
+    encoder layers; rounded to the nearest count, at least one). ``importance``: how units are ranked.
+    ``global_ranking``: rank units across all groups (each group loses a different share) instead of ``ratio`` per
+    group. ``exclude``: regular expressions of module names left whole. ``round_to``: kept counts are multiples of
+    it (unless a group has fewer units); ``channel_round_to``: kept convolution channels are also multiples of it,
+    'auto' being this CPU's ONNX Runtime NCHWc block (8 with AVX2, 16 with AVX-512) for convolutions of at least two
+    blocks (measured on resnet-small: half the MACs with odd channel counts ran slower than the dense model in ORT,
+    multiples of 8 1.56x faster at batch 32), 1 to turn it off; ``min_keep``: units every group keeps.
+    ``taylor_batches``: training batches of gradients for 'taylor'. ``seed``: for 'random'.
     """
 
     ratio: float | None = None

@@ -80,11 +80,17 @@ def find_blocks(model: nn.Module, example: Any, exclude: tuple[str, ...] = ()) -
     return blocks
 
 
+def removed_count(ratio: float, blocks: int) -> int:
+    """``ratio · blocks`` rounded to the nearest count, and at least one block for any ``ratio`` > 0: a model
+    with one removable block (resnet-small) would otherwise never lose it, at any ratio below 1."""
+    return 0 if ratio <= 0 or blocks == 0 else max(1, math.floor(ratio * blocks + 0.5))
+
+
 def choose(
     blocks: list[Block], ratio: float, model: nn.Module, *, random: torch.Generator | None = None
 ) -> list[Block]:
-    """The ``floor(ratio · len(blocks))`` lowest-scoring blocks (random order with ``random``), keeping at
-    least one entry in every container."""
+    """The ``removed_count(ratio, len(blocks))`` lowest-scoring blocks (random order with ``random``), keeping
+    at least one entry in every container."""
     if random is not None:
         order = torch.randperm(len(blocks), generator=random).tolist()
         ranked = [blocks[i] for i in order]
@@ -93,7 +99,7 @@ def choose(
     left = {b.container: len(model.get_submodule(b.container)) for b in blocks}  # type: ignore[arg-type]
     chosen: list[Block] = []
     for block in ranked:
-        if len(chosen) >= math.floor(ratio * len(blocks) + 1e-9):
+        if len(chosen) >= removed_count(ratio, len(blocks)):
             break
         nested = any(c.name.startswith(block.name + ".") or block.name.startswith(c.name + ".") for c in chosen)
         if left[block.container] > 1 and not nested:
