@@ -1,6 +1,6 @@
 """Knowledge distillation on Fashion-MNIST: how much of the teacher-student gap does KD recover?
 
-    python benchmarks/kd_fashion_mnist.py          # ~90 min on 1 thread; --quick: a 1-minute smoke run
+    python benchmarks/kd_fashion_mnist.py          # ~100 min on 1 thread; --quick: a 1-minute smoke run
     python benchmarks/kd_fashion_mnist.py --augment-only   # only the augmented-set rows, the others kept
 
 Teacher: resnet-small trained 3 epochs on the full official split (54k train / 6k val / 10k test). Students:
