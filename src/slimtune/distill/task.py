@@ -158,6 +158,7 @@ def distill_(
     teacher_cache = cache if isinstance(cache, TeacherCache) else None
     if not isinstance(cache, TeacherCache) and cache is not False and not hints and views is None:
         teacher_cache = TeacherCache.build(teacher, x, path=None if cache is True else Path(cache))
+    flags, was_training = [p.requires_grad for p in teacher.parameters()], teacher.training
     task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache, views=views)
     model = task.wrap(student, x[: min(len(x), 8)])
     try:
@@ -168,3 +169,6 @@ def distill_(
     finally:
         if isinstance(model, DistillModel):
             model.unwrap()
+        for p, flag in zip(teacher.parameters(), flags):  # the teacher is frozen for the run only
+            p.requires_grad_(flag)
+        teacher.train(was_training)
