@@ -118,3 +118,17 @@ def test_a_cache_makes_labelling_and_distilling_share_one_teacher_pass(
     finally:
         hook.remove()
     assert torch.equal(shared.train.x, plain.train.x) and torch.equal(shared.train.y, plain.train.y)
+
+
+def test_augmented_copies_can_keep_their_source_labels(teacher: torch.nn.Module, digits: DataSplits) -> None:
+    config = UnlabeledConfig(source="augment", copies=2, labels="source")
+    out = unlabeled_data(teacher, digits, config)
+    n = len(digits.train)
+    assert torch.equal(out.train.y, digits.train.y.repeat(3))  # copy k of row i carries row i's true label
+    by_teacher = unlabeled_data(teacher, digits, UnlabeledConfig(source="augment", copies=2))
+    assert torch.equal(out.train.x, by_teacher.train.x)  # the same copies, only the labels differ
+    assert not torch.equal(out.train.y[n:], by_teacher.train.y[n:])  # the teacher is wrong on some copies
+    with pytest.raises(ConfigError, match="use from: augment"):
+        UnlabeledConfig(source="train", labels="source")
+    with pytest.raises(ConfigError, match="drop min_confidence and soft"):
+        UnlabeledConfig(source="augment", labels="source", min_confidence=0.5)

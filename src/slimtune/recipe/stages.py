@@ -158,7 +158,7 @@ class DistillStageConfig(Config):
     kd: Config = KDConfig()  # kd: {method: soft|hard|mixed, temperature, alpha}; mixed by default
     hints: tuple[Config, ...] = ()  # [{method: feature, pairs: {...}}, {method: attention, layers: {...}}]
     cache: bool = True  # teacher logits over the training split computed once, kept in the stage folder
-    unlabeled: UnlabeledConfig | None = None  # {from: train|augment, min_confidence, soft, copies}
+    unlabeled: UnlabeledConfig | None = None  # {from: train|augment, min_confidence, soft, copies, labels}
     views: ViewsConfig | None = None  # {max_shift: 2, noise: 0.0, mixup: 1.0}: teacher labels each augmented view
     train: TrainConfig = TrainConfig()
 
