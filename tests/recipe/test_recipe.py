@@ -154,3 +154,46 @@ def test_structured_prune_stage_shrinks_params_and_file_alike(tmp_path: Path) ->
     weights = [(tmp_path / "out" / d / "model" / "model.safetensors").stat().st_size for d in ("01-dense", "02-prune")]
     assert weights[1] / weights[0] <= pruned.params / dense.params + 0.02  # the weights file shrinks as much
     assert pruned.bytes_on_disk < dense.bytes_on_disk  # the folder too (its small spec.json is not proportional)
+
+
+def test_prune_recovery_and_qat_can_distil_from_the_model_before_them(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Pruning + distillation + QAT in one recipe without losing sparsity: the recovery and the QAT steps are
+    distilled from a frozen copy of the model as it entered each stage, with the zeros held."""
+    import slimtune.distill.task as task_module
+
+    calls: list[tuple[int, float]] = []
+    real = task_module.kd_loss
+
+    def counting(s, t, y, config):  # type: ignore[no-untyped-def]
+        calls.append((len(s), float((s - t).abs().mean())))
+        return real(s, t, y, config)
+
+    monkeypatch.setattr(task_module, "kd_loss", counting)
+    raw = tiny_demo()
+    raw["stages"] = [
+        raw["stages"][0],
+        {**raw["stages"][1], "kd": {"temperature": 2.0, "alpha": 0.5}},
+        {"stage": "qat", "label": "qat", "train": {"epochs": 1, "lr": 0.0005, "batch_size": 32}, "kd": {}},
+    ]
+    report = run_recipe(parse_recipe(raw), tmp_path / "out")
+    prune, qat = report.rows[1], report.rows[2]
+    assert prune.extra["sparsity"] >= 0.84 and qat.parity is not None
+    steps = [c for c in calls if c[0] > 1]
+    assert len(steps) >= 2 and all(d > 0 for _, d in steps)  # the teacher is a copy, not the student itself
+    from slimtune.models import load_model
+
+    pruned = load_model(tmp_path / "out" / "02-prune" / "model")
+    zeros = sum(int((p == 0).sum()) for n, p in pruned.named_parameters() if n.endswith("weight"))
+    assert zeros / sum(p.numel() for n, p in pruned.named_parameters() if n.endswith("weight")) >= 0.84
+
+
+def test_kd_in_a_prune_stage_needs_recovery() -> None:
+    raw = tiny_demo()
+    raw["stages"][1].pop("recovery", None)
+    raw["stages"][1]["kd"] = {"temperature": 4}
+    with pytest.raises(ConfigError, match=r"kd: distillation runs during recovery; add recovery"):
+        parse_recipe(raw)
+    raw["stages"][1]["recovery"] = {"epochs": 1}
+    raw["stages"][1]["kd"] = {"method": "sofft"}
+    with pytest.raises(ConfigError, match="sofft"):
+        parse_recipe(raw)

@@ -4,6 +4,8 @@ that the Python API lacks."""
 
 from __future__ import annotations
 
+import copy
+import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -14,7 +16,16 @@ from torch import nn
 from slimtune._registry import Registry
 from slimtune.config import Config
 from slimtune.data.core import DataSplits
-from slimtune.distill import HINTS, KD_LOSSES, KDConfig, StudentConfig, UnlabeledConfig, build_student, distill_
+from slimtune.distill import (
+    HINTS,
+    KD_LOSSES,
+    DistillationTask,
+    KDConfig,
+    StudentConfig,
+    UnlabeledConfig,
+    build_student,
+    distill_,
+)
 from slimtune.distill.unlabeled import unlabeled_data
 from slimtune.distill.views import ViewsConfig
 from slimtune.errors import ConfigError
@@ -99,33 +110,52 @@ class PruneStageConfig:
     config: Config
     train: TrainConfig | None  # training while pruning, for methods that need it (movement, gradual, L1)
     recovery: TrainConfig | None  # fine-tuning after pruning, with the zeros held
+    kd: Config | None = None  # recovery distilled from the model as it was before pruning
+
+
+def _parse_kd(kd: Any, *, where: str) -> Config:
+    """``kd: {method: soft|hard|mixed|logits, temperature, alpha}`` (mixed by default) as a loss config."""
+    if not isinstance(kd, dict):
+        raise ConfigError(f"{where}.kd: expected a mapping like {{temperature: 4, alpha: 0.5}}")
+    kd = dict(kd)
+    return KD_LOSSES.get(str(kd.pop("method", "mixed"))).from_dict(kd, where=f"{where}.kd")
+
+
+def _teacher_task(ctx: Context, kd: Config | None) -> DistillationTask | None:
+    """A distillation task whose teacher is a frozen copy of the current model (before this stage changes it)."""
+    return None if kd is None else DistillationTask(copy.deepcopy(ctx.model), kd)
 
 
 class PruneStage:
-    """Prune by a registered method, then recover accuracy by fine-tuning with the zeros held."""
+    """Prune by a registered method, then recover accuracy by fine-tuning with the zeros held (``kd``: distilled
+    from the model as it entered the stage)."""
 
     def parse(self, raw: dict[str, Any], *, where: str) -> PruneStageConfig:
         raw = dict(raw)
         method = raw.pop("method", "magnitude")
-        train, recovery = raw.pop("train", None), raw.pop("recovery", None)
+        train, recovery, kd = raw.pop("train", None), raw.pop("recovery", None), raw.pop("kd", None)
         cfg = PRUNERS.get(method).from_dict(raw, where=where)
+        if kd is not None and recovery is None:
+            raise ConfigError(f"{where}.kd: distillation runs during recovery; add recovery: {{epochs: 1}}")
         return PruneStageConfig(
             method,
             cfg,
             TrainConfig.from_dict(train, where=f"{where}.train") if train is not None else None,
             TrainConfig.from_dict(recovery, where=f"{where}.recovery") if recovery is not None else None,
+            _parse_kd(kd, where=where) if kd is not None else None,
         )
 
     def run(self, ctx: Context, cfg: PruneStageConfig, out: Path) -> StageOutput:
         if ctx.masks:  # zeros from an earlier stage stay zero while this method trains
             apply_masks_(ctx.model, ctx.masks)
+        task = _teacher_task(ctx, cfg.kd)
         prune_(
             ctx.model, cfg.config, data=ctx.data, train=cfg.train, progress=ctx.progress,
             checkpoint_dir=out / "checkpoints" / "prune", resume=ctx.resume,
         )  # fmt: skip
         ctx.masks = masks_if_sparse(ctx.model)
         if cfg.recovery is not None:
-            _train(ctx, ctx.model, cfg.recovery, out, desc="recover")
+            _train(ctx, ctx.model, cfg.recovery, out, desc="recover", task=task)
         return StageOutput(_save(ctx.model, out), model=ctx.model, extra={"layer_sparsity": layer_sparsity(ctx.model)})
 
 
@@ -168,11 +198,7 @@ class DistillStage:
 
     def parse(self, raw: dict[str, Any], *, where: str) -> DistillStageConfig:
         raw = dict(raw)
-        kd = raw.pop("kd", None)
-        if kd is not None and not isinstance(kd, dict):
-            raise ConfigError(f"{where}.kd: expected a mapping like {{temperature: 4, alpha: 0.5}}")
-        kd = dict(kd or {})
-        raw["kd"] = KD_LOSSES.get(str(kd.pop("method", "mixed"))).from_dict(kd, where=f"{where}.kd")
+        raw["kd"] = _parse_kd(raw.pop("kd", None) or {}, where=where)
         hints = raw.pop("hints", None) or []
         if not isinstance(hints, list):
             raise ConfigError(f"{where}.hints: expected a list of mappings, each with a 'method'")
@@ -283,19 +309,25 @@ class QATStageConfig(Config):
     qat: QATConfig = QATConfig()
     train: TrainConfig = TrainConfig(epochs=2, lr=1e-4)
     export: ExportConfig = ExportConfig()
+    kd: Config | None = None  # QAT distilled from the fp32 model as it entered the stage
 
 
 class QATStage:
-    """Quantization-aware training on the one loop (zeros from pruning held), exported as an int8 QDQ graph."""
+    """Quantization-aware training on the one loop (zeros from pruning held; ``kd``: distilled from the fp32
+    model as it entered the stage), exported as an int8 QDQ graph."""
 
     def parse(self, raw: dict[str, Any], *, where: str) -> QATStageConfig:
-        return QATStageConfig.from_dict(raw, where=where)
+        raw = dict(raw)
+        kd = raw.pop("kd", None)
+        cfg = QATStageConfig.from_dict(raw, where=where)
+        return cfg if kd is None else dataclasses.replace(cfg, kd=_parse_kd(kd, where=where))
 
     def run(self, ctx: Context, cfg: QATStageConfig, out: Path) -> StageOutput:
         x = _tensor(ctx.data.test.x)
         calibration = _tensor(ctx.data.calibration(min(len(ctx.data.train), 256)).x)
+        task = _teacher_task(ctx, cfg.kd)
         prepare_qat_(ctx.model, cfg.qat, calibration=calibration)
-        _train(ctx, ctx.model, cfg.train, out, desc="qat", extra=[QATCallback(cfg.qat)])
+        _train(ctx, ctx.model, cfg.train, out, desc="qat", task=task, extra=[QATCallback(cfg.qat)])
         path = export_qat_onnx(ctx.model, x[:1], out / "model.int8.onnx", opset=max(cfg.export.opset, 13))
         par = _int8_parity(ctx, path, x, cfg.export, what="QAT int8 model")
         return StageOutput(path, onnx=path, parity=par, extra={"quantization": {"method": "qat", **cfg.qat.to_dict()}})
