@@ -1,6 +1,6 @@
 """Knowledge distillation on Fashion-MNIST: how much of the teacher-student gap does KD recover?
 
-    python benchmarks/kd_fashion_mnist.py          # ~100 min on 1 thread; --quick: a 1-minute smoke run
+    python benchmarks/kd_fashion_mnist.py          # ~130 min on 1 thread; --quick: a 1-minute smoke run
     python benchmarks/kd_fashion_mnist.py --augment-only   # only the augmented-set rows, the others kept
     python benchmarks/kd_fashion_mnist.py --fill           # only rows missing from the saved results
 
