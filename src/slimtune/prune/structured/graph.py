@@ -41,18 +41,20 @@ class Group:
         """Cut ``model`` (this group's module names) down to ``keep_units``."""
         chans = self.channels(keep_units)
         for m in self.members:
-            idx = (
-                torch.arange(m.outer)[:, None, None] * (self.size * m.inner)
-                + chans[None, :, None] * m.inner
-                + torch.arange(m.inner)[None, None, :]
-            ).flatten()
+            offset, width = m.span(self.size)
+            kept = (chans[:, None] * m.inner + torch.arange(m.inner)[None, :]).flatten() + offset
+            if m.layout is not None:  # a part of a concatenation: the other parts' entries stay
+                end = offset + self.size * m.inner
+                kept = torch.cat([torch.arange(offset), kept, torch.arange(end, width)])
+                m.layout.sizes[m.part] = len(chans) * m.inner
+            idx = (torch.arange(m.outer)[:, None] * width + kept[None, :]).flatten()
             m.cut.apply(model.get_submodule(m.name), idx, self.unit)
 
 
 def _dedupe(members: list[Member]) -> list[Member]:
-    seen: dict[tuple[str, int, int, int], Member] = {}
+    seen: dict[tuple[str, int, int, int, int, int], Member] = {}
     for m in members:
-        seen.setdefault((m.name, id(m.cut), m.outer, m.inner), m)
+        seen.setdefault((m.name, id(m.cut), m.outer, m.inner, id(m.layout), m.part), m)
     return list(seen.values())
 
 

@@ -20,7 +20,7 @@ from torch import nn
 from slimtune.data.core import DataSplits
 from slimtune.errors import DataError
 from slimtune.prune.structured.graph import Group
-from slimtune.prune.structured.trace import call
+from slimtune.prune.structured.trace import Member, call
 
 Saliency = dict[int, torch.Tensor]  # id(parameter) → accumulated |w · grad|
 
@@ -49,9 +49,12 @@ def taylor_saliency(model: nn.Module, data: DataSplits, *, batches: int, batch_s
     return acc
 
 
-def _per_channel(values: torch.Tensor, dim: int, outer: int, size: int, inner: int) -> tuple[torch.Tensor, int]:
-    """Sum of ``values`` per channel along ``dim`` (laid out outer × size × inner), and entries per channel."""
-    v = values.movedim(dim, 0).reshape(outer, size, inner, -1)
+def _per_channel(values: torch.Tensor, dim: int, member: Member, size: int) -> tuple[torch.Tensor, int]:
+    """Sum of ``values`` per channel along ``dim`` (laid out outer × [..., size × inner, ...], the member's
+    part of each block), and entries per channel."""
+    offset, width = member.span(size)
+    v = values.movedim(dim, 0).reshape(member.outer, width, -1)[:, offset : offset + size * member.inner]
+    v = v.reshape(member.outer, size, member.inner, -1)
     return v.sum(dim=(0, 2, 3)), v.numel() // size
 
 
@@ -77,7 +80,7 @@ def unit_scores(
                 values = saliency[id(t)]
             else:
                 values = t.detach().abs() if method in ("l1", "bn-scale") else t.detach().square()
-            sums, n = _per_channel(values.double(), dim, m.outer, group.size, m.inner)
+            sums, n = _per_channel(values.double(), dim, m, group.size)
             total += sums.cpu()
             count += n
     if count == 0:

@@ -2,8 +2,10 @@
 
 Elementwise ops keep it (and an add of two channel tensors couples their spaces: the residual rule);
 pools keep dim 1; reshape/flatten/view map it by the row-major layout (a flatten turns each channel into a
-block of columns); transpose/permute move it; reductions and softmax over other dims keep it. Any other
-op touching a channel tensor (matmul, cat, indexing...) freezes its space.
+block of columns); transpose/permute move it; reductions and softmax over other dims keep it. A cat along
+the channel axis makes a ``CatTrack`` of its inputs' spaces (each still cut on its own; the layers reading
+the concatenation are cut at each part's offset), which elementwise ops, pools and a flatten carry. Any
+other op touching a channel tensor (matmul, indexing...) freezes its space.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch.utils._pytree import tree_flatten
 
-from slimtune.prune.structured.trace import Track, merge
+from slimtune.prune.structured.trace import CatTrack, Space, Track, merge
 
 if TYPE_CHECKING:
     from slimtune.prune.structured.trace import Tracer
@@ -130,13 +132,80 @@ def _binary(tracer: Tracer, tensors: list[torch.Tensor], out: torch.Tensor) -> N
     tracer.set(out, Track(space, dim, outer, inner))
 
 
+CATS = {"cat", "concat", "concatenate"}
+
+
+def _cat(tracer: Tracer, args: tuple[Any, ...], kwargs: dict[str, Any], out: torch.Tensor) -> bool:
+    """A cat along the tracked axis of its inputs (each unrepeated: ``outer`` 1): the output gets a
+    ``CatTrack``; untracked inputs are parts nothing cuts."""
+    inputs = _arg(args, kwargs, 0, "tensors")
+    if not isinstance(inputs, list | tuple) or not inputs:
+        return False
+    dim = int(_arg(args, kwargs, 1, "dim", 0)) % out.ndim
+    parts: list[tuple[Space | None, int, int]] = []
+    for t in inputs:
+        if not isinstance(t, torch.Tensor) or t.ndim != out.ndim:
+            return False
+        tr, inside = tracer.track(t), tracer.cat(t)
+        if inside is not None:  # a concatenation of concatenations: one, flat
+            if inside.dim != dim or inside.outer != 1:
+                return False
+            parts.extend(inside.parts)
+        elif tr is None:
+            parts.append((None, int(t.shape[dim]), 1))
+        elif tr.dim != dim or tr.outer != 1:
+            return False
+        else:
+            parts.append((tr.space, tr.space.size, tr.inner))
+    tracer.set(out, CatTrack(tuple(parts), dim))
+    return True
+
+
+def _carry_cat(
+    name: str, cat: CatTrack, x: torch.Tensor, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any
+) -> CatTrack | None:
+    """Where an op on a concatenation ``x`` (its only tracked input) puts it, or None when unknown."""
+    if not isinstance(out, torch.Tensor):
+        return None
+    if (name in UNARY and out.shape == x.shape) or (
+        name in POOLS and cat.plain and cat.dim == 1 and out.shape[:2] == x.shape[:2]
+    ):
+        return cat
+    if name in REDUCTIONS and cat.plain:
+        dim = _reduced(Track(Space(cat.size), cat.dim), x, args, kwargs)
+        return CatTrack(cat.parts, dim) if dim is not None else None
+    if name in RESHAPES and out.numel() == x.numel():
+        whole = reshape_track(Track(Space(cat.size), cat.dim, cat.outer), tuple(x.shape), tuple(out.shape))
+        if whole is None:
+            return None
+        parts = tuple((s, n, inner * whole.inner) for s, n, inner in cat.parts)
+        return CatTrack(parts, whole.dim, whole.outer)
+    return None
+
+
 def on_op(tracer: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
     leaves, _ = tree_flatten((args, kwargs))
     tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
+    name = op_name(func)
+    cats = [t for t in tensors if tracer.cat(t) is not None]
+    concatenates = cats or any(tracer.track(t) is not None for t in tensors)
+    if name in CATS and isinstance(out, torch.Tensor) and concatenates and _cat(tracer, args, kwargs, out):
+        return
+    if cats:
+        x = args[0] if args and isinstance(args[0], torch.Tensor) else None
+        carried = None
+        if name in LIKE:
+            return
+        if len(cats) == 1 and x is cats[0] and not any(tracer.track(t) is not None for t in tensors):
+            carried = _carry_cat(name, tracer.cats[id(x)], x, args, kwargs, out)
+        if carried is None:
+            tracer.freeze(tensors, f"op '{name}' uses a concatenation")
+        else:
+            tracer.set(out, carried)
+        return
     tracked = [t for t in tensors if tracer.track(t) is not None]
     if not tracked:
         return
-    name = op_name(func)
     if name in LIKE:
         return
     if not isinstance(out, torch.Tensor):

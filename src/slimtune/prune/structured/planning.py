@@ -63,13 +63,20 @@ def _counter(model: nn.Module, groups: list[Group], x: Any) -> Callable[[Plan], 
     """MACs of ``model`` cut by a plan, without cutting: each layer's MACs (counted once) scale with the kept
     fraction of every axis cut in it (a Linear's by in × out, an attention's matmuls by its heads)."""
     base = count_macs_by_layer(model, x)
-    hits = [[o for m in g.members for o in _owners(m) if o in base] for g in groups]
+    hits = [[o for m in g.members if m.layout is None for o in _owners(m) if o in base] for g in groups]
+    parts = [[(o, m) for m in g.members if m.layout is not None for o in _owners(m) if o in base] for g in groups]
 
     def macs(chosen: Plan) -> float:
         scale = dict.fromkeys(base, 1.0)
-        for (g, keep), names in zip(chosen, hits):
+        cats: dict[tuple[str, int], tuple[list[int], dict[int, int]]] = {}  # a layer reading a concatenation
+        for (g, keep), names, reads in zip(chosen, hits, parts):
             for name in names:
                 scale[name] *= len(keep) / g.units
+            for name, m in reads:
+                assert m.layout is not None
+                cats.setdefault((name, id(m.layout)), (m.layout.sizes, {}))[1][m.part] = len(keep) * g.unit * m.inner
+        for (name, _), (sizes, kept) in cats.items():  # scales with the kept share of the whole axis
+            scale[name] *= sum(kept.get(i, n) for i, n in enumerate(sizes)) / sum(sizes)
         return sum(base[n] * scale[n] for n in base)
 
     return macs

@@ -22,15 +22,33 @@ from torch.overrides import TorchFunctionMode
 from slimtune.prune.structured.handlers import Cut, Inner, LayerHandler, handler_for
 
 
+@dataclass(eq=False)
+class Layout:
+    """The channel axis of a concatenation as one layer reads it: the current size of each part, in entries
+    (channels × their ``inner``), in order. Shared by the members cut in it, so each finds its part's offset
+    after the parts before it were cut."""
+
+    sizes: list[int]
+
+
 @dataclass(frozen=True)
 class Member:
-    """One module's share of a space: ``cut`` is applied with channel indices expanded by ``outer``/``inner``."""
+    """One module's share of a space: ``cut`` is applied with channel indices expanded by ``outer``/``inner``.
+    With a ``layout`` the space is part ``part`` of a concatenation the module reads."""
 
     name: str
     cut: Cut
     outer: int = 1
     inner: int = 1
     scale: tuple[str, ...] = ()  # bn-scale parameters (followers)
+    layout: Layout | None = None
+    part: int = 0
+
+    def span(self, size: int) -> tuple[int, int]:
+        """(offset, width) of this member's part within one of the ``outer`` blocks, in entries."""
+        if self.layout is None:
+            return 0, size * self.inner
+        return sum(self.layout.sizes[: self.part]), sum(self.layout.sizes)
 
 
 @dataclass(eq=False)
@@ -80,6 +98,40 @@ class Track:
     inner: int = 1
 
 
+@dataclass(frozen=True)
+class CatTrack:
+    """A concatenation along ``dim``: its parts in order, each a space (None: entries nothing can cut, e.g.
+    the model's input), its channel count and ``inner`` (entries per channel); the whole axis repeated
+    ``outer`` times. It may pass elementwise ops, pools, reductions, followers and a flatten before a layer
+    reads it; anything else freezes its spaces."""
+
+    parts: tuple[tuple[Space | None, int, int], ...]
+    dim: int
+    outer: int = 1
+
+    @property
+    def size(self) -> int:
+        """Entries in one block."""
+        return sum(n * inner for _, n, inner in self.parts)
+
+    @property
+    def plain(self) -> bool:
+        """One entry per channel, no repeats: the layout of a channel-first activation."""
+        return self.outer == 1 and all(inner == 1 for *_, inner in self.parts)
+
+    def spaces(self) -> list[Space]:
+        return [s.root() for s, _, _ in self.parts if s is not None]
+
+    def members(self, name: str, cut: Cut, scale: tuple[str, ...] = ()) -> list[tuple[Space, Member]]:
+        """One member per cuttable part, sharing a fresh layout of this concatenation."""
+        layout = Layout([n * inner for _, n, inner in self.parts])
+        return [
+            (s.root(), Member(name, cut, self.outer, inner, scale, layout, i))
+            for i, (s, _, inner) in enumerate(self.parts)
+            if s is not None
+        ]
+
+
 def first_tensor(value: Any) -> torch.Tensor | None:
     if isinstance(value, torch.Tensor):
         return value
@@ -102,6 +154,7 @@ class Tracer(TorchFunctionMode):
     def __init__(self) -> None:
         super().__init__()
         self.tracks: dict[int, Track] = {}
+        self.cats: dict[int, CatTrack] = {}
         self.alive: list[torch.Tensor] = []  # keeps traced tensors alive so their ids are not reused
         self.depth = 0
         self.inputs: list[torch.Tensor | None] = []
@@ -114,15 +167,24 @@ class Tracer(TorchFunctionMode):
         tr = self.tracks.get(id(t)) if t is not None else None
         return Track(tr.space.root(), tr.dim, tr.outer, tr.inner) if tr is not None else None
 
-    def set(self, t: torch.Tensor, track: Track) -> None:
-        self.tracks[id(t)] = track
+    def set(self, t: torch.Tensor, track: Track | CatTrack) -> None:
+        if isinstance(track, CatTrack):
+            self.cats[id(t)] = track
+        else:
+            self.tracks[id(t)] = track
         self.alive.append(t)
+
+    def cat(self, t: torch.Tensor | None) -> CatTrack | None:
+        return self.cats.get(id(t)) if t is not None else None
 
     def freeze(self, tensors: list[torch.Tensor], reason: str) -> None:
         for t in tensors:
             tr = self.track(t)
             if tr is not None:
                 tr.space.freeze(reason)
+            cat = self.cat(t)
+            for space in cat.spaces() if cat is not None else ():
+                space.freeze(reason)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
         kwargs = kwargs or {}
@@ -149,6 +211,9 @@ class Tracer(TorchFunctionMode):
     ) -> None:
         src = self.track(x)
         where = f"'{name}' ({type(module).__name__})"
+        cat = self.cat(x)
+        if cat is not None and x is not None and self.read_cat(name, handler, module, x, y, cat, where):
+            return
         if handler is None or handler.role == "frozen":
             if src is not None:
                 if handler is None:
@@ -199,6 +264,42 @@ class Tracer(TorchFunctionMode):
             space = merge(self.produced[name], space)
         self.produced[name] = space
         self.set(y, Track(space, dim))
+
+    def read_cat(
+        self,
+        name: str,
+        handler: LayerHandler | None,
+        module: nn.Module,
+        x: torch.Tensor,
+        y: torch.Tensor | None,
+        cat: CatTrack,
+        where: str,
+    ) -> bool:
+        """A layer reading a concatenation: each part's space gains a member at the part's offset. True when
+        the layer was a follower (its output carries the concatenation on); False: go on as a layer whose
+        input is frozen or untracked."""
+        role = handler.role if handler is not None else None
+        dim = handler.channel_dim % x.ndim if handler is not None else -1
+        if role == "follower" and handler is not None and y is not None:
+            if cat.plain and cat.dim == dim and y.shape == x.shape:
+                for space, member in cat.members(name, handler.out, handler.scale):
+                    space.members.append(member)
+                self.set(y, cat)
+                return True
+        elif (
+            role == "layer"
+            and handler is not None
+            and cat.dim == dim
+            and handler.inp.size(module) == cat.outer * cat.size
+        ):
+            for space, member in cat.members(name, handler.inp):
+                space.members.append(member)
+            return False
+        self.freeze([x], f"{where} reads a concatenation it cannot cut")
+        if role == "follower" and y is not None:
+            self.set(y, cat)  # still frozen: its spaces are the same objects
+            return True
+        return False
 
 
 def leaves(model: nn.Module) -> list[tuple[str, nn.Module, LayerHandler | None]]:
