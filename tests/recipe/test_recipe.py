@@ -72,8 +72,19 @@ def test_demo_end_to_end_on_tiny_slice(tmp_path: Path) -> None:
         assert key in stage
     assert {"accuracy", "f1_macro"} <= set(stage["metrics"]) and {"batch1", "batch32"} <= set(stage["latency_ms"])
     assert "parity" in stage and saved["stages"][-1]["parity"]["argmax_agreement"] >= 0.99
-    assert (tmp_path / "out" / "report.html").read_text().count("<svg") == 2
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert html.count("<svg") == 2
     assert not (tmp_path / "out" / "01-teacher" / "checkpoints").exists()
+    # per-layer sparsity of the pruning stage and the int8 settings with their reason, in report.md and .html
+    md = (tmp_path / "out" / "report.md").read_text()
+    layers = rows["prune"].extra["layer_sparsity"]
+    assert layers and min(layers.values()) > 0.5
+    section = md.split("## Sparsity per layer")[1].split("\n## ")[0]
+    for name, s in layers.items():
+        assert f"| `{name}` | {rows['prune'].extra['layer_weights'][name]:,} |" in section and f"{s:.1%}" in section
+    quant = rows["int8-onnx"].extra["quantization"]
+    assert quant["reduce_range_reason"] in md.split("## Quantization settings")[1]
+    assert "Sparsity per layer" in html and quant["reduce_range_reason"].split(";")[0] in html
 
 
 def test_existing_output_is_not_overwritten_without_force(tmp_path: Path) -> None:

@@ -42,6 +42,10 @@ PAGE = """<!DOCTYPE html>
 </table>
 <h2>Precision per layer</h2>
 {precision}
+<h2>Quantization settings</h2>
+{int8}
+<h2>Sparsity per layer</h2>
+{sparsity}
 <h2>Environment</h2>
 <table class="env">
 <tbody>

@@ -63,6 +63,11 @@ def sparsity(model: nn.Module, *, matrices_only: bool = True) -> float:
     return zeros / total if total else 0.0
 
 
+def layer_weights(model: nn.Module) -> dict[str, int]:
+    """Number of entries of every weight tensor with ``ndim >= 2``, keyed as in ``layer_sparsity``."""
+    return {name: t.numel() for name, t in _named_tensors(model) if t.dim() >= 2 and t.numel()}
+
+
 def layer_sparsity(model: nn.Module) -> dict[str, float]:
     """Fraction of zeros of every weight tensor with ``ndim >= 2``, keyed by parameter name."""
     return {

@@ -29,7 +29,7 @@ from slimtune.distill import (
 from slimtune.distill.unlabeled import unlabeled_data
 from slimtune.distill.views import ViewsConfig
 from slimtune.errors import ConfigError
-from slimtune.evaluate.size import layer_sparsity
+from slimtune.evaluate.size import layer_sparsity, layer_weights
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
@@ -156,7 +156,8 @@ class PruneStage:
         ctx.masks = masks_if_sparse(ctx.model)
         if cfg.recovery is not None:
             _train(ctx, ctx.model, cfg.recovery, out, desc="recover", task=task)
-        return StageOutput(_save(ctx.model, out), model=ctx.model, extra={"layer_sparsity": layer_sparsity(ctx.model)})
+        layers = {"layer_sparsity": layer_sparsity(ctx.model), "layer_weights": layer_weights(ctx.model)}
+        return StageOutput(_save(ctx.model, out), model=ctx.model, extra=layers)
 
 
 def masks_if_sparse(model: nn.Module) -> dict[str, torch.Tensor] | None:
