@@ -359,6 +359,7 @@ STAGES.add("distill", DistillStage(), help="distil the current model into a smal
 STAGES.add("export", ExportStage(), help="export to ONNX fp32 with a parity check")
 STAGES.add("quantize", QuantizeStage(), help="int8 in ONNX Runtime with a parity check")
 STAGES.add("qat", QATStage(), help="quantization-aware training (kd: distilled), int8 QDQ ONNX with a parity check")
+from slimtune.recipe import stages_compress as _stages_compress  # noqa: E402,F401  (registers compress, lowbit)
 from slimtune.recipe import stages_deploy as _stages_deploy  # noqa: E402,F401  (registers deployment stages)
 from slimtune.recipe import stages_search as _stages_search  # noqa: E402,F401  (registers the search stage)
 from slimtune.recipe import stages_transfer as _stages_transfer  # noqa: E402,F401  (registers finetune, multitask)
