@@ -9,8 +9,8 @@ import pytest
 import torch
 from torch import nn
 
-from slimtune.errors import ConfigError
-from slimtune.export import check_parity, parity
+from slimtune.errors import ConfigError, ParityError
+from slimtune.export import check_parity, export_onnx, parity
 from slimtune.models import build
 from slimtune.quantize import (
     MixedPrecisionConfig,
@@ -51,13 +51,16 @@ def _fp32_gemms(path: Path) -> set[str]:
 def test_planned_fp32_layers_are_fp32_in_the_graph(config: object, mixed: MixedPrecisionConfig, tmp_path: Path) -> None:
     model, x = _sabotaged()
     calib, test = x[:200], x[200:]
-    plain = quantize_model(model, tmp_path / "all.onnx", config, example=test[:1], calibration=calib)  # type: ignore[arg-type]
+    with pytest.raises(ParityError, match="agree on only"):  # all int8 is caught by the API's own check
+        quantize_model(model, tmp_path / "all.onnx", config, example=test[:1], calibration=calib)  # type: ignore[arg-type]
+    plain = quantize_model(model, tmp_path / "all.onnx", config, example=test[:1], calibration=calib, verify=False)  # type: ignore[arg-type]
     assert plain["precision"] == {"net.1": "int8", "net.3": "int8", "net.5": "int8"} and "mixed_precision" not in plain
     # all int8 wrecks net.3 (measured: 75.5% agreement, max |Δ| 0.26 on logits of ±0.3)
     assert parity(model, tmp_path / "all.onnx", test)["argmax_agreement"] < 0.9
     info = quantize_model(model, tmp_path / "mp.onnx", config, example=test[:1], calibration=calib,  # type: ignore[arg-type]
                           mixed_precision=mixed)  # fmt: skip
     mp = info["mixed_precision"]
+    assert info["parity"]["argmax_agreement_beyond_ties"] >= 0.99  # checked on the calibration inputs
     assert list(mp["fp32_layers"]) == ["net.3"] and mp["fp32_layers"]["net.3"]["sqnr_db"] < 20.0
     assert mp["fp32_layers"]["net.3"]["nodes"] == ["/net/net.3/Gemm"]
     assert min(v for k, v in mp["sensitivity_db"].items() if k != "net.3") > 30.0
@@ -70,6 +73,32 @@ def test_planned_fp32_layers_are_fp32_in_the_graph(config: object, mixed: MixedP
     )  # measured: 95.5% (all flips near ties) / 100%, max |Δ| 0.067 / 0.005
     assert report["argmax_agreement_beyond_ties"] >= 0.99 and report["max_abs_diff"] < 0.1
     check_parity(report, what="mixed", max_abs_diff=None, min_argmax_agreement=0.99)
+
+
+def test_python_api_checks_int8_against_pytorch(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """``quantize_model`` runs what it wrote in ONNX Runtime: an int8 file that computes something else (here a
+    quantizer that writes another model) is a ParityError, not a silent success."""
+    import slimtune.quantize.api as api
+
+    torch.manual_seed(0)
+    model = build("mlp", input_shape=(16,), num_classes=4, hidden=[32, 32]).eval()
+    x = torch.randn(400, 16, generator=torch.Generator().manual_seed(1))
+    info = quantize_model(model, tmp_path / "ok.onnx", OrtDynamicInt8Config(), example=x[:1], calibration=x[:200])
+    assert info["parity"]["argmax_agreement_beyond_ties"] >= 0.99
+    torch.manual_seed(123)
+    other = nn.Sequential(nn.Linear(x.shape[1], model(x[:1]).shape[1]))
+
+    def wrong(src: Path, dst: Path, config: object, *, calibration: object = None) -> dict:
+        export_onnx(other, x[:1], dst)
+        return {}
+
+    monkeypatch.setattr(api, "quantize_onnx", wrong)
+    with pytest.raises(ParityError, match=r"int8 model '.*bad\.onnx': ONNX Runtime and PyTorch agree on only") as error:
+        quantize_model(model, tmp_path / "bad.onnx", OrtDynamicInt8Config(), example=x[:1], calibration=x[:200])
+    assert "\n" not in str(error.value)
+    quantize_model(model, tmp_path / "unchecked.onnx", OrtDynamicInt8Config(), example=x[:1], verify=False)
+    with pytest.raises(ParityError, match=r"outputs shape \[200, 3\] where the PyTorch model gives \[200, 4\]"):
+        parity(model, export_onnx(nn.Linear(x.shape[1], 3), x[:1], tmp_path / "three.onnx"), x[:200])
 
 
 def test_mixed_precision_errors(tmp_path: Path) -> None:

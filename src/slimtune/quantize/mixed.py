@@ -129,12 +129,19 @@ def quantize_model(
     calibration: torch.Tensor | None = None,
     mixed_precision: MixedPrecisionConfig | None = None,
     opset: int = 17,
+    verify: torch.Tensor | bool = True,
+    min_argmax_agreement: float = 0.99,
 ) -> dict[str, Any]:
     """Export ``model`` to ONNX, plan mixed precision on ``calibration`` (if asked), quantize with the
     registered ORT method of ``config`` into ``dst``, and check the planned fp32 layers really are fp32
     in the graph. Returns the quantizer's info plus ``precision`` (per layer, from the graph) and, with
-    mixed precision, ``mixed_precision`` (the plan, with each fp32 layer's SQNR and ONNX nodes)."""
-    from slimtune.export.onnx import export_onnx
+    mixed precision, ``mixed_precision`` (the plan, with each fp32 layer's SQNR and ONNX nodes).
+
+    ``verify`` (default on): run the int8 model in ONNX Runtime on ``verify`` (a tensor of inputs; ``True``:
+    the calibration inputs, else ``example``) and raise ``ParityError`` when its predictions agree with the
+    PyTorch model's on fewer than ``min_argmax_agreement`` of them (near ties aside); the numbers are
+    returned as ``parity``. ``False`` skips it (recipes check on the test split, with labels)."""
+    from slimtune.export.onnx import check_parity, export_onnx, parity
     from slimtune.quantize.api import quantize_onnx
     from slimtune.quantize.precision import layer_modules, layer_nodes, onnx_precision
 
@@ -163,6 +170,11 @@ def quantize_model(
         for name, entry in report["fp32_layers"].items():
             entry["nodes"] = nodes.get(name, [])
         info["mixed_precision"] = report
+    if verify is not False:
+        x = verify if isinstance(verify, torch.Tensor) else calibration if calibration is not None else example
+        info["parity"] = parity(model, dst, x[:512])
+        agreement = min_argmax_agreement
+        check_parity(info["parity"], what=f"int8 model '{dst}'", max_abs_diff=None, min_argmax_agreement=agreement)
     return info
 
 
