@@ -5,6 +5,9 @@ Supported teachers:
 * ``transformer-small`` and Hugging Face BERT-family classifiers (BERT, RoBERTa, ELECTRA, MiniLM, …;
   also DistilBERT): a copy with the embeddings, the encoder layers ``layers`` (or every ``keep_every``-th,
   counting from 0, as DistilBERT was made from BERT-base) and the head (pooler, final norm, classifier).
+  Then, for fewer heads or a narrower FFN, ``heads_ratio`` / ``ffn_ratio`` remove that fraction (rounded down,
+  at least one kept) of every kept layer's attention heads / FFN units with the structured pruner (L1
+  importance): the heads and units kept are the teacher's, weights unchanged (not for DistilBERT).
 * ``mlp`` / ``lenet-300-100``: an ``mlp`` with the hidden layers ``layers`` (or every ``keep_every``-th)
   and widths ``hidden`` (default: the teacher's). Each Linear copies the teacher's top-left block where shapes
   allow: the first k neurons and the first inputs; rows or columns the teacher lacks keep their random init.
@@ -31,20 +34,28 @@ from slimtune.models.zoo import MLP
 
 @dataclass(frozen=True, kw_only=True)
 class StudentConfig(Config):
-    """Recipe ``student: {from_teacher: {layers: [0, 2, 4]}}``; or ``keep_every: 2``; MLPs also ``hidden``."""
+    """Recipe ``student: {from_teacher: {layers: [0, 2, 4]}}``; or ``keep_every: 2``; MLPs also ``hidden``;
+    transformers also ``heads_ratio`` / ``ffn_ratio`` (fraction of each layer's heads / FFN units removed)."""
 
     layers: tuple[int, ...] | None = None
     keep_every: int | None = None
     hidden: tuple[int, ...] | None = None
+    heads_ratio: float = 0.0
+    ffn_ratio: float = 0.0
 
     def __post_init__(self) -> None:
         check(
             self.layers is None or self.keep_every is None,
             "from_teacher: give either layers or keep_every, not both",
         )
+        for name in ("heads_ratio", "ffn_ratio"):
+            ratio = getattr(self, name)
+            check(0 <= ratio < 1, f"from_teacher: {name} is the fraction removed, in [0, 1), got {ratio}")
+        given = [v is not None for v in (self.layers, self.keep_every, self.hidden)]
         check(
-            any(v is not None for v in (self.layers, self.keep_every, self.hidden)),
-            "from_teacher: say what to keep: layers: [0, 2, 4], keep_every: 2 or (MLPs) hidden: [widths]",
+            any(given) or self.heads_ratio > 0 or self.ffn_ratio > 0,
+            "from_teacher: say what to keep: layers: [0, 2, 4], keep_every: 2, (MLPs) hidden: [widths] or "
+            "(transformers) heads_ratio / ffn_ratio",
         )
         if self.layers is not None:
             ok = bool(self.layers) and all(b > a for a, b in zip(self.layers, self.layers[1:])) and self.layers[0] >= 0
@@ -74,6 +85,8 @@ def _ready(student: nn.Module) -> nn.Module:
 def _mlp_student(teacher: MLP, cfg: StudentConfig) -> nn.Module:
     from slimtune.models import build
 
+    if cfg.heads_ratio > 0 or cfg.ffn_ratio > 0:
+        raise ConfigError("from_teacher: heads_ratio and ffn_ratio apply to transformer teachers; for MLPs give hidden")
     linears = [m for m in teacher.net if isinstance(m, nn.Linear)]
     widths = [lin.out_features for lin in linears[:-1]]
     if cfg.hidden is not None and cfg.layers is None and cfg.keep_every is None:
@@ -106,6 +119,20 @@ def _renumber(layers: Sequence[nn.Module]) -> None:
                 m.layer_idx = i  # type: ignore[assignment]
 
 
+def _cut_units(student: nn.Module, cfg: StudentConfig) -> None:
+    """Remove the lowest-L1 heads / FFN units of every layer; the kept ones keep the teacher's weights."""
+    from slimtune.prune.structured import StructuredPruneConfig, structured_prune
+
+    for target, ratio in (("heads", cfg.heads_ratio), ("ffn", cfg.ffn_ratio)):
+        if ratio > 0:
+            try:
+                structured_prune(student, StructuredPruneConfig(targets=(target,), ratio=ratio, importance="l1"))
+            except UnsupportedModelError as exc:
+                raise UnsupportedModelError(
+                    f"from_teacher: {target}_ratio needs transformer-small or BERT-family attention ({exc})"
+                ) from None
+
+
 def _encoder_student(teacher: nn.Module, cfg: StudentConfig) -> nn.Module:
     if cfg.hidden is not None:
         raise ConfigError("from_teacher: hidden applies to MLP teachers; for transformers give layers or keep_every")
@@ -115,6 +142,7 @@ def _encoder_student(teacher: nn.Module, cfg: StudentConfig) -> nn.Module:
         keep = _select(len(student.layers), cfg, "encoder layers")
         student.layers = nn.ModuleList(student.layers[i] for i in keep)
         spec["options"]["layers"] = len(keep)
+        _cut_units(student, cfg)
         return _ready(student)
     assert isinstance(student, HFClassifier)
     base: Any = student.model.base_model
@@ -132,6 +160,7 @@ def _encoder_student(teacher: nn.Module, cfg: StudentConfig) -> nn.Module:
     _renumber(owner.layer)
     setattr(student.model.config, attr, len(keep))
     spec["hf_config"] = {**spec.get("hf_config", {}), attr: len(keep)}
+    _cut_units(student, cfg)
     return _ready(student)
 
 
@@ -153,11 +182,15 @@ def student_from_teacher(
     layers: Sequence[int] | None = None,
     keep_every: int | None = None,
     hidden: Sequence[int] | None = None,
+    heads_ratio: float = 0.0,
+    ffn_ratio: float = 0.0,
 ) -> nn.Module:
     """A smaller copy of ``teacher`` initialised from its weights (see the module docstring)."""
     config = StudentConfig(
         layers=tuple(layers) if layers is not None else None,
         keep_every=keep_every,
         hidden=tuple(hidden) if hidden is not None else None,
+        heads_ratio=heads_ratio,
+        ffn_ratio=ffn_ratio,
     )
     return build_student(teacher, config)

@@ -180,7 +180,10 @@ class StudentRef(Config):
                 "student: give a registered model 'name' (and 'options') or 'from_teacher: {layers: [0, 2, 4]}'"
             )
         if self.from_teacher is not None and self.options:
-            raise ConfigError("student: 'options' go with 'name'; from_teacher takes layers, keep_every or hidden")
+            raise ConfigError(
+                "student: 'options' go with 'name'; from_teacher takes layers, keep_every, hidden, heads_ratio or "
+                "ffn_ratio"
+            )
 
 
 @dataclass(frozen=True, kw_only=True)
