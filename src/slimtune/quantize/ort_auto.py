@@ -1,9 +1,19 @@
 """Pick the int8 settings by measurement on this CPU instead of hard-coding them.
 
-Candidates (dynamic or static, ``reduce_range`` on or off) are each built, run in ONNX Runtime on
-calibration inputs, compared with the fp32 graph (argmax agreement), and timed; the fastest one that
-keeps agreement ≥ ``min_agreement`` wins. The table of candidates goes into the report, so the reason
-for the choice is visible (e.g. on CPUs without VNNI, full-range int8 can saturate).
+The search space is a grid. For each kind in ``kinds`` and each value in ``reduce_range_options``:
+dynamic candidates keep per-channel weights and uint8 activations (ONNX Runtime quantizes them to uint8
+at run time, so the activation type does not apply to them); static candidates (QDQ, int8 weights) also
+try every value in ``per_channel_options`` × ``activation_type_options`` (uint8 or int8 activations).
+The defaults give 2 dynamic + 8 static = 10 candidates, each one an ORT quantization (a calibration run for
+static ones) plus a timing run: narrow the tuples to search faster. Repeated values are tried once.
+
+Each candidate is built, run in ONNX Runtime on the calibration inputs, compared with the fp32 graph (argmax
+agreement) and timed at ``batch_size``; the fastest one that keeps agreement ≥ ``min_agreement`` wins. A
+candidate that ONNX Runtime cannot build or load is kept in the table with its error and never chosen. The
+returned ``candidates`` table (settings, agreement, latency) goes into the report, and ``reason`` names the
+winning settings, its speedup over ORT fp32 and the CPU's int8 support (AVX2 vs VNNI): on CPUs without VNNI
+full-range int8 can saturate, so the answer differs between machines. When no candidate reaches
+``min_agreement`` a one-line ``ParityError`` names the best one.
 """
 
 from __future__ import annotations
@@ -13,32 +23,80 @@ import statistics
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
 
 from slimtune.config import Config, check
-from slimtune.errors import ParityError
+from slimtune.env import int8_capability
+from slimtune.errors import ParityError, SlimtuneError
 from slimtune.quantize.api import register_quantizer
 from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx
 from slimtune.quantize.ort_static import OrtStaticInt8Config, quantize_static_onnx
 
 Kind = Literal["dynamic", "static"]
+ActivationType = Literal["quint8", "qint8"]
 
 
 @dataclass(frozen=True, kw_only=True)
 class OrtAutoInt8Config(Config):
+    """The grid to measure (see the module docstring); ``exclude_layers``: torch layer names kept fp32 in
+    every candidate."""
+
     kinds: tuple[Kind, ...] = ("dynamic", "static")
+    reduce_range_options: tuple[bool, ...] = (False, True)
+    per_channel_options: tuple[bool, ...] = (True, False)  # static candidates only
+    activation_type_options: tuple[ActivationType, ...] = ("quint8", "qint8")  # static candidates only
     min_agreement: float = 0.99
     batch_size: int = 8
     repeats: int = 30
-    exclude_layers: tuple[str, ...] = ()  # torch layer names kept fp32 in every candidate
+    exclude_layers: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
-        check(bool(self.kinds), "kinds must name at least one of dynamic, static")
+        for field, allowed in (
+            ("kinds", get_args(Kind)),
+            ("reduce_range_options", (False, True)),
+            ("per_channel_options", (False, True)),
+            ("activation_type_options", get_args(ActivationType)),
+        ):
+            values = getattr(self, field)
+            check(bool(values), f"{field} must name at least one of {', '.join(map(repr, allowed))}")
+            for v in values:  # bool(1) == True: compare types too
+                ok = isinstance(v, type(allowed[0])) and v in allowed
+                check(ok, f"{field}: {v!r} is not one of {', '.join(map(repr, allowed))}")
         check(0 < self.min_agreement <= 1, f"min_agreement must be in (0, 1], got {self.min_agreement}")
         check(self.batch_size >= 1 and self.repeats >= 1, "batch_size and repeats must be >= 1")
+
+
+@dataclass(frozen=True)
+class Candidate:
+    kind: Kind
+    reduce_range: bool
+    per_channel: bool = True
+    activation_type: ActivationType = "quint8"
+
+    @property
+    def label(self) -> str:
+        text = f"{self.kind}, reduce_range={self.reduce_range}, per_channel={self.per_channel}"
+        return text if self.kind == "dynamic" else f"{text}, activations={self.activation_type}"
+
+    @property
+    def slug(self) -> str:
+        return f"{self.kind}-rr{int(self.reduce_range)}-pc{int(self.per_channel)}-{self.activation_type}"
+
+
+def search_space(config: OrtAutoInt8Config) -> list[Candidate]:
+    """Every combination ``config`` asks for, once each, in a stable order."""
+    out: list[Candidate] = []
+    for kind in dict.fromkeys(config.kinds):
+        for rr in dict.fromkeys(config.reduce_range_options):
+            if kind == "dynamic":
+                out.append(Candidate("dynamic", rr))
+                continue
+            for pc in dict.fromkeys(config.per_channel_options):
+                out += [Candidate("static", rr, pc, act) for act in dict.fromkeys(config.activation_type_options)]
+    return out
 
 
 def _time_ms(session: Any, name: str, batch: np.ndarray, repeats: int) -> float:
@@ -52,6 +110,31 @@ def _time_ms(session: Any, name: str, batch: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
+def _agreement(session: Any, x: np.ndarray, ref: np.ndarray) -> float:
+    from slimtune.export.onnx import ort_predict
+
+    return float((ort_predict(session, x).argmax(1) == ref).mean())
+
+
+def _build(c: Candidate, src: Path, path: Path, config: OrtAutoInt8Config, calibration: torch.Tensor) -> None:
+    if c.kind == "dynamic":
+        dynamic = OrtDynamicInt8Config(reduce_range=c.reduce_range, exclude_layers=config.exclude_layers)
+        quantize_dynamic_onnx(src, path, dynamic, None)
+    else:
+        static = OrtStaticInt8Config(
+            reduce_range=c.reduce_range,
+            per_channel=c.per_channel,
+            activation_type=c.activation_type,
+            exclude_layers=config.exclude_layers,
+        )
+        quantize_static_onnx(src, path, static, calibration)
+
+
+def _cpu() -> str:
+    cap = int8_capability()
+    return "VNNI" if cap["vnni"] else ("AVX2, no VNNI" if cap["avx2"] else "no AVX2")
+
+
 @register_quantizer(
     "ort-auto-int8", OrtAutoInt8Config, help="measure int8 variants here, keep the fastest faithful one"
 )
@@ -62,44 +145,54 @@ def quantize_auto_onnx(
 
     if calibration is None or len(calibration) == 0:
         raise ParityError("ort-auto-int8 needs calibration inputs to compare candidates; pass calibration examples")
-    x = calibration.numpy()
-    fp32 = ort_session(src, threads=torch.get_num_threads())
+    x, threads = calibration.numpy(), torch.get_num_threads()
+    fp32 = ort_session(src, threads=threads)
     name = fp32.get_inputs()[0].name
     ref = ort_predict(fp32, x).argmax(1)
     batch = np.concatenate([x] * -(-config.batch_size // len(x)))[: config.batch_size]
-    rows: list[dict[str, Any]] = [
-        {"candidate": "fp32", "agreement": 1.0, "latency_ms": _time_ms(fp32, name, batch, config.repeats)}
-    ]
-    for kind in config.kinds:
-        for reduce_range in (False, True):
-            path = dst.with_name(f"{dst.stem}.{kind}-rr{int(reduce_range)}.onnx")
-            if kind == "dynamic":
-                dynamic = OrtDynamicInt8Config(reduce_range=reduce_range, exclude_layers=config.exclude_layers)
-                quantize_dynamic_onnx(src, path, dynamic, None)
-            else:
-                static = OrtStaticInt8Config(reduce_range=reduce_range, exclude_layers=config.exclude_layers)
-                quantize_static_onnx(src, path, static, calibration)
-            session = ort_session(path, threads=torch.get_num_threads())
-            agreement = float((ort_predict(session, x).argmax(1) == ref).mean())
-            latency = _time_ms(session, name, batch, config.repeats)
-            rows.append({"candidate": f"{kind}, reduce_range={reduce_range}", "agreement": agreement,
-                         "latency_ms": latency, "path": path})  # fmt: skip
-    ok = [r for r in rows[1:] if r["agreement"] >= config.min_agreement]
-    if not ok:
-        best = max(rows[1:], key=lambda r: r["agreement"])
-        raise ParityError(
-            f"no int8 variant agrees with fp32 on ≥ {config.min_agreement:.0%} of calibration inputs "
-            f"(best: {best['candidate']} at {best['agreement']:.2%}); keep this model in fp32 or exclude layers"
-        )
-    chosen = min(ok, key=lambda r: r["latency_ms"])
-    shutil.copyfile(chosen["path"], dst)
-    for r in rows[1:]:
-        Path(r.pop("path")).unlink(missing_ok=True)
-    speedup = rows[0]["latency_ms"] / chosen["latency_ms"]
-    return {
-        "chosen": chosen["candidate"],
-        "reason": f"fastest variant with ≥ {config.min_agreement:.0%} agreement; {speedup:.2f}× ORT fp32 "
-        f"at batch {config.batch_size} on this CPU",
-        "reduce_range": "reduce_range=True" in chosen["candidate"],
-        "candidates": rows,
-    }
+    fp32_ms = _time_ms(fp32, name, batch, config.repeats)
+    rows: list[dict[str, Any]] = [{"candidate": "fp32", "kind": "fp32", "agreement": 1.0, "latency_ms": fp32_ms}]
+    paths: dict[str, Path] = {}
+    try:
+        for c in search_space(config):
+            row: dict[str, Any] = {"candidate": c.label, "kind": c.kind, "reduce_range": c.reduce_range,
+                                   "per_channel": c.per_channel, "activation_type": c.activation_type}  # fmt: skip
+            paths[c.label] = path = dst.with_name(f"{dst.stem}.{c.slug}.onnx")
+            try:
+                _build(c, src, path, config, calibration)
+                session = ort_session(path, threads=threads)
+                row["agreement"] = _agreement(session, x, ref)
+                row["latency_ms"] = _time_ms(session, name, batch, config.repeats)
+            except SlimtuneError:
+                raise
+            except Exception as exc:  # ORT cannot build or run this combination here: record it, go on
+                row |= {"agreement": None, "latency_ms": None, "error": str(exc).strip().splitlines()[0][:200]}
+            rows.append(row)
+        tried = [r for r in rows[1:] if r["agreement"] is not None]
+        ok = [r for r in tried if r["agreement"] >= config.min_agreement]
+        if not ok:
+            if not tried:
+                first = rows[1]
+                raise ParityError(f"ort-auto-int8: ONNX Runtime failed on every int8 variant (first: "
+                                  f"{first['candidate']}: {first['error']})")  # fmt: skip
+            best = max(tried, key=lambda r: r["agreement"])
+            raise ParityError(
+                f"ort-auto-int8: no int8 variant agrees with fp32 on ≥ {config.min_agreement:.0%} of calibration "
+                f"inputs (best of {len(tried)}: {best['candidate']} at {best['agreement']:.2%}); keep this model "
+                "in fp32 or exclude layers"
+            )
+        chosen = min(ok, key=lambda r: r["latency_ms"])
+        shutil.copyfile(paths[chosen["candidate"]], dst)
+    finally:
+        for path in paths.values():
+            path.unlink(missing_ok=True)
+    speedup = fp32_ms / chosen["latency_ms"]
+    verdict = "" if speedup >= 1 else "; slower than fp32: no int8 variant pays off here"
+    reason = (
+        f"{chosen['candidate']}: fastest of the {len(ok)} of {len(rows) - 1} int8 variants with ≥ "
+        f"{config.min_agreement:.0%} argmax agreement with fp32 (it has {chosen['agreement']:.2%}); "
+        f"{speedup:.2f}× ORT fp32 ({chosen['latency_ms']:.3g} vs {fp32_ms:.3g} ms at batch {config.batch_size}) "
+        f"on this CPU ({_cpu()}){verdict}"
+    )
+    keys = ("reduce_range", "per_channel", "activation_type")
+    return {"chosen": chosen["candidate"], "reason": reason, **{k: chosen[k] for k in keys}, "candidates": rows}

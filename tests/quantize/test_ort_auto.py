@@ -1,0 +1,144 @@
+"""ort-auto-int8: the grid it measures, the choice it makes, the reason it gives and how it fails. The
+candidates are really quantized and loaded in ONNX Runtime; agreement and latency are faked where the test
+needs a deterministic choice."""
+
+from __future__ import annotations
+
+import itertools
+import random
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import pytest
+import torch
+
+from slimtune.data import DataSplits
+from slimtune.errors import ConfigError, ParityError
+from slimtune.export import export_onnx
+from slimtune.models import build
+from slimtune.quantize import OrtAutoInt8Config, ort_auto, quantize_onnx
+from slimtune.quantize.ort_auto import Candidate, search_space
+
+KEYS = ("kind", "reduce_range", "per_channel", "activation_type")
+
+
+@pytest.fixture
+def fp32(digits: DataSplits, tmp_path: Path) -> tuple[Path, torch.Tensor]:
+    assert isinstance(digits.train.x, torch.Tensor)
+    model = build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[32]).eval()
+    return export_onnx(model, digits.train.x[:1], tmp_path / "fp32.onnx"), digits.train.x[:64]
+
+
+class Fake:
+    """Latencies and agreements handed out in call order: fp32 is timed first, then each candidate."""
+
+    def __init__(self, monkeypatch: pytest.MonkeyPatch, latencies: list[float], agreements: list[float]) -> None:
+        self.latencies, self.agreements = iter(latencies), iter(agreements)
+        monkeypatch.setattr(ort_auto, "_time_ms", lambda *_: next(self.latencies))
+        monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(self.agreements))
+
+
+def _settings(row: dict[str, Any]) -> tuple[Any, ...]:
+    return tuple(row[k] for k in KEYS)
+
+
+def test_grid_choice_and_reason(
+    fp32: tuple[Path, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, calibration = fp32
+    config = OrtAutoInt8Config()
+    expected = [("dynamic", rr, True, "quint8") for rr in config.reduce_range_options]
+    expected += [("static", *s) for s in itertools.product(
+        config.reduce_range_options, config.per_channel_options, config.activation_type_options)]  # fmt: skip
+    n = len(expected)
+    latencies = [float(v) for v in random.Random(0).sample(range(1, n + 1), n)]  # candidate i takes latencies[i]
+    agreements = [0.5 if v == 1.0 else 1.0 for v in latencies]  # the fastest candidate is not faithful
+    Fake(monkeypatch, [10.0, *latencies], agreements)
+
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
+
+    rows = info["candidates"]
+    assert rows[0]["candidate"] == "fp32" and rows[0]["latency_ms"] == 10.0
+    counts = Counter(_settings(r) for r in rows[1:])
+    assert counts == Counter(expected) and set(counts.values()) == {1}  # (i) each combination exactly once
+    assert [r["latency_ms"] for r in rows[1:]] == latencies and all("error" not in r for r in rows)
+    faithful = [r for r in rows[1:] if r["agreement"] >= config.min_agreement]
+    best = min(faithful, key=lambda r: r["latency_ms"])
+    assert best["latency_ms"] == 2.0  # (ii) the fastest faithful one, not the fastest overall (1.0 ms, 50%)
+    assert info["chosen"] == best["candidate"]
+    assert {k: info[k] for k in KEYS[1:]} == {k: best[k] for k in KEYS[1:]}
+    reason = info["reason"]  # (iii) names the winning settings, the rule and the speedup
+    assert reason.startswith(best["candidate"]) and f"per_channel={best['per_channel']}" in reason
+    assert "≥ 99%" in reason and "5.00× ORT fp32" in reason and "\n" not in reason
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx", "int8.onnx"]  # candidates cleaned up
+
+
+def test_no_faithful_candidate_is_one_parity_error(
+    fp32: tuple[Path, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, calibration = fp32
+    Fake(monkeypatch, [10.0, 5.0, 6.0], [0.90, 0.95])  # dynamic rr=False, then rr=True
+    config = OrtAutoInt8Config(kinds=("dynamic",))
+    with pytest.raises(ParityError) as err:
+        quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
+    message = str(err.value)
+    assert "\n" not in message and "no int8 variant agrees with fp32 on ≥ 99%" in message
+    assert "best of 2: dynamic, reduce_range=True, per_channel=True at 95.00%" in message
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx"]  # nothing written, nothing left
+
+
+def test_failing_candidate_is_recorded_not_chosen(
+    fp32: tuple[Path, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    src, calibration = fp32
+    real = ort_auto.quantize_static_onnx
+
+    def flaky(src: Path, dst: Path, config: Any, calibration: Any) -> dict[str, Any]:
+        if config.activation_type == "qint8":
+            raise RuntimeError("NOT_IMPLEMENTED: no kernel for this\nsecond line")
+        return real(src, dst, config, calibration)
+
+    monkeypatch.setattr(ort_auto, "quantize_static_onnx", flaky)
+    Fake(monkeypatch, [10.0, 4.0], [1.0])
+    config = OrtAutoInt8Config(kinds=("static",), reduce_range_options=(False,), per_channel_options=(True,))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
+    failed = info["candidates"][2]
+    assert failed["activation_type"] == "qint8" and failed["agreement"] is None
+    assert failed["error"] == "NOT_IMPLEMENTED: no kernel for this"
+    assert info["activation_type"] == "quint8" and (tmp_path / "int8.onnx").exists()
+
+
+def test_search_space_deduplicates() -> None:
+    config = OrtAutoInt8Config(
+        kinds=("static", "static"),
+        reduce_range_options=(True, True),
+        per_channel_options=(False,),
+        activation_type_options=("qint8", "quint8", "qint8"),
+    )
+    assert search_space(config) == [
+        Candidate("static", True, False, "qint8"),
+        Candidate("static", True, False, "quint8"),
+    ]
+
+
+@pytest.mark.parametrize(
+    ("options", "match"),
+    [
+        (
+            {"activation_type_options": ["int4"]},
+            r"activation_type_options\[0\]: 'int4' is not one of 'quint8', 'qint8'",
+        ),
+        ({"kinds": ["dinamic"]}, r"kinds\[0\]: 'dinamic' is not one of 'dynamic', 'static'"),
+        ({"per_channel_options": []}, "per_channel_options must name at least one of False, True"),
+        ({"reduce_range_options": [1]}, r"reduce_range_options\[0\]: expected true or false, got 1"),
+    ],
+)
+def test_bad_search_space_is_one_config_error(options: dict[str, Any], match: str) -> None:
+    with pytest.raises(ConfigError, match=match) as err:
+        OrtAutoInt8Config.from_dict(options)
+    assert "\n" not in str(err.value)
+    ((key, value),) = options.items()
+    with pytest.raises(ConfigError, match=key) as err:  # built in Python: __post_init__ checks it too
+        OrtAutoInt8Config(**{key: tuple(value)})  # type: ignore[arg-type]
+    assert "\n" not in str(err.value)
