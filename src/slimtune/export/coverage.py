@@ -94,6 +94,27 @@ def _binary(model: nn.Module, data: DataSplits, out: Path) -> Exported:
     return _fp32(model, data, out)
 
 
+@VARIANTS.register("ternary", help="ternary weights (0 or ± per-channel α), folded")
+def _ternary(model: nn.Module, data: DataSplits, out: Path) -> Exported:
+    from slimtune.quantize.binary import fold_, ternarize_
+
+    ternarize_(model)
+    fold_(model)
+    return _fp32(model, data, out)
+
+
+@VARIANTS.register("deep-compression", help="80% sparse, 4-bit clusters, Huffman-coded file, decoded")
+def _deep_compression(model: nn.Module, data: DataSplits, out: Path) -> Exported:
+    from slimtune.prune import MagnitudePruneConfig, prune_
+    from slimtune.quantize.clustering import ClusterConfig, cluster_
+    from slimtune.quantize.codec import load_compressed, save_compressed
+
+    prune_(model, MagnitudePruneConfig(sparsity=0.8), data=data)
+    cluster_(model, ClusterConfig(bits=4, dtype="float16"))
+    decoded = load_compressed(save_compressed(model, out / "model.stdc")).eval()
+    return _fp32(decoded, data, out)
+
+
 @VARIANTS.register("qat", help="quantization-aware training, exported as an int8 QDQ graph")
 def _qat(model: nn.Module, data: DataSplits, out: Path) -> Exported:
     from slimtune.quantize.qat import QATConfig, export_qat_onnx, qat_
@@ -116,11 +137,14 @@ def _ort(config: Any) -> Variant:
 
 
 def _register_ort() -> None:
+    from slimtune.quantize.ort_auto import OrtAutoInt8Config
     from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config
     from slimtune.quantize.ort_static import OrtStaticInt8Config
 
     VARIANTS.add("ort-dynamic-int8", _ort(OrtDynamicInt8Config()), help="ONNX Runtime dynamic int8")
     VARIANTS.add("ort-static-int8", _ort(OrtStaticInt8Config(calibration_size=64)), help="ONNX Runtime static int8")
+    auto = OrtAutoInt8Config(repeats=3)
+    VARIANTS.add("ort-auto-int8", _ort(auto), help="ONNX Runtime int8, settings chosen by measurement")
 
 
 _register_ort()

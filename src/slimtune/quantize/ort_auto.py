@@ -8,12 +8,12 @@ The defaults give 2 dynamic + 8 static = 10 candidates, each one an ORT quantiza
 static ones) plus a timing run: narrow the tuples to search faster. Repeated values are tried once.
 
 Each candidate is built, run in ONNX Runtime on the calibration inputs, compared with the fp32 graph (argmax
-agreement) and timed at ``batch_size``; the fastest one that keeps agreement ≥ ``min_agreement`` wins. A
-candidate that ONNX Runtime cannot build or load is kept in the table with its error and never chosen. The
-returned ``candidates`` table (settings, agreement, latency) goes into the report, and ``reason`` names the
-winning settings, its speedup over ORT fp32 and the CPU's int8 support (AVX2 vs VNNI): on CPUs without VNNI
-full-range int8 can saturate, so the answer differs between machines. When no candidate reaches
-``min_agreement`` a one-line ``ParityError`` names the best one.
+agreement, near ties excused as in parity checks) and timed at ``batch_size``; the fastest one that keeps
+agreement ≥ ``min_agreement`` wins. A candidate that ONNX Runtime cannot build or load is kept in the table
+with its error and never chosen. The returned ``candidates`` table (settings, agreement, latency) goes into
+the report, and ``reason`` names the winning settings, its speedup over ORT fp32 and the CPU's int8 support
+(AVX2 vs VNNI): on CPUs without VNNI full-range int8 can saturate, so the answer differs between machines.
+When no candidate reaches ``min_agreement`` a one-line ``ParityError`` names the best one.
 """
 
 from __future__ import annotations
@@ -110,10 +110,11 @@ def _time_ms(session: Any, name: str, batch: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _agreement(session: Any, x: np.ndarray, ref: np.ndarray) -> float:
-    from slimtune.export.onnx import ort_predict
+def _agreement(session: Any, x: np.ndarray, ref: np.ndarray, min_agreement: float) -> float:
+    """Argmax agreement with the fp32 logits ``ref``, judged as parity checks are (near ties excused)."""
+    from slimtune.export.onnx import agreement_stats, effective_agreement, ort_predict
 
-    return float((ort_predict(session, x).argmax(1) == ref).mean())
+    return effective_agreement(agreement_stats(ref, ort_predict(session, x)), min_agreement)
 
 
 def _build(c: Candidate, src: Path, path: Path, config: OrtAutoInt8Config, calibration: torch.Tensor) -> None:
@@ -148,7 +149,7 @@ def quantize_auto_onnx(
     x, threads = calibration.numpy(), torch.get_num_threads()
     fp32 = ort_session(src, threads=threads)
     name = fp32.get_inputs()[0].name
-    ref = ort_predict(fp32, x).argmax(1)
+    ref = ort_predict(fp32, x)
     batch = np.concatenate([x] * -(-config.batch_size // len(x)))[: config.batch_size]
     fp32_ms = _time_ms(fp32, name, batch, config.repeats)
     rows: list[dict[str, Any]] = [{"candidate": "fp32", "kind": "fp32", "agreement": 1.0, "latency_ms": fp32_ms}]
@@ -161,7 +162,7 @@ def quantize_auto_onnx(
             try:
                 _build(c, src, path, config, calibration)
                 session = ort_session(path, threads=threads)
-                row["agreement"] = _agreement(session, x, ref)
+                row["agreement"] = _agreement(session, x, ref, config.min_agreement)
                 row["latency_ms"] = _time_ms(session, name, batch, config.repeats)
             except SlimtuneError:
                 raise
