@@ -228,6 +228,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--lr", type=float, default=3e-3, help="learning rate for training --model")
     out_options(srch, None)
     srch.set_defaults(func=_cmd_search)
+    from slimtune.cli import stage
+
+    stage.add_parser(sub, out_options)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")
     env.add_argument("--no-torch", action="store_true", help="do not import torch (faster)")
