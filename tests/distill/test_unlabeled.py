@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import torch
 
@@ -132,3 +134,29 @@ def test_augmented_copies_can_keep_their_source_labels(teacher: torch.nn.Module,
         UnlabeledConfig(source="train", labels="source")
     with pytest.raises(ConfigError, match="drop min_confidence and soft"):
         UnlabeledConfig(source="augment", labels="source", min_confidence=0.5)
+
+
+def test_a_pool_from_a_file_is_labelled_and_appended(
+    teacher: torch.nn.Module, digits: DataSplits, tmp_path: Path
+) -> None:
+    import numpy as np
+
+    assert isinstance(digits.test.x, torch.Tensor)
+    pool = digits.test.x[:40]
+    np.save(tmp_path / "pool.npy", pool.numpy())
+    out = unlabeled_data(teacher, digits, UnlabeledConfig(source="file", path=str(tmp_path / "pool.npy")))
+    n = len(digits.train)
+    assert len(out.train) == n + 40 and torch.equal(out.train.y[:n], digits.train.y)
+    assert torch.equal(out.train.x[n:], pool)
+    assert torch.equal(out.train.y[n:], predict(teacher, pool).argmax(1))  # the teacher's labels
+    np.savez(tmp_path / "pool.npz", x=pool.reshape(40, -1).numpy()[:, :10])
+    expected = r"holds inputs of shape \[40, 10\]; expected \(N, " + ", ".join(map(str, digits.input_shape))
+    with pytest.raises(DataError, match=expected) as info:
+        unlabeled_data(teacher, digits, UnlabeledConfig(source="file", path=str(tmp_path / "pool.npz")))
+    assert "\n" not in str(info.value)
+    with pytest.raises(DataError, match="not found"):
+        unlabeled_data(teacher, digits, UnlabeledConfig(source="file", path=str(tmp_path / "nope.npy")))
+    with pytest.raises(ConfigError, match="from: file needs path"):
+        UnlabeledConfig(source="file")
+    with pytest.raises(ConfigError, match="path goes only with from: file"):
+        UnlabeledConfig(source="train", path="pool.npy")

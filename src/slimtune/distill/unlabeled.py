@@ -11,13 +11,16 @@ augmented copies of it (random shifts of up to ``max_shift`` pixels and Gaussian
 for flat inputs; not available for token ids), labelled by the teacher or (``labels: source``) with their
 source example's true label: augmentation keeps the class, and the KD term still gets the teacher's logits of
 every copy (measured on Fashion-MNIST, LeNet-300-100 from resnet-small: source labels 90.15% vs teacher labels
-89.82%, see benchmarks/results/kd_fashion_mnist.md).
+89.82%, see benchmarks/results/kd_fashion_mnist.md). ``file`` adds your own pool: a ``.npy`` array (or the
+``x`` array of a ``.npz``) of inputs shaped and scaled like the dataset's (N, *input_shape), labelled by the
+teacher and appended to the labelled training split.
 """
 
 from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
 import torch
@@ -35,10 +38,11 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True, kw_only=True)
 class UnlabeledConfig(Config):
-    """Recipe key ``unlabeled``: ``{from: train|augment, min_confidence: 0.9, soft: false, copies: 1,
-    labels: teacher|source}``."""
+    """Recipe key ``unlabeled``: ``{from: train|augment|file, path: pool.npy, min_confidence: 0.9, soft: false,
+    copies: 1, labels: teacher|source}``."""
 
-    source: Literal["train", "augment"] = "train"
+    source: Literal["train", "augment", "file"] = "train"
+    path: str | None = None  # from: file
     labels: Literal["teacher", "source"] = "teacher"
     min_confidence: float = 0.0
     soft: bool = False
@@ -53,6 +57,11 @@ class UnlabeledConfig(Config):
         check(self.max_shift >= 0, f"max_shift must be >= 0, got {self.max_shift}")
         check(self.noise >= 0, f"noise must be >= 0, got {self.noise}")
         check(self.labels in ("teacher", "source"), f"labels must be 'teacher' or 'source', got {self.labels!r}")
+        check(self.source in ("train", "augment", "file"), f"from must be train, augment or file, got {self.source!r}")
+        check(
+            (self.source == "file") == (self.path is not None),
+            "from: file needs path: pool.npy (a .npy/.npz of inputs); path goes only with from: file",
+        )
         if self.labels == "source":
             why = "labels: source keeps the true labels of augmented copies; use from: augment"
             check(self.source == "augment", why)
@@ -143,6 +152,28 @@ def concat_splits(a: Split, b: Split, *, num_classes: int) -> Split:
     return Split(torch.cat([xa, xb]), torch.cat([ya, yb]))
 
 
+def load_pool(path: str | Path, shape: tuple[int, ...], dtype: torch.dtype) -> torch.Tensor:
+    """Inputs from a ``.npy`` (or the ``x`` / first array of a ``.npz``), checked against the data's ``shape``."""
+    import numpy as np
+
+    p = Path(path)
+    if not p.is_file() or p.suffix not in (".npy", ".npz"):
+        raise DataError(f"unlabeled pool '{p}' not found or not a .npy/.npz file of inputs")
+    try:
+        loaded = np.load(p, allow_pickle=False)
+        arr = loaded if p.suffix == ".npy" else loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]
+    except (ValueError, OSError, IndexError) as exc:
+        raise DataError(f"cannot read unlabeled pool '{p}': {str(exc).splitlines()[0]}") from None
+    if arr.ndim < 1 or tuple(arr.shape[1:]) != shape or len(arr) == 0:
+        raise DataError(
+            f"unlabeled pool '{p}' holds inputs of shape {list(arr.shape)}; expected (N, {', '.join(map(str, shape))}) "
+            "like the dataset's, scaled the same way"
+        )
+    if not np.issubdtype(arr.dtype, np.number):
+        raise DataError(f"unlabeled pool '{p}' is {arr.dtype}, not numbers")
+    return torch.from_numpy(np.ascontiguousarray(arr)).to(dtype)
+
+
 def unlabeled_data(
     teacher: nn.Module, data: DataSplits, config: UnlabeledConfig, *, cache: TeacherCache | None = None
 ) -> DataSplits:
@@ -151,6 +182,11 @@ def unlabeled_data(
     x = _tensor(data.train.x, "unlabeled distillation")
     if config.source == "train":
         train = pseudo_label(teacher, x, min_confidence=config.min_confidence, soft=config.soft, cache=cache)
+    elif config.source == "file":
+        assert config.path is not None
+        pool = load_pool(config.path, tuple(x.shape[1:]), x.dtype)
+        extra = pseudo_label(teacher, pool, min_confidence=config.min_confidence, soft=config.soft, cache=cache)
+        train = concat_splits(data.train, extra, num_classes=data.num_classes)
     else:
         if data.kind == "text":
             raise ConfigError("unlabeled.from: augment works on images and tabular data; for text use from: train")
