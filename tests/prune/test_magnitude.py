@@ -52,6 +52,27 @@ def test_masks_survive_training(digits: DataSplits) -> None:
         assert bool((w[~masks[n]] == 0).all()), n
 
 
+def test_pruned_weights_get_no_gradient(digits: DataSplits) -> None:
+    """The mask is applied to the gradients too (not only to the weights after each step), so optimizer state
+    (momentum, Adam moments) never builds up for pruned weights."""
+    from slimtune.train.callbacks import Callback, LoopState
+
+    model = build("mlp", input_shape=digits.input_shape, num_classes=10, hidden=[64])
+    prune_(model, MagnitudePruneConfig(sparsity=0.9))
+    masks = masks_from_zeros(model)
+    seen: list[dict[str, torch.Tensor]] = []
+
+    class Record(Callback):
+        def on_after_backward(self, state: LoopState) -> None:
+            seen.append({n: state.model.get_submodule(n).weight.grad.clone() for n in masks})
+
+    fit(model, digits, config=TrainConfig(epochs=1, batch_size=64), callbacks=[MaskCallback(masks), Record()])
+    assert seen
+    for grads in seen:
+        for n, g in grads.items():
+            assert bool((g[~masks[n]] == 0).all()) and bool((g[masks[n]] != 0).any()), n
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
