@@ -36,7 +36,7 @@ class Fake:
     def __init__(self, monkeypatch: pytest.MonkeyPatch, latencies: list[float], agreements: list[float]) -> None:
         self.latencies, self.agreements = iter(latencies), iter(agreements)
         monkeypatch.setattr(ort_auto, "_time_ms", lambda *_: next(self.latencies))
-        monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(self.agreements))
+        monkeypatch.setattr(ort_auto, "_agreement", lambda *_: (a := next(self.agreements), a))
 
 
 def _settings(row: dict[str, Any]) -> tuple[Any, ...]:
@@ -86,6 +86,20 @@ def test_no_faithful_candidate_is_one_parity_error(
     assert "\n" not in message and "no int8 variant agrees with fp32 on ≥ 99%" in message
     assert "best of 2: dynamic, reduce_range=True, per_channel=True at 95.00%" in message
     assert sorted(p.name for p in tmp_path.iterdir()) == ["fp32.onnx"]  # nothing written, nothing left
+
+
+def test_excused_near_ties_do_not_pick_a_less_faithful_variant(
+    fp32: tuple[Path, torch.Tensor], tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Both dynamic variants pass as parity checks judge (near ties excused), but the faster one flips 5% of
+    predictions where the other flips 0.1%: the faithful one is chosen although it is slower."""
+    src, calibration = fp32
+    Fake(monkeypatch, [10.0, 6.0, 5.0], [])
+    grades = iter([(0.995, 0.999), (0.995, 0.95)])  # (excused, raw): rr=False, then rr=True
+    monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(grades))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", OrtAutoInt8Config(kinds=("dynamic",)), calibration=calibration)
+    assert info["chosen"] == "dynamic, reduce_range=False, per_channel=True"
+    assert "raw 99.90%" in info["reason"] and [r["raw_agreement"] for r in info["candidates"][1:]] == [0.999, 0.95]
 
 
 def test_failing_candidate_is_recorded_not_chosen(

@@ -9,7 +9,8 @@ static ones) plus a timing run: narrow the tuples to search faster. Repeated val
 
 Each candidate is built, run in ONNX Runtime on the calibration inputs, compared with the fp32 graph (argmax
 agreement, near ties excused as in parity checks) and timed at ``batch_size``; the fastest one that keeps
-agreement ≥ ``min_agreement`` wins. A candidate that ONNX Runtime cannot build or load is kept in the table
+agreement ≥ ``min_agreement`` (and raw agreement within ``RAW_SLACK`` of the best: near ties must not hide a
+worse variant) wins. A candidate that ONNX Runtime cannot build or load is kept in the table
 with its error and never chosen. The returned ``candidates`` table (settings, agreement, latency) goes into
 the report, and ``reason`` names the winning settings, its speedup over ORT fp32 and the CPU's int8 support
 (AVX2 vs VNNI): on CPUs without VNNI full-range int8 can saturate, so the answer differs between machines.
@@ -36,6 +37,7 @@ from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic
 from slimtune.quantize.ort_static import OrtStaticInt8Config, quantize_static_onnx
 
 Kind = Literal["dynamic", "static"]
+RAW_SLACK = 0.01  # a chosen variant's raw agreement may trail the most faithful variant's by at most this
 ActivationType = Literal["quint8", "qint8"]
 
 
@@ -110,11 +112,12 @@ def _time_ms(session: Any, name: str, batch: np.ndarray, repeats: int) -> float:
     return statistics.median(times)
 
 
-def _agreement(session: Any, x: np.ndarray, ref: np.ndarray, min_agreement: float) -> float:
-    """Argmax agreement with the fp32 logits ``ref``, judged as parity checks are (near ties excused)."""
+def _agreement(session: Any, x: np.ndarray, ref: np.ndarray, min_agreement: float) -> tuple[float, float]:
+    """Argmax agreement with the fp32 logits ``ref``: as parity checks judge it (near ties excused), and raw."""
     from slimtune.export.onnx import agreement_stats, effective_agreement, ort_predict
 
-    return effective_agreement(agreement_stats(ref, ort_predict(session, x)), min_agreement)
+    stats = agreement_stats(ref, ort_predict(session, x))
+    return effective_agreement(stats, min_agreement), float(stats["argmax_agreement"])
 
 
 def _build(c: Candidate, src: Path, path: Path, config: OrtAutoInt8Config, calibration: torch.Tensor) -> None:
@@ -162,7 +165,7 @@ def quantize_auto_onnx(
             try:
                 _build(c, src, path, config, calibration)
                 session = ort_session(path, threads=threads)
-                row["agreement"] = _agreement(session, x, ref, config.min_agreement)
+                row["agreement"], row["raw_agreement"] = _agreement(session, x, ref, config.min_agreement)
                 row["latency_ms"] = _time_ms(session, name, batch, config.repeats)
             except SlimtuneError:
                 raise
@@ -182,7 +185,9 @@ def quantize_auto_onnx(
                 f"inputs (best of {len(tried)}: {best['candidate']} at {best['agreement']:.2%}); keep this model "
                 "in fp32 or exclude layers"
             )
-        chosen = min(ok, key=lambda r: r["latency_ms"])
+        best_raw = max(r["raw_agreement"] for r in ok)  # excused near ties must not hide a worse variant
+        close = [r for r in ok if r["raw_agreement"] >= best_raw - RAW_SLACK]
+        chosen = min(close, key=lambda r: r["latency_ms"])
         shutil.copyfile(paths[chosen["candidate"]], dst)
     finally:
         for path in paths.values():
@@ -190,8 +195,9 @@ def quantize_auto_onnx(
     speedup = fp32_ms / chosen["latency_ms"]
     verdict = "" if speedup >= 1 else "; slower than fp32: no int8 variant pays off here"
     reason = (
-        f"{chosen['candidate']}: fastest of the {len(ok)} of {len(rows) - 1} int8 variants with ≥ "
-        f"{config.min_agreement:.0%} argmax agreement with fp32 (it has {chosen['agreement']:.2%}); "
+        f"{chosen['candidate']}: fastest of the {len(close)} of {len(rows) - 1} int8 variants with ≥ "
+        f"{config.min_agreement:.0%} argmax agreement with fp32 and within {RAW_SLACK:.0%} of the best raw "
+        f"agreement (it has {chosen['agreement']:.2%}, raw {chosen['raw_agreement']:.2%}); "
         f"{speedup:.2f}× ORT fp32 ({chosen['latency_ms']:.3g} vs {fp32_ms:.3g} ms at batch {config.batch_size}) "
         f"on this CPU ({_cpu()}){verdict}"
     )
