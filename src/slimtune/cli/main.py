@@ -31,10 +31,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
         progress=None,
         log=lambda m: print(m, flush=True),
     )
+    print_report(report, args.out)
+    return 0
+
+
+def print_report(report: Any, out: str) -> None:
+    """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
-    print(f"\nreport: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
-    return 0
+    print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:

@@ -75,15 +75,14 @@ def stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def cmd_stage(args: argparse.Namespace) -> int:
+    from slimtune.cli.main import print_report
     from slimtune.recipe import parse_recipe
     from slimtune.recipe.runner import run_recipe
 
     recipe = parse_recipe(stage_recipe(args))  # validated whole before anything runs
     print(f"slimtune: running stage '{args.stage}' → {args.out}", flush=True)
     report = run_recipe(recipe, args.out, force=args.force, resume=args.resume, log=lambda m: print(m, flush=True))
-    print()
-    print(report.table())
-    print(f"\nreport: {args.out}/report.md, {args.out}/report.html, {args.out}/report.json")
+    print_report(report, args.out)
     return 0
 
 

@@ -240,15 +240,13 @@ def check_parity(
         raise ParityError(
             f"{what}: accuracy in ONNX Runtime is {drop:.2f} points below PyTorch (> tolerance {max_accuracy_drop:g})"
         )
-    agreement = report.get("argmax_agreement_beyond_ties", report["argmax_agreement"])
-    if report["argmax_agreement"] < min_argmax_agreement - MAX_TIE_SHARE:  # near ties excuse only a few flips
-        raise ParityError(
-            f"{what}: ONNX Runtime and PyTorch agree on only {report['argmax_agreement']:.2%} of predictions "
-            f"(< required {min_argmax_agreement:.0%}, of which near ties may excuse at most {MAX_TIE_SHARE:.0%}); "
-            f"max |Δ| of logits {report['max_abs_diff']:.3g}"
-        )
+    agreement = effective_agreement(report, min_argmax_agreement)  # the one rule, shared with ort-auto-int8
     if agreement < min_argmax_agreement:
+        if agreement == report["argmax_agreement"] < min_argmax_agreement - MAX_TIE_SHARE:
+            which = f"only {agreement:.2%} of predictions (< required {min_argmax_agreement:.0%}, of which near ties "
+            which += f"may excuse at most {MAX_TIE_SHARE:.0%})"
+        else:
+            which = f"{agreement:.2%} of predictions that are not near ties (< required {min_argmax_agreement:.0%})"
         raise ParityError(
-            f"{what}: ONNX Runtime and PyTorch agree on {agreement:.2%} of predictions that are not near ties "
-            f"(< required {min_argmax_agreement:.0%}); max |Δ| of logits {report['max_abs_diff']:.3g}"
+            f"{what}: ONNX Runtime and PyTorch agree on {which}; max |Δ| of logits {report['max_abs_diff']:.3g}"
         )
