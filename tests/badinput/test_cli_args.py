@@ -10,7 +10,7 @@ import pytest
 @pytest.mark.parametrize(
     ("argv", "needle"),
     [
-        (["run", "no-such-recipe.yaml"], "not found"),
+        (["run", "no-such-recipe.yaml", "--out", "o"], "not found"),
         (["run"], "recipe"),
         (["no-such-command"], "invalid choice"),
     ],
