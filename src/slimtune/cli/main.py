@@ -158,7 +158,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "combine_ratios": args.combine_ratios,
     }  # fmt: skip
     config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
-    data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
+    from slimtune.cli.stage import data_dict
+
+    data_ref = DataRef.from_dict(data_dict(args), where="data")
+    model_ref = ModelRef(name=args.model, load=args.load)
     out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
@@ -220,6 +223,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
     srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
     srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    from slimtune.cli import stage
+
+    stage.add_data_option(srch)
     srch.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget, in points of accuracy")
     srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
     srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
@@ -233,8 +239,6 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--lr", type=float, default=3e-3, help="learning rate for training --model")
     out_options(srch, None)
     srch.set_defaults(func=_cmd_search)
-    from slimtune.cli import stage
-
     stage.add_parser(sub, out_options)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")

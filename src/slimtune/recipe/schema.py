@@ -15,14 +15,41 @@ from slimtune.errors import ConfigError, DataError
 
 @dataclass(frozen=True, kw_only=True)
 class DataRef(Config):
+    """A dataset name or a user data path, plus the options of ``slimtune.data.load_path`` for user files
+    (CLI: ``--data-option key=value``)."""
+
     name: str
     seed: int = 0
     limit: int | None = None
     max_length: int = 64  # token ids per text example
+    text_column: str | None = None  # CSV/TSV/JSONL: the text column (default: text or a common alias)
+    label_column: str | None = None  # ... the label column (default: label or a common alias)
+    labels: list[str | int] | None = None  # the expected class names, in id order; other labels are errors
+    label_map: dict[Any, Any] | None = None  # raw label → class name, e.g. {0: negative, 1: positive}
+    drop_empty: bool = False  # drop rows with an empty text or label (counted) instead of failing
+    min_class_rows: int | None = None  # a class in fewer rows is an error (merged rows); default 3
+    image_size: int | list[int] | None = None  # image folders: resize to [height, width] (or a square side)
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 10, f"data.limit must be >= 10, got {self.limit}")
         check(self.max_length >= 2, f"data.max_length must be >= 2, got {self.max_length}")
+        check(self.min_class_rows is None or self.min_class_rows >= 1,
+              f"data.min_class_rows must be >= 1, got {self.min_class_rows}")  # fmt: skip
+        size = self.image_size
+        check(size is None or (isinstance(size, int) and size > 0)
+              or (isinstance(size, list) and len(size) == 2 and all(v > 0 for v in size)),
+              f"data.image_size must be a positive int or [height, width], got {size!r}")  # fmt: skip
+        for raw, name in (self.label_map or {}).items():
+            ok = isinstance(raw, (str, int)) and isinstance(name, (str, int)) and not isinstance(name, bool)
+            check(ok, f"data.label_map: map raw labels to class names ({{0: negative}}), got {raw!r}: {name!r}")
+
+    def file_options(self) -> dict[str, Any]:
+        """The user-file options that were set, as keywords of ``slimtune.data.load``."""
+        keys = ("text_column", "label_column", "labels", "label_map", "drop_empty", "min_class_rows", "image_size")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) not in (None, False)}
+        if self.labels is not None:
+            out["labels"] = [str(v) for v in self.labels]
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
