@@ -85,34 +85,63 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(args: argparse.Namespace) -> Any:
-    """Inputs for ``predict``: ``--text`` strings, or a .txt (one text per line), .npy or .npz file."""
+def _read_inputs(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """Inputs for ``predict`` and their names: ``--text`` strings, a .txt (one text per line), .npy or .npz
+    file, or image files / a folder of images (names: the file names)."""
     from pathlib import Path
 
     from slimtune.errors import DataError
+    from slimtune.runtime.images import IMAGE_SUFFIXES, image_files
 
     if args.text:
-        return list(args.text)
+        return list(args.text), None
     if not args.input:
-        raise DataError("give an INPUT file (.npy, .npz or .txt) or --text 'some text'")
+        raise DataError("give an INPUT (.npy, .npz, .txt, an image file or a folder of images) or --text 'some text'")
     path = Path(args.input)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = image_files(path)
+        return files, [f.name for f in files]
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return _read_lines(path), None
     if path.suffix not in (".npy", ".npz"):
-        raise DataError(f"unsupported input file '{path.name}': use .npy/.npz arrays or a .txt with one text per line")
+        raise DataError(
+            f"unsupported input file '{path.name}': use .npy/.npz arrays, a .txt with one text per line, "
+            f"or images ({', '.join(IMAGE_SUFFIXES)})"
+        )
     import numpy as np
 
     try:
         loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
+    except (ValueError, OSError, EOFError) as exc:
+        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
+        raise DataError(f"cannot read {path} as a numpy array ({reason}); save it with numpy.save") from None
     if path.suffix == ".npz":
         if not loaded.files:
             raise DataError(f"{path} holds no arrays")
-        return loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]
-    return loaded
+        return (loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]), None
+    return loaded, None
+
+
+def _read_lines(path: Any) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; a line that is not UTF-8 is one located DataError."""
+    from slimtune.errors import DataError
+
+    texts = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}:{lineno}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        if line.strip():
+            texts.append(line)
+    if not texts:
+        raise DataError(f"{path} has no text lines; write one text per line")
+    return texts
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
@@ -121,13 +150,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     from slimtune.runtime import Predictor
 
     predictor = Predictor(args.bundle, threads=args.threads)
-    results = predictor.predict(_read_inputs(args), top_k=args.top_k)
+    inputs, names = _read_inputs(args)
+    results = predictor.predict(inputs, top_k=args.top_k)
+    if names is not None:
+        results = [{"file": name, **r} for name, r in zip(names, results)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for i, r in enumerate(results):
         others = ", ".join(f"{label} {p:.3f}" for label, p in r["top"][1:])
-        print(f"{i}\t{r['label']}\t{r['probability']:.3f}" + (f"\t({others})" if others else ""))
+        print(f"{r.get('file', i)}\t{r['label']}\t{r['probability']:.3f}" + (f"\t({others})" if others else ""))
     return 0
 
 
@@ -205,7 +237,9 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_cmd_list)
     pred = sub.add_parser("predict", help="predict with a deploy bundle (onnxruntime + numpy, no torch)")
     pred.add_argument("bundle", help="bundle folder (made by a recipe 'bundle' stage)")
-    pred.add_argument("input", nargs="?", help=".npy/.npz array of images or rows, or .txt with one text per line")
+    pred.add_argument(
+        "input", nargs="?", help=".npy/.npz array, .txt (one text per line), or a PNG/JPEG file or folder of them"
+    )
     pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
     pred.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")

@@ -14,8 +14,8 @@ import torch
 from slimtune.data.core import DataSplits, Kind, scale_images, split_arrays
 from slimtune.data.tables import MIN_CLASS_ROWS, check_class_counts, data_option, map_labels, read_table
 from slimtune.errors import ConfigError, DataError, missing_dependency
+from slimtune.runtime.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
 TABLE_OPTIONS = ("text_column", "label_column", "labels", "label_map", "drop_empty", "min_class_rows")
