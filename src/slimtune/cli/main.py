@@ -110,18 +110,9 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
             f"unsupported input file '{path.name}': use .npy/.npz arrays, a .txt with one text per line, "
             f"or images ({', '.join(IMAGE_SUFFIXES)})"
         )
-    import numpy as np
+    from slimtune.runtime.arrays import load_array_file
 
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except (ValueError, OSError, EOFError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot read {path} as a numpy array ({reason}); save it with numpy.save") from None
-    if path.suffix == ".npz":
-        if not loaded.files:
-            raise DataError(f"{path} holds no arrays")
-        return (loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]), None
-    return loaded, None
+    return load_array_file(path), None
 
 
 def _read_lines(path: Any) -> list[str]:

@@ -14,6 +14,7 @@ import torch
 from slimtune.data.core import DataSplits, Kind, scale_images, split_arrays
 from slimtune.data.tables import MIN_CLASS_ROWS, check_class_counts, data_option, map_labels, read_table
 from slimtune.errors import ConfigError, DataError, missing_dependency
+from slimtune.runtime.arrays import numpy_problem
 from slimtune.runtime.images import IMAGE_SUFFIXES
 
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
@@ -214,8 +215,10 @@ def load_npz(path: Path, *, seed: int = 0, limit: int | None = None) -> DataSpli
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read '{path}' as .npz ({exc}); save it with numpy.savez(path, x=..., y=...)") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(
+            f"cannot read '{path}' as .npz: {numpy_problem(path, exc)}; save it with numpy.savez(path, x=..., y=...)"
+        ) from None
     if "x" not in arrays or "y" not in arrays:
         raise DataError(f"'{path}' needs arrays 'x' and 'y'; it has: {', '.join(arrays) or 'none'}")
     x, y_raw = arrays["x"], arrays["y"]
