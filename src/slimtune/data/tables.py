@@ -97,7 +97,8 @@ def read_table(
     if empty:
         table.dropped = len(empty)
         shown = ", ".join(map(str, empty[:5])) + (", ..." if len(empty) > 5 else "")
-        log.warning(f"{path}: dropped {len(empty)} rows with an empty text or label (lines {shown})")
+        rows, lines = ("row", "line") if len(empty) == 1 else ("rows", "lines")
+        log.warning(f"{path}: dropped {len(empty)} {rows} with an empty text or label ({lines} {shown})")
     if not table.texts:
         raise DataError(f"'{path}': every row has an empty text or label; fill them in")
     return table
