@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
+THREADS_HELP = (
+    "CPU threads for training and measuring: a number >= 1, or auto (default: half the free cores, 1 on a "
+    "2-core machine; more threads than free cores makes training many times slower)"
+)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -39,6 +43,8 @@ def print_report(report: Any, out: str) -> None:
     """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
+    for warning in report.warnings():  # loud: after the table, where the eye lands
+        print(f"\nWARNING: {warning}")
     print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
@@ -139,8 +145,10 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import Predictor
+    from slimtune.threads import parse_threads
 
-    predictor = Predictor(args.bundle, threads=args.threads)
+    threads = None if args.threads is None else int(parse_threads(args.threads, flag="--threads"))
+    predictor = Predictor(args.bundle, threads=threads)
     inputs, names = _read_inputs(args)
     results = predictor.predict(inputs, top_k=args.top_k)
     if names is not None:
@@ -158,8 +166,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import bench, format_table
+    from slimtune.threads import parse_threads
 
-    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=args.threads or [None], seconds=args.seconds)
+    threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
+    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=threads or [None], seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -205,6 +215,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_threads(value: str) -> None:
+    """Validate ``--threads`` before anything runs, then set it (``auto``: see ``slimtune.threads``)."""
+    from slimtune.threads import parse_threads
+
+    parse_threads(value, flag="--threads")  # a bad value fails before torch is imported
+    from slimtune.threads import set_threads
+
+    setting = set_threads(value)
+    print(f"slimtune: {setting['threads']} thread(s) ({setting['requested']})", flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="slimtune",
@@ -216,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default=default_out, required=default_out is None, help="output folder")
         sp.add_argument("--force", action="store_true", help="overwrite an existing output folder")
         sp.add_argument("--resume", action="store_true", help="continue a killed run in the same folder")
+        sp.add_argument("--threads", dest="torch_threads", default="auto", help=THREADS_HELP)
 
     demo = sub.add_parser("demo", help="run the built-in demo recipe (train → prune → distill → int8 ONNX)")
     out_options(demo, "slimtune-demo")
@@ -233,13 +255,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
-    pred.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1)")
     pred.add_argument("--json", action="store_true", help="print JSON")
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
     bch.add_argument("bundle", help="bundle folder")
     bch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
-    bch.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts to time (default: ORT's)")
+    bch.add_argument("--threads", nargs="+", default=None, help="thread counts to time, each >= 1 (default: ORT's)")
     bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
     bch.add_argument("--json", action="store_true", help="print JSON")
     bch.set_defaults(func=_cmd_bench)
@@ -286,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
+        if getattr(args, "torch_threads", None) is not None:  # commands that train or measure
+            _apply_threads(args.torch_threads)
         code: int = args.func(args)
         return code
     except SlimtuneError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -65,11 +66,15 @@ class ModelRef(Config):
         check((self.name is None) != (self.load is None), "model: give exactly one of 'name' or 'load'")
 
 
+DEFAULT_WARN_DROP = 2.0  # points of accuracy one stage may lose (vs the stage before it) before the run warns
+
+
 @dataclass(frozen=True)
 class StageSpec:
     kind: str
     label: str
     config: Any
+    warn_drop: float | None = None  # this stage's own accuracy-drop warning threshold (points), else the recipe's
 
 
 @dataclass(frozen=True)
@@ -80,9 +85,19 @@ class Recipe:
     stages: tuple[StageSpec, ...]
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    warn_drop: float | None = DEFAULT_WARN_DROP  # points a stage may lose before the log and report warn
 
 
-TOP_KEYS = ("name", "data", "model", "stages")
+TOP_KEYS = ("name", "data", "model", "stages", "warn_drop")
+
+
+def _warn_drop(value: Any, *, where: str) -> float | None:
+    """``warn_drop``: points of accuracy (a number >= 0), or null for no accuracy-drop warnings."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where}: warn_drop must be a number of points >= 0 (e.g. 2.0) or null, got {value!r}")
+    return float(value)
 
 
 def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
@@ -112,12 +127,19 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         kind = entry.pop("stage")
         label = str(entry.pop("label", kind))
         stage = STAGES.get(kind)
-        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})")))
+        warn = None  # the recipe's threshold; a stage's own null turns its warning off
+        if "warn_drop" in entry:
+            warn = _warn_drop(entry.pop("warn_drop"), where=f"stages[{i}] ({kind})")
+            warn = math.inf if warn is None else warn
+        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})"), warn_drop=warn))
     labels = [s.label for s in stages]
     dupes = {lab for lab in labels if labels.count(lab) > 1}
     if dupes:
         raise ConfigError(f"stage labels must be unique; give a 'label:' to repeated stages {sorted(dupes)}")
-    return Recipe(str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw)
+    warn_drop = _warn_drop(raw["warn_drop"], where=source) if "warn_drop" in raw else DEFAULT_WARN_DROP
+    return Recipe(
+        str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw, warn_drop=warn_drop
+    )
 
 
 def load_recipe(path: str | Path) -> Recipe:
