@@ -97,7 +97,8 @@ def test_image_files_are_read_like_training(image_bundle: tuple[Path, Path]) -> 
         assert any(np.array_equal(row, t) for t in trained)
     with Image.open(files[0]) as im:
         pil = im.copy()
-    np.testing.assert_array_equal(predictor.logits([pil]), predictor.logits([files[0]]))
+    np.testing.assert_array_equal(predictor.logits([pil, files[1]]), predictor.logits([files[0], str(files[1])]))
+    np.testing.assert_array_equal(predictor.logits(str(folder / "cat")), predictor.logits(files[:6]))
 
 
 def test_other_sizes_and_modes_are_converted(image_bundle: tuple[Path, Path], tmp_path: Path) -> None:

@@ -15,7 +15,7 @@ import numpy as np
 
 from slimtune.errors import DataError, MissingDependencyError
 from slimtune.runtime.bundle import Manifest, read_manifest
-from slimtune.runtime.images import image_files, images_to_array, is_pil_image, open_images
+from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
 from slimtune.runtime.text import word_ids
 
 DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention"}
@@ -32,6 +32,13 @@ def _dynamic_quantized(model: Path) -> bool:
     return any(node.op_type in DYNAMIC_OPS for node in graph.node)
 
 
+def _is_image_input(item: Any) -> bool:
+    """A PIL image, a path, or a string naming an image file or a folder (never plain text)."""
+    if is_pil_image(item) or isinstance(item, os.PathLike):
+        return True
+    return isinstance(item, str) and (item.lower().endswith(IMAGE_SUFFIXES) or os.path.isdir(item))
+
+
 def softmax(logits: np.ndarray) -> np.ndarray:
     z = logits - logits.max(axis=1, keepdims=True)
     e = np.exp(z)
@@ -42,7 +49,8 @@ class Predictor:
     """``Predictor("bundle/").predict(inputs)``: labels and probabilities for images, rows or texts.
 
     Images: a numpy array of one image or a batch, shaped like the bundle's input (the channel axis may be
-    left out for 1-channel images), or image files / PIL images (converted, resized and scaled per the
+    left out for 1-channel images), or image files, folders of them (paths, or strings ending in an image
+    suffix) and PIL images, in the order given (converted, resized and scaled per the
     bundle's input contract, see ``runtime.images``). Pixel arrays are scaled by their value range: integer
     arrays, and float arrays with any value above 1, are raw pixels (0–255, or the raw range the bundle was
     trained from, e.g. 0–16 for digits) and are scaled as in training; float arrays within [0, 1] are taken
@@ -122,12 +130,11 @@ class Predictor:
     def _prepare_arrays(self, inputs: Any) -> np.ndarray:
         shape = tuple(int(s) for s in self.manifest.input["shape"])
         items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
-        if self.kind == "image" and items and all(is_pil_image(i) or isinstance(i, os.PathLike) for i in items):
-            pil = [i for i in items if is_pil_image(i)]
-            files = [f for i in items if not is_pil_image(i) for f in image_files(i)]
-            return images_to_array([*pil, *open_images(files)], self.manifest.input)
-        if items and all(is_pil_image(i) or isinstance(i, os.PathLike) for i in items):
-            raise DataError(f"this bundle takes {self.kind} arrays shaped {shape}, not images; pass a numpy array")
+        if items and all(_is_image_input(i) for i in items):
+            if self.kind != "image":
+                raise DataError(f"this bundle takes {self.kind} arrays shaped {shape}, not images; pass a numpy array")
+            images = [im for i in items for im in ([i] if is_pil_image(i) else open_images(image_files(i)))]
+            return images_to_array(images, self.manifest.input)
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
             raise DataError(f"this bundle takes {self.kind} arrays, not text: pass a numpy array shaped {shape}")
         try:
