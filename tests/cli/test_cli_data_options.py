@@ -111,3 +111,9 @@ def test_text_hints_name_a_function_that_exists() -> None:
     assert dotted is not None
     module, _, name = dotted.group(0).rpartition(".")
     assert callable(getattr(__import__(module, fromlist=[name]), name))
+
+
+def test_file_options_on_a_builtin_dataset_fail_at_validation() -> None:
+    raw = {"data": {"name": "digits", "image_size": 8}, "model": {"name": "mlp"}, "stages": [{"stage": "train"}]}
+    with pytest.raises(ConfigError, match=r"data: image_size only apply to your own data files, not to dataset 'digit"):
+        parse_recipe(raw)

@@ -44,6 +44,13 @@ class DataRef(Config):
             ok = isinstance(raw, (str, int)) and isinstance(name, (str, int)) and not isinstance(name, bool)
             check(ok, f"data.label_map: map raw labels to class names ({{0: negative}}), got {raw!r}: {name!r}")
 
+        if self.file_options():
+            from slimtune.data import DATASETS
+
+            check(self.name not in DATASETS,
+                  f"data: {', '.join(self.file_options())} only apply to your own data files, not to dataset "
+                  f"'{self.name}'; remove them or give a file path")  # fmt: skip
+
     def file_options(self) -> dict[str, Any]:
         """The user-file options that were set, as keywords of ``slimtune.data.load``."""
         keys = ("text_column", "label_column", "labels", "label_map", "drop_empty", "min_class_rows", "image_size")
