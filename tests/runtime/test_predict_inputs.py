@@ -130,6 +130,8 @@ def test_cli_predicts_a_folder_and_a_file(image_bundle: tuple[Path, Path], capsy
     results = json.loads(capsys.readouterr().out)
     assert [r["file"] for r in results] == [f"{i}.png" for i in range(6)]
     assert all(r["label"] in ("cat", "dog") and 0 < r["probability"] <= 1 for r in results)
+    assert main(["predict", str(bundle), str(folder), "--json"]) == 0  # class subfolders: every image under it
+    assert [r["file"] for r in json.loads(capsys.readouterr().out)][5:7] == ["cat/5.png", "dog/0.png"]
     assert main(["predict", str(bundle), str(folder / "dog" / "3.png"), "--top-k", "2"]) == 0
     line = capsys.readouterr().out.strip()
     assert line.startswith("3.png\t") and line.count("\t") == 3

@@ -106,7 +106,7 @@ def _read_inputs(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
     path = Path(args.input)
     if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
         files = image_files(path)
-        return files, [f.name for f in files]
+        return files, [str(f.relative_to(path)) if path.is_dir() else f.name for f in files]
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix == ".txt":

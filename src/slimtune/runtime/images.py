@@ -26,10 +26,17 @@ def is_pil_image(obj: Any) -> bool:
 
 
 def image_files(path: str | os.PathLike[str]) -> list[Path]:
-    """``path`` itself if it is an image file, else the image files of the folder ``path`` (sorted)."""
+    """``path`` itself if it is an image file, else the image files under the folder ``path`` (its subfolders
+    too, sorted; hidden ones skipped)."""
     p = Path(path)
     if p.is_dir():
-        found = sorted(f for f in p.iterdir() if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES)
+        found = sorted(
+            f
+            for f in p.rglob("*")
+            if f.is_file()
+            and f.suffix.lower() in IMAGE_SUFFIXES
+            and not any(part.startswith(".") for part in f.relative_to(p).parts)
+        )
         if not found:
             raise DataError(f"folder '{p}' has no image files ({', '.join(IMAGE_SUFFIXES)}); put the images in it")
         return found
