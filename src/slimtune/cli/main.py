@@ -142,7 +142,7 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from slimtune._io import prepare_out_dir
+    from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
@@ -159,9 +159,11 @@ def _cmd_search(args: argparse.Namespace) -> int:
     }  # fmt: skip
     config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
     data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
+    inputs = [p for p in (args.data, args.load) if p is not None]
+    out = prepare_out_dir(args.out, force=args.force, resume=args.resume, inputs=inputs)
     teacher_dir = out / "teacher"
     if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():
         model = load_model(teacher_dir)
@@ -171,6 +173,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         if args.model is not None:
             print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
             fit(model, data, config=TrainConfig(epochs=args.train_epochs, lr=args.lr), desc="teacher")
+            record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
     result = search(
         model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
