@@ -159,6 +159,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     }  # fmt: skip
     config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
     data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
+    train = TrainConfig(epochs=args.train_epochs, lr=args.lr)  # checked before anything is written
     check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
@@ -172,7 +173,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
         model = load_start_model(model_ref, data, preprocess)
         if args.model is not None:
             print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
-            fit(model, data, config=TrainConfig(epochs=args.train_epochs, lr=args.lr), desc="teacher")
+            fit(model, data, config=train, desc="teacher")
             record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
     result = search(
@@ -222,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
     srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    srch.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     srch.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget, in points of accuracy")
     srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
     srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
@@ -246,6 +247,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not print a BrokenPipeError traceback."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests): nothing to flush
+        pass
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as ``--limit``: 0 or less is refused, not read as 'no limit'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive count, got {value}; leave the option out for all")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -261,7 +284,11 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     try:
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
         return code
+    except BrokenPipeError:  # `slimtune ... --json | head`: the reader has all it wants
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, what a shell tool stopped by the closed pipe reports
     except SlimtuneError as exc:
         print(f"slimtune: error: {exc}", file=sys.stderr)
         return 2

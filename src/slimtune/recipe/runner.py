@@ -13,7 +13,7 @@ from torch import nn
 
 from slimtune._io import check_out_dir, prepare_out_dir, record_outputs, write_text
 from slimtune._outputs import check_inputs_clear
-from slimtune.errors import ConfigError
+from slimtune.errors import ConfigError, TrainingDivergedError
 from slimtune.evaluate.report import Report, StageRow
 from slimtune.export.bundle import finish_bundle
 from slimtune.recipe.measure import measure_onnx, measure_torch
@@ -66,7 +66,10 @@ def run_recipe(
             say(f"[{i}/{len(recipe.stages)}] {spec.label} ...")
             t0 = time.perf_counter()
             stage_dir.mkdir(parents=True, exist_ok=True)
-            result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
+            try:
+                result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
+            except TrainingDivergedError as exc:
+                raise TrainingDivergedError(f"stage '{spec.label}' ({spec.kind}): {exc}") from None
             if result.model is not None:
                 ctx.model = result.model
             if result.onnx is not None or result.model is not None:  # a new model makes older ONNX stale
