@@ -156,9 +156,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
     if origin in (dict, Mapping):
         if not isinstance(value, Mapping):
             raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
-        args = get_args(tp)
-        if len(args) == 2:
-            return {_coerce(k, args[0], where): _coerce(v, args[1], f"{where}.{k}") for k, v in value.items()}
+        for k, v in value.items():  # keys and values are the owner's to convert (YAML keys are often strings)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}.{k}: {v} is not a finite number; give a finite value")
         return value
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
