@@ -164,3 +164,25 @@ def test_files_are_written_with_the_users_umask(tmp_path: Path) -> None:
     assert stat.S_IMODE((tmp_path / "a.json").stat().st_mode) == 0o644
     assert stat.S_IMODE((out / MANIFEST).stat().st_mode) == 0o644
     assert stat.S_IMODE((tmp_path / "b.json").stat().st_mode) == 0o600
+
+
+def test_an_unwritable_output_folder_is_one_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from slimtune import _outputs
+    from slimtune.errors import OutputError
+
+    def denied(*args: object, **kwargs: object) -> None:
+        raise PermissionError(13, "Permission denied")
+
+    monkeypatch.setattr(_outputs, "record_outputs", denied)  # as root, chmod cannot make a folder unwritable
+    with pytest.raises(OutputError, match=r"cannot write to output folder .*\(Permission denied\); pick a folder"):
+        prepare_out_dir(tmp_path / "out")
+
+
+def test_search_refuses_a_load_input_where_it_writes(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = prepare_out_dir(tmp_path / "out")  # an earlier search's folder, whose work/ holds a model
+    record_outputs(out, "work")
+    (out / "work" / "m").mkdir(parents=True)
+    argv = ["search", "--load", str(out / "work" / "m"), "--data", "digits", "--out", str(out)]
+    assert main([*argv, "--force"]) == 2
+    assert "lies where this run writes 'work'" in capsys.readouterr().err
+    assert (tmp_path / "out" / "work" / "m").is_dir()

@@ -142,12 +142,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
     from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
+    from slimtune._outputs import check_inputs_clear
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
     from slimtune.recipe.schema import DataRef, ModelRef
     from slimtune.search import SearchConfig, search
+    from slimtune.search.runner import BEST, PAGE, SEARCH_JSON, WORK
     from slimtune.train.loop import TrainConfig, fit
 
     if (args.model is None) == (args.load is None):
@@ -161,9 +165,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
     train = TrainConfig(epochs=args.train_epochs, lr=args.lr)  # checked before anything is written
     check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
+    inputs = [p for p in (args.data, args.load) if p is not None]
+    check_inputs_clear(Path(args.out), ["teacher", SEARCH_JSON, WORK, BEST, PAGE], inputs)
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
-    inputs = [p for p in (args.data, args.load) if p is not None]
     out = prepare_out_dir(args.out, force=args.force, resume=args.resume, inputs=inputs)
     teacher_dir = out / "teacher"
     if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():

@@ -34,6 +34,11 @@ class ModelRef(Config):
 
     def __post_init__(self) -> None:
         check((self.name is None) != (self.load is None), "model: give exactly one of 'name' or 'load'")
+        check(self.load is None or not self.options, "model.options: a saved model (load) keeps its own; drop them")
+        check(
+            self.load is None or self.checkpoint is None,
+            "model.checkpoint: loads weights into a named architecture; use it with 'name', not 'load'",
+        )
 
 
 @dataclass(frozen=True)
