@@ -175,12 +175,16 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from slimtune._io import prepare_out_dir
+    from pathlib import Path
+
+    from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
+    from slimtune._outputs import check_inputs_clear
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
     from slimtune.recipe.schema import DataRef, ModelRef
     from slimtune.search import SearchConfig, search
+    from slimtune.search.runner import BEST, PAGE, SEARCH_JSON, WORK
     from slimtune.train.loop import TrainConfig, fit
 
     if (args.model is None) == (args.load is None):
@@ -195,9 +199,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     data_ref = DataRef.from_dict(data_dict(args), where="data")
     model_ref = ModelRef(name=args.model, load=args.load)
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    train = TrainConfig(epochs=args.train_epochs, lr=args.lr)  # checked before anything is written
+    check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
+    inputs = [p for p in (args.data, args.load) if p is not None]
+    check_inputs_clear(Path(args.out), ["teacher", SEARCH_JSON, WORK, BEST, PAGE], inputs)
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
+    out = prepare_out_dir(args.out, force=args.force, resume=args.resume, inputs=inputs)
     teacher_dir = out / "teacher"
     if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():
         model = load_model(teacher_dir)
@@ -206,7 +214,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         model = load_start_model(model_ref, data, preprocess)
         if args.model is not None:
             print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
-            fit(model, data, config=TrainConfig(epochs=args.train_epochs, lr=args.lr), desc="teacher")
+            fit(model, data, config=train, desc="teacher")
+            record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
     result = search(
         model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
@@ -269,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
     srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    srch.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     from slimtune.cli import stage
 
     stage.add_data_option(srch)
@@ -294,6 +303,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not print a BrokenPipeError traceback."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests): nothing to flush
+        pass
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as ``--limit``: 0 or less is refused, not read as 'no limit'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive count, got {value}; leave the option out for all")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -311,7 +342,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "torch_threads", None) is not None:  # commands that train or measure
             _apply_threads(args.torch_threads)
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
         return code
+    except BrokenPipeError:  # `slimtune ... --json | head`: the reader has all it wants
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, what a shell tool stopped by the closed pipe reports
     except SlimtuneError as exc:
         print(f"slimtune: error: {exc}", file=sys.stderr)
         return 2

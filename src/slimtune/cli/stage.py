@@ -108,13 +108,15 @@ def cmd_stage(args: argparse.Namespace) -> int:
 
 
 def add_parser(sub: Any, out_options: Callable[[argparse.ArgumentParser, str | None], None]) -> None:
+    from slimtune.cli.main import positive_int
+
     sp = sub.add_parser("stage", help="run one recipe stage (finetune, prune, distill, quantize...) on a model")
     sp.add_argument("stage", help="stage name (see slimtune list)")
     sp.add_argument("--model", help="a registered model name (pretrained ones like minilm-l6 load their weights)")
     sp.add_argument("--load", help="a saved slimtune model folder (or Hugging Face folder) instead of --model")
     sp.add_argument("--option", action="append", help="model option key=value for --model (repeatable)")
     sp.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    sp.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    sp.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     add_data_option(sp)
     sp.add_argument("--train-epochs", type=int, default=0, help="train the model this many epochs first")
     sp.add_argument("--lr", type=float, default=3e-3, help="learning rate of that training")

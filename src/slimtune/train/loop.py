@@ -27,7 +27,7 @@ from torch import nn
 from slimtune._io import atomic_path
 from slimtune.config import Config, check
 from slimtune.data.core import DataSplits
-from slimtune.errors import ConfigError, DataError
+from slimtune.errors import ConfigError, DataError, TrainingDivergedError
 from slimtune.train import ddp
 from slimtune.train.callbacks import Callback, LoopState
 from slimtune.train.sources import SplitsSource, TrainSource, epoch_batches
@@ -286,7 +286,13 @@ def _fit(
             state.global_step += 1
             for cb in callbacks:
                 cb.on_step_end(state)
-            total, count = total + loss.item() * n, count + n
+            value = loss.item()
+            if not math.isfinite(value):  # NaN/inf: every later step would only spread it
+                raise TrainingDivergedError(
+                    f"{desc or 'training'}: the loss became {value} in epoch {epoch + 1} (step {state.step}); "
+                    f"lower the learning rate (lr {config.lr:g}) or set max_grad_norm, and check the data for NaN"
+                )
+            total, count = total + value * n, count + n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / count:.4f}")
