@@ -78,5 +78,8 @@ def collect(*, with_torch: bool = True) -> dict[str, Any]:
     if with_torch:
         import torch
 
+        from slimtune import threads
+
         out["torch_threads"] = torch.get_num_threads()
+        out["threads"] = threads.current()  # the setting and where it came from (--threads, auto, OMP_NUM_THREADS)
     return out

@@ -55,7 +55,10 @@ def test_image_folder_rgb_and_resize(tmp_path: Path) -> None:
 
 def test_image_folder_ragged_sizes(tmp_path: Path) -> None:
     write_images(tmp_path, {"a": [(4, 4), (4, 4)], "b": [(5, 4), (4, 4)]})
-    with pytest.raises(DataError, match=r"different sizes .*pass image_size="):
+    with pytest.raises(
+        DataError,
+        match=r"different sizes \('a/0.png' is 4x4, 'b/0.png' is 5x4\).*--data-option image_size=",
+    ):
         load_path(tmp_path)
 
 
@@ -114,18 +117,22 @@ def test_jsonl_round_trip(tmp_path: Path) -> None:
 
 def test_table_missing_column_lists_available(tmp_path: Path) -> None:
     path = write_csv(tmp_path / "a.csv", "words,label", ["a,1", "b,0"])
-    with pytest.raises(DataError, match=r"'text' not found .*available: words, label; pass text_column"):
+    with pytest.raises(
+        DataError,
+        match=r"'text' not found .*available: words, label; .*data: \{text_column: .*--data-option text_column=",
+    ):
         load_path(path)
-    with pytest.raises(DataError, match=r"column 'tag' not found .*pass label_column"):
+    with pytest.raises(DataError, match=r"column 'tag' not found .*name one of them as label_column"):
         load_path(path, text_column="words", label_column="tag")
 
 
 @pytest.mark.parametrize(
     ("rows", "message"),
     [
-        (["a,0.5", "b,1.5"], r"labels must be integers or class names, got '0.5'"),
-        (["a,1", "b,"], "some labels are empty"),
+        (["a,0.5", "b,1.5"], r"a.csv:2: labels must be integers or class names, got '0.5'"),
+        (["a,1", "b,"], r"a.csv:3: empty or missing 'label' value; .*drop_empty"),
         (["a,x", "b,x", "c,x"], r"only one class \(x\)"),
+        (["a,x", "b,x", "c,x", "d,y"], r"a.csv: 1 of 2 labels occur in fewer than 3 rows: 'y' \(line 5\)"),
     ],
 )
 def test_csv_bad_labels(tmp_path: Path, rows: list[str], message: str) -> None:
@@ -139,10 +146,10 @@ def test_jsonl_bad_inputs(tmp_path: Path) -> None:
     with pytest.raises(DataError, match=r"got 1\.0"):
         load_path(path)
     path.write_text('{"text": "a", "label": 1}\n[1, 2]\n')
-    with pytest.raises(DataError, match="line 2 is not a JSON object"):
+    with pytest.raises(DataError, match=r"a.jsonl:2: expected a JSON object, got list"):
         load_path(path)
     path.write_text('{"text": "a", "label": 1}\n{oops\n')
-    with pytest.raises(DataError, match="line 2 is not valid JSON"):
+    with pytest.raises(DataError, match=r"a.jsonl:2: not valid JSON"):
         load_path(path)
 
 

@@ -8,6 +8,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 Handler = Callable[[argparse.Namespace], int]
+THREADS_HELP = (
+    "CPU threads for training and measuring: a number >= 1, or auto (default: half the free cores, 1 on a "
+    "2-core machine; more threads than free cores makes training many times slower)"
+)
 
 
 def _cmd_demo(args: argparse.Namespace) -> int:
@@ -39,6 +43,8 @@ def print_report(report: Any, out: str) -> None:
     """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
+    for warning in report.warnings():  # loud: after the table, where the eye lands
+        print(f"\nWARNING: {warning}")
     print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
@@ -85,49 +91,74 @@ def _cmd_env(args: argparse.Namespace) -> int:
     return 0
 
 
-def _read_inputs(args: argparse.Namespace) -> Any:
-    """Inputs for ``predict``: ``--text`` strings, or a .txt (one text per line), .npy or .npz file."""
+def _read_inputs(args: argparse.Namespace) -> tuple[Any, list[str] | None]:
+    """Inputs for ``predict`` and their names: ``--text`` strings, a .txt (one text per line), .npy or .npz
+    file, or image files / a folder of images (names: the file names)."""
     from pathlib import Path
 
     from slimtune.errors import DataError
+    from slimtune.runtime.images import IMAGE_SUFFIXES, image_files
 
     if args.text:
-        return list(args.text)
+        return list(args.text), None
     if not args.input:
-        raise DataError("give an INPUT file (.npy, .npz or .txt) or --text 'some text'")
+        raise DataError("give an INPUT (.npy, .npz, .txt, an image file or a folder of images) or --text 'some text'")
     path = Path(args.input)
+    if path.is_dir() or path.suffix.lower() in IMAGE_SUFFIXES:
+        files = image_files(path)
+        return files, [str(f.relative_to(path)) if path.is_dir() else f.name for f in files]
     if not path.is_file():
         raise DataError(f"input file not found: {path}")
     if path.suffix == ".txt":
-        return [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+        return _read_lines(path), None
     if path.suffix not in (".npy", ".npz"):
-        raise DataError(f"unsupported input file '{path.name}': use .npy/.npz arrays or a .txt with one text per line")
-    import numpy as np
+        raise DataError(
+            f"unsupported input file '{path.name}': use .npy/.npz arrays, a .txt with one text per line, "
+            f"or images ({', '.join(IMAGE_SUFFIXES)})"
+        )
+    from slimtune.runtime.arrays import load_array_file
 
-    try:
-        loaded = np.load(path, allow_pickle=False)
-    except ValueError as exc:
-        raise DataError(f"cannot read {path}: {exc}") from None
-    if path.suffix == ".npz":
-        if not loaded.files:
-            raise DataError(f"{path} holds no arrays")
-        return loaded["x"] if "x" in loaded.files else loaded[loaded.files[0]]
-    return loaded
+    return load_array_file(path), None
+
+
+def _read_lines(path: Any) -> list[str]:
+    """The non-blank lines of a UTF-8 text file; a line that is not UTF-8 is one located DataError."""
+    from slimtune.errors import DataError
+
+    texts = []
+    for lineno, raw in enumerate(path.read_bytes().splitlines(), 1):
+        try:
+            line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+        except UnicodeDecodeError as exc:
+            raise DataError(
+                f"{path}:{lineno}: not UTF-8 (byte {raw[exc.start]:#04x} at column {exc.start + 1}); "
+                "save the file as UTF-8"
+            ) from None
+        if line.strip():
+            texts.append(line)
+    if not texts:
+        raise DataError(f"{path} has no text lines; write one text per line")
+    return texts
 
 
 def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import Predictor
+    from slimtune.threads import parse_threads
 
-    predictor = Predictor(args.bundle, threads=args.threads)
-    results = predictor.predict(_read_inputs(args), top_k=args.top_k)
+    threads = None if args.threads is None else int(parse_threads(args.threads, flag="--threads"))
+    predictor = Predictor(args.bundle, threads=threads)
+    inputs, names = _read_inputs(args)
+    results = predictor.predict(inputs, top_k=args.top_k)
+    if names is not None:
+        results = [{"file": name, **r} for name, r in zip(names, results)]
     if args.json:
         print(json.dumps(results, indent=2))
         return 0
     for i, r in enumerate(results):
         others = ", ".join(f"{label} {p:.3f}" for label, p in r["top"][1:])
-        print(f"{i}\t{r['label']}\t{r['probability']:.3f}" + (f"\t({others})" if others else ""))
+        print(f"{r.get('file', i)}\t{r['label']}\t{r['probability']:.3f}" + (f"\t({others})" if others else ""))
     return 0
 
 
@@ -135,8 +166,10 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import bench, format_table
+    from slimtune.threads import parse_threads
 
-    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=args.threads or [None], seconds=args.seconds)
+    threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
+    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=threads or [None], seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -158,7 +191,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
         "combine_ratios": args.combine_ratios,
     }  # fmt: skip
     config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
-    data_ref, model_ref = DataRef(name=args.data, limit=args.limit), ModelRef(name=args.model, load=args.load)
+    from slimtune.cli.stage import data_dict
+
+    data_ref = DataRef.from_dict(data_dict(args), where="data")
+    model_ref = ModelRef(name=args.model, load=args.load)
     out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
@@ -179,6 +215,17 @@ def _cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
+def _apply_threads(value: str) -> None:
+    """Validate ``--threads`` before anything runs, then set it (``auto``: see ``slimtune.threads``)."""
+    from slimtune.threads import parse_threads
+
+    parse_threads(value, flag="--threads")  # a bad value fails before torch is imported
+    from slimtune.threads import set_threads
+
+    setting = set_threads(value)
+    print(f"slimtune: {setting['threads']} thread(s) ({setting['requested']})", flush=True)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
         prog="slimtune",
@@ -190,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
         sp.add_argument("--out", default=default_out, required=default_out is None, help="output folder")
         sp.add_argument("--force", action="store_true", help="overwrite an existing output folder")
         sp.add_argument("--resume", action="store_true", help="continue a killed run in the same folder")
+        sp.add_argument("--threads", dest="torch_threads", default="auto", help=THREADS_HELP)
 
     demo = sub.add_parser("demo", help="run the built-in demo recipe (train → prune → distill → int8 ONNX)")
     out_options(demo, "slimtune-demo")
@@ -202,16 +250,18 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=_cmd_list)
     pred = sub.add_parser("predict", help="predict with a deploy bundle (onnxruntime + numpy, no torch)")
     pred.add_argument("bundle", help="bundle folder (made by a recipe 'bundle' stage)")
-    pred.add_argument("input", nargs="?", help=".npy/.npz array of images or rows, or .txt with one text per line")
+    pred.add_argument(
+        "input", nargs="?", help=".npy/.npz array, .txt (one text per line), or a PNG/JPEG file or folder of them"
+    )
     pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
-    pred.add_argument("--threads", type=int, default=None, help="ONNX Runtime intra-op threads")
+    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1)")
     pred.add_argument("--json", action="store_true", help="print JSON")
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
     bch.add_argument("bundle", help="bundle folder")
     bch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
-    bch.add_argument("--threads", type=int, nargs="+", default=None, help="thread counts to time (default: ORT's)")
+    bch.add_argument("--threads", nargs="+", default=None, help="thread counts to time, each >= 1 (default: ORT's)")
     bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
     bch.add_argument("--json", action="store_true", help="print JSON")
     bch.set_defaults(func=_cmd_bench)
@@ -220,6 +270,9 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
     srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
     srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    from slimtune.cli import stage
+
+    stage.add_data_option(srch)
     srch.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget, in points of accuracy")
     srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
     srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
@@ -233,8 +286,6 @@ def build_parser() -> argparse.ArgumentParser:
     srch.add_argument("--lr", type=float, default=3e-3, help="learning rate for training --model")
     out_options(srch, None)
     srch.set_defaults(func=_cmd_search)
-    from slimtune.cli import stage
-
     stage.add_parser(sub, out_options)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")
@@ -257,6 +308,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         logging.basicConfig(level=logging.INFO, format="%(message)s", stream=sys.stderr)
 
     try:
+        if getattr(args, "torch_threads", None) is not None:  # commands that train or measure
+            _apply_threads(args.torch_threads)
         code: int = args.func(args)
         return code
     except SlimtuneError as exc:

@@ -63,6 +63,27 @@ def is_hf_folder(path: str) -> bool:
     return (folder / "config.json").is_file() and not (folder / "spec.json").is_file()
 
 
+def data_dict(args: argparse.Namespace) -> dict[str, Any]:
+    """The recipe's ``data:`` mapping from ``--data``, ``--limit`` and ``--data-option key=value``."""
+    data: dict[str, Any] = {"name": args.data, **({"limit": args.limit} if args.limit is not None else {})}
+    options = parse_sets(args.data_option or [], flag="--data-option")
+    for key in ("name", "limit"):
+        if key in options:
+            raise ConfigError(f"--data-option {key}=...: use --{'data' if key == 'name' else key} instead")
+    return {**data, **options}
+
+
+def add_data_option(sp: argparse.ArgumentParser) -> None:
+    sp.add_argument(
+        "--data-option",
+        action="append",
+        metavar="KEY=VALUE",
+        help="option for a user data file, as a recipe's data: key (repeatable): text_column=review, "
+        "label_column=stars, labels=[neg,pos], label_map={0: neg, 1: pos}, drop_empty=true, min_class_rows=1, "
+        "image_size=[32,32], seed=1, max_length=128",
+    )
+
+
 def stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe ``slimtune stage`` runs, as a dict (the same schema as a recipe file)."""
     if (args.model is None) == (args.load is None):
@@ -76,7 +97,7 @@ def stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
         model = {"name": "hf", "options": {**options, "path": str(args.load)}}
     elif options:
         model["options"] = options
-    data: dict[str, Any] = {"name": args.data, **({"limit": args.limit} if args.limit else {})}
+    data = data_dict(args)
     stages: list[dict[str, Any]] = []
     if args.train_epochs:
         stages.append({"stage": "train", "label": "start", "train": {"epochs": args.train_epochs, "lr": args.lr}})
@@ -111,6 +132,7 @@ def add_parser(sub: Any, out_options: Callable[[argparse.ArgumentParser, str | N
     )
     sp.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
     sp.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    add_data_option(sp)
     sp.add_argument("--train-epochs", type=int, default=0, help="train the model this many epochs first")
     sp.add_argument("--lr", type=float, default=3e-3, help="learning rate of that training")
     sp.add_argument("--set", action="append", help="stage option key=value, dots nest, values as YAML (repeatable)")

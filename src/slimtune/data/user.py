@@ -3,11 +3,8 @@
 
 from __future__ import annotations
 
-import csv
-import io
-import json
 import re
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -15,13 +12,15 @@ import numpy as np
 import torch
 
 from slimtune.data.core import DataSplits, Kind, scale_images, split_arrays
-from slimtune.errors import DataError, missing_dependency
+from slimtune.data.tables import MIN_CLASS_ROWS, check_class_counts, data_option, map_labels, read_table
+from slimtune.errors import ConfigError, DataError, missing_dependency
+from slimtune.runtime.arrays import numpy_problem
+from slimtune.runtime.images import IMAGE_SUFFIXES
 
-IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".pgm")
 TABLE_SUFFIXES = (".csv", ".tsv", ".jsonl", ".ndjson")
 GRAY_MODES = {"1", "L", "LA", "I", "I;16", "F"}
-TEXT_ALIASES = ("text", "sentence", "review", "content", "tweet", "document")
-LABEL_ALIASES = ("label", "labels", "class", "target", "sentiment", "category", "y")
+TABLE_OPTIONS = ("text_column", "label_column", "labels", "label_map", "drop_empty", "min_class_rows")
+FOLDER_OPTIONS = ("image_size",)
 INT_RE = re.compile(r"[+-]?\d+")
 
 
@@ -30,28 +29,66 @@ def load_path(
     *,
     seed: int = 0,
     limit: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
-    image_size: int | tuple[int, int] | None = None,
+    text_column: str | None = None,
+    label_column: str | None = None,
+    image_size: int | Sequence[int] | None = None,
+    labels: Sequence[str] | None = None,
+    label_map: Mapping[Any, Any] | None = None,
+    drop_empty: bool = False,
+    min_class_rows: int = MIN_CLASS_ROWS,
 ) -> DataSplits:
-    """Load a user dataset: a folder of class subfolders, ``.csv``/``.tsv``/``.jsonl`` or ``.npz``."""
+    """Load a user dataset: a folder of class subfolders, ``.csv``/``.tsv``/``.jsonl`` or ``.npz``.
+
+    Tables: ``text_column``/``label_column`` name the columns (default ``text``/``label`` or a common alias),
+    ``label_map`` renames raw labels (``{0: negative, 1: positive}``), ``labels`` lists the expected class
+    names in id order (any other label is an error), ``drop_empty`` drops rows with an empty text or label
+    (else they are an error) and a class seen in fewer than ``min_class_rows`` rows is an error.
+    Image folders: ``image_size`` (an int or ``[height, width]``) resizes every image. In a recipe, each of
+    these is a key of ``data:``; on the command line, ``--data-option key=value``.
+    """
     p = Path(path).expanduser()
     if not p.exists():
         raise DataError(f"file not found: {p}; check the path")
-    if p.is_dir():
+    kind = "folder" if p.is_dir() else p.suffix.lower()
+    given = {
+        "text_column": text_column, "label_column": label_column, "image_size": image_size, "labels": labels,
+        "label_map": label_map, "drop_empty": drop_empty or None,
+        "min_class_rows": None if min_class_rows == MIN_CLASS_ROWS else min_class_rows,
+    }  # fmt: skip
+    allowed = FOLDER_OPTIONS if kind == "folder" else TABLE_OPTIONS if kind in TABLE_SUFFIXES else ()
+    wrong = [k for k, v in given.items() if v is not None and k not in allowed]
+    if wrong:
+        what = "an image folder" if kind == "folder" else f"a {kind or 'suffix-less'} file"
+        raise ConfigError(
+            f"data option '{wrong[0]}' does not apply to {what} ('{p.name}'); options for it: "
+            f"{', '.join(allowed) or 'none'}"
+        )
+    if kind == "folder":
         return load_image_folder(p, seed=seed, limit=limit, image_size=image_size)
-    suffix = p.suffix.lower()
-    if suffix in TABLE_SUFFIXES:
-        return load_table(p, seed=seed, limit=limit, text_column=text_column, label_column=label_column)
-    if suffix == ".npz":
+    if kind in TABLE_SUFFIXES:
+        return load_table(p, seed=seed, limit=limit, text_column=text_column, label_column=label_column,
+                          labels=labels, label_map=label_map, drop_empty=drop_empty,
+                          min_class_rows=min_class_rows)  # fmt: skip
+    if kind == ".npz":
         return load_npz(p, seed=seed, limit=limit)
     raise DataError(f"unsupported data file '{p.name}'; use a folder of class subfolders, .csv, .tsv, .jsonl or .npz")
 
 
-def encode_labels(values: Sequence[Any], source: str) -> tuple[torch.Tensor, list[str]]:
-    """Integer labels or class-name strings → ids 0..K-1 in sorted order, plus the label names."""
-    if any(v is None or (isinstance(v, str) and not v.strip()) for v in values):
-        raise DataError(f"{source}: some labels are empty; give every example a label")
+def encode_labels(
+    values: Sequence[Any], source: str, *, order: Sequence[str] | None = None, lines: Sequence[int] | None = None
+) -> tuple[torch.Tensor, list[str]]:
+    """Integer labels or class-name strings → ids 0..K-1 in sorted order (or in ``order``), plus the label
+    names. ``lines`` (one per value) locate a bad label as ``source:line``."""
+
+    def where(i: int) -> str:
+        return f"{source}:{lines[i]}" if lines is not None else source
+
+    empty = next((i for i, v in enumerate(values) if v is None or (isinstance(v, str) and not v.strip())), None)
+    if empty is not None:
+        raise DataError(f"{where(empty)}: empty label; give every example a label")
+    if order is not None:
+        index = {name: i for i, name in enumerate(order)}
+        return torch.tensor([index[str(v).strip()] for v in values], dtype=torch.long), list(order)
     ints = [_as_int(v) for v in values]
     keys: list[Any]
     if all(i is not None for i in ints):
@@ -59,8 +96,11 @@ def encode_labels(values: Sequence[Any], source: str) -> tuple[torch.Tensor, lis
     elif all(isinstance(v, str) for v in values) and not all(_is_number(v) for v in values):
         keys = [v.strip() for v in values]
     else:
-        bad = next(v for v, i in zip(values, ints) if i is None)
-        raise DataError(f"{source}: labels must be integers or class names, got {bad!r}; round or map them to classes")
+        bad = next(i for i, n in enumerate(ints) if n is None)
+        raise DataError(
+            f"{where(bad)}: labels must be integers or class names, got {values[bad]!r}; fix it, or rename "
+            "labels with data: {label_map: {raw: name}}"
+        )
     classes = sorted(set(keys))
     ids = {c: i for i, c in enumerate(classes)}
     return torch.tensor([ids[k] for k in keys], dtype=torch.long), [str(c) for c in classes]
@@ -85,68 +125,27 @@ def _is_number(v: str) -> bool:
 # --- text tables ---------------------------------------------------------------------------------
 
 
-def read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a CSV/TSV (header line required) or JSONL file, as dicts."""
-    raw = path.read_bytes()
-    if not raw.strip():
-        raise DataError(f"'{path}' is empty; add a header line and data rows")
-    try:
-        text = raw.decode("utf-8-sig")
-    except UnicodeDecodeError:
-        text = raw.decode("latin-1")
-    if path.suffix.lower() in (".jsonl", ".ndjson"):
-        rows = []
-        for lineno, line in enumerate(text.splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise DataError(f"'{path}' line {lineno} is not valid JSON ({exc.msg}); fix that line") from exc
-            if not isinstance(row, dict):
-                raise DataError(f"'{path}' line {lineno} is not a JSON object; write one object per line")
-            rows.append(row)
-        return rows
-    delimiter = "\t" if path.suffix.lower() == ".tsv" else ","
-    return list(csv.DictReader(io.StringIO(text, newline=""), delimiter=delimiter))
-
-
-def pick_column(wanted: str, default: str, aliases: Sequence[str], available: list[str], path: Path) -> str:
-    """``wanted`` if present; when it is the default, also accept a common alias (any case)."""
-    if wanted in available:
-        return wanted
-    if wanted == default:
-        lower = {c.lower(): c for c in available}
-        for alias in aliases:
-            if alias in lower:
-                return lower[alias]
-    arg = "text_column" if default == "text" else "label_column"
-    raise DataError(
-        f"column '{wanted}' not found in '{path.name}'; available: {', '.join(available) or 'none'}; pass {arg}=<name>"
-    )
-
-
 def load_table(
     path: Path,
     *,
     seed: int = 0,
     limit: int | None = None,
-    text_column: str = "text",
-    label_column: str = "label",
+    text_column: str | None = None,
+    label_column: str | None = None,
+    labels: Sequence[str] | None = None,
+    label_map: Mapping[Any, Any] | None = None,
+    drop_empty: bool = False,
+    min_class_rows: int = MIN_CLASS_ROWS,
 ) -> DataSplits:
-    rows = read_rows(path)
-    if not rows:
-        raise DataError(f"'{path}' has no data rows; add at least two examples per class")
-    available = list(dict.fromkeys(k for row in rows for k in row if k is not None))
-    text_col = pick_column(text_column, "text", TEXT_ALIASES, available, path)
-    label_col = pick_column(label_column, "label", LABEL_ALIASES, available, path)
-    missing = next((i for i, row in enumerate(rows, 1) if row.get(text_col) is None), None)
-    if missing is not None:
-        raise DataError(f"'{path}' data row {missing} has no '{text_col}' value; fill it in or drop the row")
-    texts = [str(row[text_col]) for row in rows]
-    y, names = encode_labels([row.get(label_col) for row in rows], f"'{path}' column '{label_col}'")
-    splits = split_arrays(path.stem, texts, y, label_names=names, kind="text", seed=seed, limit=limit)
+    table = read_table(path, text_column=text_column, label_column=label_column, drop_empty=drop_empty)
+    mapping = {str(k).strip(): v for k, v in (label_map or {}).items()}
+    values, order = map_labels(table, path, labels=labels, label_map=mapping)
+    y, names = encode_labels(values, str(path), order=order, lines=table.lines)
+    check_class_counts(path, y.tolist(), names, table.lines, min_class_rows)
+    splits = split_arrays(path.stem, table.texts, y, label_names=names, kind="text", seed=seed, limit=limit)
     splits.meta["source"] = str(path)
+    if table.dropped:
+        splits.meta["dropped_rows"] = table.dropped
     return splits
 
 
@@ -154,7 +153,7 @@ def load_table(
 
 
 def load_image_folder(
-    folder: Path, *, seed: int = 0, limit: int | None = None, image_size: int | tuple[int, int] | None = None
+    folder: Path, *, seed: int = 0, limit: int | None = None, image_size: int | Sequence[int] | None = None
 ) -> DataSplits:
     """Images under ``folder/<class>/``; grayscale if every image is, else RGB; (N, C, H, W) in [0, 1]."""
     try:
@@ -180,14 +179,16 @@ def load_image_folder(
         images.append(im)
     mode = "L" if all(im.mode in GRAY_MODES for im in images) else "RGB"
     if image_size is not None:
-        h, w = (image_size, image_size) if isinstance(image_size, int) else image_size
+        h, w = image_hw(image_size)
     else:
         w, h = images[0].size
         odd = next((i for i, im in enumerate(images) if im.size != (w, h)), None)
         if odd is not None:
             raise DataError(
-                f"images have different sizes ('{files[0][0].name}' is {w}x{h}, '{files[odd][0].name}' is "
-                f"{images[odd].width}x{images[odd].height}); pass image_size=(height, width) to resize them"
+                f"images have different sizes ('{files[0][0].relative_to(folder)}' is {w}x{h}, "
+                f"'{files[odd][0].relative_to(folder)}' is "
+                f"{images[odd].width}x{images[odd].height}); resize them to one size: "
+                + data_option("image_size", "[height,width]")
             )
     arrays = [np.asarray(im.convert(mode).resize((w, h)), dtype=np.uint8) for im in images]
     x = torch.from_numpy(np.stack(arrays))
@@ -198,6 +199,14 @@ def load_image_folder(
     return scale_images(splits)
 
 
+def image_hw(size: int | Sequence[int]) -> tuple[int, int]:
+    """``image_size`` (an int, or [height, width]) as positive (height, width)."""
+    hw = [size, size] if isinstance(size, int) else list(size)
+    if len(hw) != 2 or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in hw):
+        raise ConfigError(f"data.image_size must be a positive int or [height, width]; got {size!r}")
+    return int(hw[0]), int(hw[1])
+
+
 # --- npz arrays ----------------------------------------------------------------------------------
 
 
@@ -206,8 +215,10 @@ def load_npz(path: Path, *, seed: int = 0, limit: int | None = None) -> DataSpli
     try:
         with np.load(path, allow_pickle=False) as npz:
             arrays = {k: npz[k] for k in npz.files}
-    except (OSError, ValueError) as exc:
-        raise DataError(f"cannot read '{path}' as .npz ({exc}); save it with numpy.savez(path, x=..., y=...)") from exc
+    except (OSError, ValueError, EOFError) as exc:
+        raise DataError(
+            f"cannot read '{path}' as .npz: {numpy_problem(path, exc)}; save it with numpy.savez(path, x=..., y=...)"
+        ) from None
     if "x" not in arrays or "y" not in arrays:
         raise DataError(f"'{path}' needs arrays 'x' and 'y'; it has: {', '.join(arrays) or 'none'}")
     x, y_raw = arrays["x"], arrays["y"]

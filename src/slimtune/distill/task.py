@@ -154,7 +154,10 @@ def distill_(
     """
     x = data.train.x
     if not isinstance(x, torch.Tensor):
-        raise DataError("distillation needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+        raise DataError(
+            "distillation needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+            "(recipes and slimtune stage do it)"
+        )
     teacher_cache = cache if isinstance(cache, TeacherCache) else None
     if not isinstance(cache, TeacherCache) and cache is not False and not hints and views is None:
         teacher_cache = TeacherCache.build(teacher, x, path=None if cache is True else Path(cache))

@@ -73,7 +73,10 @@ class UnlabeledConfig(Config):
 
 def _tensor(x: torch.Tensor | list[str], what: str) -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise DataError(f"{what} needs tensor inputs; tokenize text first (slimtune.models.prepare_inputs)")
+        raise DataError(
+            f"{what} needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+            "(recipes and slimtune stage do it)"
+        )
     return x
 
 

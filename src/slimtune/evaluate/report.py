@@ -17,6 +17,7 @@ from slimtune.evaluate.plots import format_number, svg_scatter
 from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
+from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, row_warnings
 
 _MISSING = "—"
 _TIMES = "\N{MULTIPLICATION SIGN}"
@@ -208,6 +209,10 @@ class Report:
             raise DataError(f"'{p}' is not valid JSON ({exc}); regenerate the report") from exc
         return cls.from_dict(data)
 
+    def warnings(self) -> list[str]:
+        """Every warning line of every stage (accuracy drops, unreliable timings), in stage order."""
+        return [w for row in self._rows for w in row_warnings(row)]
+
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
 
@@ -225,7 +230,7 @@ class Report:
         return "\n".join(out)
 
     def markdown(self) -> str:
-        out = ["# slimtune report", "", self.table(), *markdown_lines(self._rows)]
+        out = ["# slimtune report", *markdown_warnings(self._rows), "", self.table(), *markdown_lines(self._rows)]
         out += [*sparsity_markdown(self._rows), *int8_markdown(self._rows)]
         if self.env:
             out += ["", "## Environment", ""]
@@ -247,6 +252,7 @@ class Report:
         env = [_tr([k, _env_value(v)]) for k, v in self.env.items()]
         return PAGE.format(
             css=CSS,
+            warnings=html_warnings(self._rows),
             head=head,
             body="\n".join(body),
             plots="\n".join(f'<figure class="plot">{svg}</figure>' for svg in self.plots()),

@@ -11,6 +11,7 @@ tr.ratio td { color: #4b5563; font-size: 0.8rem; border-top: none; }
 figure.plot { margin: 0; border: 1px solid #e5e7eb; }
 details { margin-bottom: 0.5rem; }
 table.precision td { text-align: left; }
+p.warning { background: #fef2f2; border: 2px solid #dc2626; color: #991b1b; padding: 0.5rem 0.8rem; }
 """
 
 PAGE = """<!DOCTYPE html>
@@ -23,6 +24,7 @@ PAGE = """<!DOCTYPE html>
 </head>
 <body>
 <h1>slimtune report</h1>
+{warnings}
 <table class="stages">
 <thead><tr>{head}</tr></thead>
 <tbody>

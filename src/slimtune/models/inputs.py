@@ -27,7 +27,7 @@ if TYPE_CHECKING:
 def load_data(data_ref: DataRef, model_ref: ModelRef) -> tuple[DataSplits, dict[str, Any]]:
     from slimtune.data import load
 
-    data = load(data_ref.name, seed=data_ref.seed, limit=data_ref.limit)
+    data = load(data_ref.name, seed=data_ref.seed, limit=data_ref.limit, **data_ref.file_options())
     if data.kind != "text":
         return data, {}
     tokenizer = _hf_tokenizer(model_ref, max_length=data_ref.max_length)

@@ -74,7 +74,10 @@ def layer_sensitivity(
     """
     x, y = (data.x, data.y) if isinstance(data, Split) else (data, None)
     if not isinstance(x, torch.Tensor):
-        raise DataError("sensitivity needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+        raise DataError(
+            "sensitivity needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+            "(recipes and slimtune stage do it)"
+        )
     if len(x) == 0:
         raise DataError("sensitivity needs at least one example; the split is empty")
     w_spec = weight_spec or QuantSpec.weights(bits)

@@ -14,6 +14,7 @@ from torch import nn
 from slimtune._io import prepare_out_dir, write_text
 from slimtune.errors import ConfigError
 from slimtune.evaluate.report import Report, StageRow
+from slimtune.evaluate.report_warnings import check_accuracy_drop
 from slimtune.export.bundle import finish_bundle
 from slimtune.recipe.measure import measure_onnx, measure_torch
 from slimtune.recipe.schema import Recipe, load_recipe
@@ -63,6 +64,10 @@ def run_recipe(
             if result.onnx is not None or result.model is not None:  # a new model makes older ONNX stale
                 ctx.onnx, ctx.onnx_parity = result.onnx, result.parity
             row = _measure(spec.label, result, ctx)
+            limit = spec.warn_drop if spec.warn_drop is not None else recipe.warn_drop
+            warning = check_accuracy_drop(row, report.rows[-1] if report.rows else None, limit=limit)
+            if warning:
+                say(f"WARNING: {warning}")
             row.artifact = os.path.relpath(result.artifact, out_dir)  # the output folder can move
             row.extra["seconds"] = round(time.perf_counter() - t0, 2)
             saved = {"row": row.to_dict(), "has_model": result.model is not None, "stage": raw_stage}

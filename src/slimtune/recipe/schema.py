@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -15,14 +16,48 @@ from slimtune.errors import ConfigError, DataError
 
 @dataclass(frozen=True, kw_only=True)
 class DataRef(Config):
+    """A dataset name or a user data path, plus the options of ``slimtune.data.load_path`` for user files
+    (CLI: ``--data-option key=value``)."""
+
     name: str
     seed: int = 0
     limit: int | None = None
     max_length: int = 64  # token ids per text example
+    text_column: str | None = None  # CSV/TSV/JSONL: the text column (default: text or a common alias)
+    label_column: str | None = None  # ... the label column (default: label or a common alias)
+    labels: list[str | int] | None = None  # the expected class names, in id order; other labels are errors
+    label_map: dict[Any, Any] | None = None  # raw label → class name, e.g. {0: negative, 1: positive}
+    drop_empty: bool = False  # drop rows with an empty text or label (counted) instead of failing
+    min_class_rows: int | None = None  # a class in fewer rows is an error (merged rows); default 3
+    image_size: int | list[int] | None = None  # image folders: resize to [height, width] (or a square side)
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 10, f"data.limit must be >= 10, got {self.limit}")
         check(self.max_length >= 2, f"data.max_length must be >= 2, got {self.max_length}")
+        check(self.min_class_rows is None or self.min_class_rows >= 1,
+              f"data.min_class_rows must be >= 1, got {self.min_class_rows}")  # fmt: skip
+        size = self.image_size
+        check(size is None or (isinstance(size, int) and size > 0)
+              or (isinstance(size, list) and len(size) == 2 and all(v > 0 for v in size)),
+              f"data.image_size must be a positive int or [height, width], got {size!r}")  # fmt: skip
+        for raw, name in (self.label_map or {}).items():
+            ok = isinstance(raw, (str, int)) and isinstance(name, (str, int)) and not isinstance(name, bool)
+            check(ok, f"data.label_map: map raw labels to class names ({{0: negative}}), got {raw!r}: {name!r}")
+
+        if self.file_options():
+            from slimtune.data import DATASETS
+
+            check(self.name not in DATASETS,
+                  f"data: {', '.join(self.file_options())} only apply to your own data files, not to dataset "
+                  f"'{self.name}'; remove them or give a file path")  # fmt: skip
+
+    def file_options(self) -> dict[str, Any]:
+        """The user-file options that were set, as keywords of ``slimtune.data.load``."""
+        keys = ("text_column", "label_column", "labels", "label_map", "drop_empty", "min_class_rows", "image_size")
+        out = {k: getattr(self, k) for k in keys if getattr(self, k) not in (None, False)}
+        if self.labels is not None:
+            out["labels"] = [str(v) for v in self.labels]
+        return out
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -38,11 +73,15 @@ class ModelRef(Config):
         check((self.name is None) != (self.load is None), "model: give exactly one of 'name' or 'load'")
 
 
+DEFAULT_WARN_DROP = 2.0  # points of accuracy one stage may lose (vs the stage before it) before the run warns
+
+
 @dataclass(frozen=True)
 class StageSpec:
     kind: str
     label: str
     config: Any
+    warn_drop: float | None = None  # this stage's own accuracy-drop warning threshold (points), else the recipe's
 
 
 @dataclass(frozen=True)
@@ -53,9 +92,19 @@ class Recipe:
     stages: tuple[StageSpec, ...]
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
+    warn_drop: float | None = DEFAULT_WARN_DROP  # points a stage may lose before the log and report warn
 
 
-TOP_KEYS = ("name", "data", "model", "stages")
+TOP_KEYS = ("name", "data", "model", "stages", "warn_drop")
+
+
+def _warn_drop(value: Any, *, where: str) -> float | None:
+    """``warn_drop``: points of accuracy (a number >= 0), or null for no accuracy-drop warnings."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) or value < 0:
+        raise ConfigError(f"{where}: warn_drop must be a number of points >= 0 (e.g. 2.0) or null, got {value!r}")
+    return float(value)
 
 
 def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
@@ -85,12 +134,19 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         kind = entry.pop("stage")
         label = str(entry.pop("label", kind))
         stage = STAGES.get(kind)
-        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})")))
+        warn = None  # the recipe's threshold; a stage's own null turns its warning off
+        if "warn_drop" in entry:
+            warn = _warn_drop(entry.pop("warn_drop"), where=f"stages[{i}] ({kind})")
+            warn = math.inf if warn is None else warn
+        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})"), warn_drop=warn))
     labels = [s.label for s in stages]
     dupes = {lab for lab in labels if labels.count(lab) > 1}
     if dupes:
         raise ConfigError(f"stage labels must be unique; give a 'label:' to repeated stages {sorted(dupes)}")
-    return Recipe(str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw)
+    warn_drop = _warn_drop(raw["warn_drop"], where=source) if "warn_drop" in raw else DEFAULT_WARN_DROP
+    return Recipe(
+        str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw, warn_drop=warn_drop
+    )
 
 
 def load_recipe(path: str | Path) -> Recipe:

@@ -6,6 +6,7 @@ Nothing here imports torch: ``Predictor`` starts in a fraction of a second and r
 from __future__ import annotations
 
 import json
+import os
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -14,7 +15,28 @@ import numpy as np
 
 from slimtune.errors import DataError, MissingDependencyError
 from slimtune.runtime.bundle import Manifest, open_session, read_manifest
+from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
 from slimtune.runtime.text import word_ids
+
+DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention"}
+
+
+def _dynamic_quantized(model: Path) -> bool:
+    """True when the graph quantizes activations with scales computed from each batch (ORT dynamic int8)."""
+    import onnx
+
+    try:
+        graph = onnx.load(str(model), load_external_data=False).graph
+    except Exception:  # an unreadable file has already failed to load in ONNX Runtime
+        return False
+    return any(node.op_type in DYNAMIC_OPS for node in graph.node)
+
+
+def _is_image_input(item: Any) -> bool:
+    """A PIL image, a path, or a string naming an image file or a folder (never plain text)."""
+    if is_pil_image(item) or isinstance(item, os.PathLike):
+        return True
+    return isinstance(item, str) and (item.lower().endswith(IMAGE_SUFFIXES) or os.path.isdir(item))
 
 
 def softmax(logits: np.ndarray) -> np.ndarray:
@@ -27,14 +49,25 @@ class Predictor:
     """``Predictor("bundle/").predict(inputs)``: labels and probabilities for images, rows or texts.
 
     Images: a numpy array of one image or a batch, shaped like the bundle's input (the channel axis may be
-    left out for 1-channel images). Integer arrays are raw pixels, scaled as in training; float arrays are
-    taken as already scaled. Texts: a string or a list of strings.
+    left out for 1-channel images), or image files, folders of them (paths, or strings ending in an image
+    suffix) and PIL images, in the order given (converted, resized and scaled per the
+    bundle's input contract, see ``runtime.images``). Pixel arrays are scaled by their value range: integer
+    arrays, and float arrays with any value above 1, are raw pixels (0–255, or the raw range the bundle was
+    trained from, e.g. 0–16 for digits) and are scaled as in training; float arrays within [0, 1] are taken
+    as already scaled. Values outside the raw range are an error. Texts: a string or a list of strings.
+
+    Non-finite inputs (NaN, inf) are refused with one ``DataError`` naming the row. Bundles quantized with
+    dynamic int8 compute their activation scales from the batch they see, so one extreme row would change
+    every other row's result: their rows are run one at a time, and a row's result never depends on the
+    others.
     """
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None) -> None:
         self.manifest: Manifest = read_manifest(bundle)
         self.session = open_session(self.manifest, threads=threads)  # checked against bundle.json
         self.input_name = self.session.get_inputs()[0].name
+        model = self.manifest.file("model")
+        self.row_by_row = self.manifest.raw.get("precision") == "int8" and _dynamic_quantized(model)
         self._tokenizer: Any = self._load_tokenizer() if self.kind == "text" else None
 
     @property
@@ -95,10 +128,19 @@ class Predictor:
 
     def _prepare_arrays(self, inputs: Any) -> np.ndarray:
         shape = tuple(int(s) for s in self.manifest.input["shape"])
+        items = inputs if isinstance(inputs, (list, tuple)) else [inputs]
+        if items and all(_is_image_input(i) for i in items):
+            if self.kind != "image":
+                raise DataError(f"this bundle takes {self.kind} arrays shaped {shape}, not images; pass a numpy array")
+            images = [im for i in items for im in ([i] if is_pil_image(i) else open_images(image_files(i)))]
+            return images_to_array(images, self.manifest.input)
         if isinstance(inputs, str) or (isinstance(inputs, (list, tuple)) and inputs and isinstance(inputs[0], str)):
             raise DataError(f"this bundle takes {self.kind} arrays, not text: pass a numpy array shaped {shape}")
-        x = np.asarray(inputs)
-        if x.dtype == object or x.size == 0:
+        try:
+            x = np.asarray(inputs)
+        except ValueError as exc:  # ragged nested lists
+            raise DataError(f"expected a numeric array shaped {shape} or (N, *{shape}); {exc}") from None
+        if x.dtype == object or x.size == 0 or x.dtype.kind not in "biuf":
             raise DataError(f"expected a numeric array shaped {shape} or (N, *{shape}); got {x.shape} {x.dtype}")
         squeezed = shape[1:] if len(shape) > 1 and shape[0] == 1 else None  # 1-channel image without channel axis
         if x.shape == shape or (squeezed is not None and x.shape == squeezed):
@@ -109,15 +151,43 @@ class Predictor:
             what = "images" if self.kind == "image" else "rows"
             alt = f" or {squeezed}" if squeezed is not None else ""
             raise DataError(f"this bundle expects {what} of shape {shape}{alt}; got an array of shape {x.shape}")
-        if np.issubdtype(x.dtype, np.integer) and self.kind == "image":
-            scale = self.manifest.input.get("pixel_scale")
-            if scale is None:
-                raise DataError("this bundle takes float inputs already scaled as in training; got integers")
-            return (x.astype(np.float32) * np.float32(scale)).astype(np.float32)
+        if x.dtype.kind == "f":
+            bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+            if bad.any():
+                rows = np.nonzero(bad)[0]
+                more = f" (and {len(rows) - 1} more)" if len(rows) > 1 else ""
+                raise DataError(
+                    f"input row {int(rows[0])}{more} has NaN or infinite values; clean or drop it (every value must "
+                    "be a finite number)"
+                )
+        if self.kind == "image":
+            return self._scale_pixels(x)
         return x.astype(np.float32)
+
+    def _scale_pixels(self, x: np.ndarray) -> np.ndarray:
+        """Raw pixels (integers, or floats above 1) → the training scale; floats in [0, 1] are kept."""
+        scale = self.manifest.input.get("pixel_scale")
+        raw = x.dtype.kind in "biu" or (x.dtype.kind == "f" and float(x.max()) > 1.0)
+        if not raw:
+            return x.astype(np.float32)
+        if scale is None:
+            if x.dtype.kind == "f":
+                return x.astype(np.float32)  # no raw-pixel contract: floats are the model's own inputs
+            raise DataError("this bundle takes float inputs already scaled as in training; got integers")
+        top = 1.0 / float(scale)
+        low, high = float(x.min()), float(x.max())
+        if low < 0 or high > top * (1 + 1e-6):
+            row = int(np.nonzero(((x < 0) | (x > top * (1 + 1e-6))).reshape(len(x), -1).any(axis=1))[0][0])
+            raise DataError(
+                f"input row {row} has pixel values outside this bundle's raw range 0–{top:g} (got {low:g}..{high:g}); "
+                f"pass raw pixels in 0–{top:g} or floats already scaled to [0, 1]"
+            )
+        return (x.astype(np.float32) * np.float32(scale)).astype(np.float32)
 
     def logits(self, inputs: Any, *, batch_size: int = 256) -> np.ndarray:
         x = self.preprocess(inputs)
+        if self.row_by_row:
+            batch_size = 1  # dynamic int8: a batch shares activation scales, so rows run alone
         outs = [
             self.session.run(None, {self.input_name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
         ]

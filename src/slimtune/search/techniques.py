@@ -23,7 +23,10 @@ from slimtune.train.loop import TrainConfig, fit
 
 def tensor_x(x: torch.Tensor | list[str], what: str = "search") -> torch.Tensor:
     if not isinstance(x, torch.Tensor):
-        raise DataError(f"{what} needs tensor inputs; tokenize text first (slimtune.models.prepare_inputs)")
+        raise DataError(
+            f"{what} needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+            "(recipes and slimtune stage do it)"
+        )
     return x
 
 

@@ -164,7 +164,10 @@ def fit(
     if isinstance(data, DataSplits):
         train, val = data.train, data.val
         if not isinstance(train.x, torch.Tensor) or not isinstance(val.x, torch.Tensor):
-            raise DataError("fit needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+            raise DataError(
+                "fit needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+                "(recipes and slimtune stage do it)"
+            )
         if len(train) == 0:
             raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
     source: TrainSource = SplitsSource(data) if isinstance(data, DataSplits) else data

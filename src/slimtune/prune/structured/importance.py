@@ -29,7 +29,10 @@ def taylor_saliency(model: nn.Module, data: DataSplits, *, batches: int, batch_s
     """|w · ∂loss/∂w| summed over the first ``batches`` training batches (eval mode: no dropout)."""
     x, y = data.train.x, data.train.y
     if not isinstance(x, torch.Tensor):
-        raise DataError("importance 'taylor' needs tensor inputs; encode text first (slimtune.models.prepare_inputs)")
+        raise DataError(
+            "importance 'taylor' needs tensor inputs; tokenize text first with slimtune.models.inputs.tokenize_splits "
+            "(recipes and slimtune stage do it)"
+        )
     params = [p for p in model.parameters() if p.requires_grad]
     acc: Saliency = {id(p): torch.zeros_like(p) for p in params}
     device = next(iter(params)).device if params else torch.device("cpu")
