@@ -20,9 +20,9 @@ from slimtune.models import build, save_model
 FEATURES, CLASSES = 64, 4
 
 
-def _npz(path: Path, features: int, seed: int = 0) -> Path:
+def _npz(path: Path, features: int, seed: int = 0, classes: int = CLASSES) -> Path:
     rng = np.random.default_rng(seed)
-    np.savez(path, x=rng.random((120, features)).astype(np.float32), y=np.arange(120) % CLASSES)
+    np.savez(path, x=rng.random((120, features)).astype(np.float32), y=np.arange(120) % classes)
     return path
 
 
@@ -36,6 +36,7 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.save(model.state_dict(), root / "good.pt")
     _npz(root / "d64.npz", FEATURES)
     _npz(root / "d32.npz", 32)
+    _npz(root / "d64c6.npz", FEATURES, classes=6)
     return root
 
 
@@ -141,6 +142,12 @@ def test_saved_model_on_data_with_another_feature_count(area: Path, tmp_path: Pa
     res = cli("stage", "train", "--load", str(area / "saved"), *argv, cwd=tmp_path)
     one_line_error(res, "takes inputs shaped (64,)", "(32,)")
     assert "[1/1]" not in res.out  # refused before the stage started
+
+
+def test_saved_model_on_data_with_more_classes(area: Path, tmp_path: Path, cli, one_line_error) -> None:
+    argv = ["--data", str(area / "d64c6.npz"), "--set", "train.epochs=1", "--out", str(tmp_path / "out")]
+    res = cli("stage", "train", "--load", str(area / "saved"), *argv, cwd=tmp_path)
+    one_line_error(res, "the model predicts 4 classes but d64c6 has 6", "finetune")
 
 
 class _Evil:
