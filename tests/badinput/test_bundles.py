@@ -17,7 +17,7 @@ import torch
 from slimtune.data import load
 from slimtune.errors import DataError
 from slimtune.export.bundle import export_bundle
-from slimtune.models import build
+from slimtune.models import build, save_model
 
 FEATURES, CLASSES = 64, 4
 
@@ -32,6 +32,7 @@ def area(tmp_path_factory: pytest.TempPathFactory) -> Path:
     torch.manual_seed(0)
     model = build("mlp", input_shape=(FEATURES,), num_classes=CLASSES, hidden=[8])
     export_bundle(model, root / "bundle", data=load(str(root / "d64.npz"), seed=0))
+    save_model(model, root / "saved")
     return root
 
 
@@ -105,7 +106,15 @@ def test_damaged_bundle_on_bench(damage: Callable[[Path], None], needle: str, ar
     one_line_error(cli("bench", str(folder), "--batch-sizes", "1", "--seconds", "0.01", cwd=tmp_path), needle)
 
 
-@pytest.mark.parametrize(("target", "needle"), [("missing", "bundle not found"), ("x64.npy", "is not a folder")])
+@pytest.mark.parametrize(
+    ("target", "needle"),
+    [
+        ("missing", "bundle not found"),
+        ("x64.npy", "is not a folder"),
+        ("bundle/model.onnx", "is an ONNX file, not a bundle folder; make one with a 'bundle' stage"),
+        ("saved", "is a saved model folder, not a bundle; make one with a 'bundle' stage"),
+    ],
+)
 def test_bundle_path_that_is_not_a_bundle(target: str, needle: str, area: Path, tmp_path: Path, cli, one_line_error):
     one_line_error(cli("predict", str(area / target), str(area / "x64.npy"), cwd=tmp_path), needle)
 

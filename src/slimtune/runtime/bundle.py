@@ -57,11 +57,16 @@ class Manifest:
 def read_manifest(folder: str | Path) -> Manifest:
     """Load and check ``bundle.json``: the folder exists, the format is known and not newer than this slimtune."""
     root = Path(folder)
+    make = "make one with a 'bundle' stage (slimtune stage bundle --load MODEL_FOLDER --data DATA --out DIR)"
+    if root.is_file() and root.suffix == ".onnx":
+        raise DataError(f"'{root}' is an ONNX file, not a bundle folder; {make}")
     if not root.is_dir():
-        raise DataError(f"bundle not found: '{root}' is not a folder (make one with a recipe 'bundle' stage)")
+        raise DataError(f"bundle not found: '{root}' is not a folder; {make}")
     path = root / MANIFEST
     if not path.is_file():
-        raise DataError(f"'{root}' is not a slimtune bundle: it has no {MANIFEST}")
+        saved = (root / "spec.json").is_file()
+        what = "a saved model folder, not a bundle" if saved else f"not a slimtune bundle: it has no {MANIFEST}"
+        raise DataError(f"'{root}' is {what}; {make}")
     try:
         raw = json.loads(path.read_text(encoding="utf-8"))
     except PermissionError:
