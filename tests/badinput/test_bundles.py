@@ -126,6 +126,43 @@ def test_the_untouched_bundle_predicts(area: Path, tmp_path: Path, cli) -> None:
     assert len(json.loads(res.out)) == 3
 
 
+@pytest.fixture(scope="module")
+def text_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A transformer-small bundle carrying slimtune's word tokenizer."""
+    from slimtune.models.serialization import get_spec
+    from slimtune.testing.tiny import SEQ, tiny
+
+    model, data = tiny("transformer-small")
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "good", "bad"]
+    get_spec(model)["preprocess"] = {"tokenizer": {"type": "word", "vocab": vocab}, "max_length": SEQ}
+    return export_bundle(model, tmp_path_factory.mktemp("text") / "bundle", data=data)
+
+
+TEXT_CASES: list[tuple[str, Callable[[Path], None], str]] = [
+    ("tokenizer-garbage", _write("tokenizer.json", b"\x00\x01garbage"), "is not slimtune's word vocabulary"),
+    ("tokenizer-without-vocab", _write("tokenizer.json", b'{"words": []}'), "is not slimtune's word vocabulary"),
+    ("tokenizer-gone", lambda f: (f / "tokenizer.json").unlink(), "is missing 'tokenizer.json'"),
+    ("tokenizer-type-edited", _manifest(lambda m: m["input"]["tokenizer"].update(type="hf")), "readable tokenizer"),
+    ("max-length-lost", _manifest(lambda m: m["input"]["tokenizer"].pop("max_length")), "input.tokenizer needs"),
+    ("kind-edited-to-tabular", _set("input", "kind", "tabular"), "input.shape must list"),
+]
+
+
+@pytest.mark.parametrize(("damage", "needle"), [c[1:] for c in TEXT_CASES], ids=[c[0] for c in TEXT_CASES])
+def test_damaged_text_bundle_on_predict(
+    damage: Callable[[Path], None], needle: str, text_bundle: Path, tmp_path: Path, cli, one_line_error
+) -> None:
+    folder = tmp_path / "bundle"
+    shutil.copytree(text_bundle, folder)
+    damage(folder)
+    one_line_error(cli("predict", str(folder), "--text", "good film", cwd=tmp_path), needle)
+
+
+def test_the_untouched_text_bundle_predicts(text_bundle: Path, tmp_path: Path, cli) -> None:
+    res = cli("predict", str(text_bundle), "--text", "good film", "--json", cwd=tmp_path)
+    assert res.code == 0, res.err
+
+
 def _deny(path: Path, monkeypatch: pytest.MonkeyPatch, *, write: bool = False) -> None:
     """Make ``path`` unreadable (or, with ``write``, its folder unwritable) for this user. Root passes every
     permission check, so as root the same PermissionError the kernel would give is raised where slimtune meets it."""
