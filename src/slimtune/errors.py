@@ -28,6 +28,10 @@ class OutputExistsError(SlimtuneError, FileExistsError):
     """An output would overwrite existing files; pass ``force=True`` / ``--force``."""
 
 
+class FileAccessError(SlimtuneError, PermissionError):
+    """A file or folder this user may not read or write (or that is not where it should be)."""
+
+
 class MissingDependencyError(SlimtuneError, ImportError):
     """An optional dependency is not installed; the message names the pip command."""
 

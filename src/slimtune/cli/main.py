@@ -350,6 +350,14 @@ def main(argv: Sequence[str] | None = None) -> int:
     except SlimtuneError as exc:
         print(f"slimtune: error: {exc}", file=sys.stderr)
         return 2
+    except PermissionError as exc:  # a file or folder of another user, wherever it is met
+        where = f" on '{exc.filename}'" if exc.filename else ""
+        print(
+            f"slimtune: error: permission denied{where}: this user may not read or write it; "
+            "fix its permissions or choose another path",
+            file=sys.stderr,
+        )
+        return 2
     except KeyboardInterrupt:
         print("slimtune: interrupted; rerun with --resume to continue", file=sys.stderr)
         return 130

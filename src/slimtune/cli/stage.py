@@ -4,6 +4,7 @@
     slimtune stage distill --load teacher/model --data digits --set student.name=mlp \\
         --set 'student.options={hidden: [32]}' --set kd.temperature=4
     slimtune stage prune --model lenet5 --train-epochs 5 --data fashion-mnist --set method=structured --set ratio=0.5
+    slimtune stage finetune --load path/to/hf-folder --data reviews.csv --set train.epochs=2
 
 It builds the one-stage recipe (after a ``train`` stage when ``--train-epochs`` is given) and runs it with
 ``run_recipe``: the same config objects, checks, outputs, report and ``--resume`` as ``slimtune run``.
@@ -54,6 +55,14 @@ def _number(value: Any) -> Any:
     return value
 
 
+def is_hf_folder(path: str) -> bool:
+    """A Hugging Face model folder (config.json) rather than a saved slimtune model (spec.json)."""
+    from pathlib import Path
+
+    folder = Path(path)
+    return (folder / "config.json").is_file() and not (folder / "spec.json").is_file()
+
+
 def data_dict(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe's ``data:`` mapping from ``--data``, ``--limit`` and ``--data-option key=value``."""
     data: dict[str, Any] = {"name": args.data, **({"limit": args.limit} if args.limit is not None else {})}
@@ -79,11 +88,15 @@ def stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe ``slimtune stage`` runs, as a dict (the same schema as a recipe file)."""
     if (args.model is None) == (args.load is None):
         raise ConfigError("give --model NAME (a registered model, see slimtune list) or --load saved/model")
-    if args.load is not None and args.option:
+    hf_folder = args.load is not None and is_hf_folder(args.load)
+    if args.load is not None and args.option and not hf_folder:
         raise ConfigError("--option sets a registered model's options; it does not apply to --load")
     model: dict[str, Any] = {"load": args.load} if args.load else {"name": args.model}
-    if args.option:
-        model["options"] = parse_sets(args.option, flag="--option")
+    options = parse_sets(args.option, flag="--option") if args.option else {}
+    if hf_folder:  # a Hugging Face folder is the registered model 'hf' with its path
+        model = {"name": "hf", "options": {**options, "path": str(args.load)}}
+    elif options:
+        model["options"] = options
     data = data_dict(args)
     stages: list[dict[str, Any]] = []
     if args.train_epochs:
@@ -113,8 +126,12 @@ def add_parser(sub: Any, out_options: Callable[[argparse.ArgumentParser, str | N
     sp = sub.add_parser("stage", help="run one recipe stage (finetune, prune, distill, quantize...) on a model")
     sp.add_argument("stage", help="stage name (see slimtune list)")
     sp.add_argument("--model", help="a registered model name (pretrained ones like minilm-l6 load their weights)")
-    sp.add_argument("--load", help="a saved slimtune model folder (or Hugging Face folder) instead of --model")
-    sp.add_argument("--option", action="append", help="model option key=value for --model (repeatable)")
+    sp.add_argument(
+        "--load", help="a saved slimtune model folder, or a Hugging Face folder (config.json), instead of --model"
+    )
+    sp.add_argument(
+        "--option", action="append", help="model option key=value for --model or a --load HF folder (repeatable)"
+    )
     sp.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
     sp.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     add_data_option(sp)

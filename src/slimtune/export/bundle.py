@@ -99,6 +99,29 @@ def _labels(model: nn.Module, data: DataSplits | None) -> list[str]:
     return [str(n) for n in names] if names else [str(i) for i in range(int(spec.get("num_classes", 0)))]
 
 
+def _check_fits(path: Path, inp: dict[str, Any], labels: list[str], *, source: Path) -> list[str]:
+    """The ONNX model takes the bundle's inputs and predicts one class per label (else the bundle would lie).
+    Returns the labels: class numbers when neither the data nor the model names them."""
+    from slimtune.export.onnx import ort_session
+    from slimtune.runtime.bundle import contract_problem
+
+    try:
+        session = ort_session(path)
+    except Exception as exc:  # onnxruntime's own error types: a garbage or foreign file
+        first = "".join(str(exc).strip().splitlines()[:1])[:160]
+        raise DataError(f"{source} is not a loadable ONNX model ({first}); export the model again") from None
+    if not labels:
+        classes = (session.get_outputs()[0].shape or [None])[-1]
+        labels = [str(i) for i in range(classes)] if isinstance(classes, int) else []
+    problem = contract_problem(session, kind=inp["kind"], shape=inp.get("shape"), labels=len(labels))
+    if problem:
+        raise DataError(
+            f"cannot bundle {source.name}: {problem}; fine-tune the model on this data first (a new head gets its "
+            "classes) or pass the data it was trained on"
+        )
+    return labels
+
+
 def export_bundle(
     model: nn.Module,
     out: str | Path,
@@ -136,6 +159,7 @@ def export_bundle(
             if side.is_file():
                 shutil.copyfile(side, folder / side.name)
         files["model"] = path.name
+        labels = _check_fits(path, inp, _labels(model, data), source=Path(onnx) if onnx is not None else path)
         if inp["kind"] == "text" and x_test is not None:
             inp["tokenizer"]["trim_padding"] = _padding_is_masked(path, x_test[:16], _pad_id(model))
         if inp["kind"] != "text" and x_test is not None and examples > 0:
@@ -148,7 +172,7 @@ def export_bundle(
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "precision": onnx_precision(path),
             "input": inp,
-            "output": {"name": "logits", "labels": _labels(model, data)},
+            "output": {"name": "logits", "labels": labels},
             "files": files,
             "parity": parity_report or {},
             "data": data.name if data is not None else None,

@@ -31,7 +31,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from slimtune.errors import ConfigError, DataError, missing_dependency
+from slimtune.errors import ConfigError, DataError, FileAccessError, missing_dependency
 
 if TYPE_CHECKING:
     from tokenizers import Tokenizer
@@ -62,6 +62,11 @@ def _quiet(tf: ModuleType) -> Iterator[None]:
         log.set_verbosity(level)
         if bars:
             log.enable_progress_bar()
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return (lines[0] if lines else type(exc).__name__)[:200]
 
 
 def minilm_folder() -> Path:
@@ -155,8 +160,13 @@ def load_hf_classifier(
             model = tf.AutoModelForSequenceClassification.from_pretrained(
                 str(path), num_labels=num_classes, ignore_mismatched_sizes=True, local_files_only=True, **labels
             )
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"cannot load a Hugging Face model from '{path}': {str(exc).splitlines()[0]}") from None
+    except PermissionError:
+        raise FileAccessError(f"cannot read the Hugging Face folder '{path}': permission denied") from None
+    except Exception as exc:  # transformers/safetensors raise many types for a damaged folder
+        raise DataError(
+            f"cannot load the Hugging Face model in '{path}' ({_first_line(exc)}); its weights or config are "
+            "damaged or incomplete: copy the folder again or re-save it with save_pretrained"
+        ) from None
     return _wrap(model, max_length=max_length, pad_id=pad_id)
 
 
@@ -181,8 +191,13 @@ def load_tokenizer(folder: str | Path, *, max_length: int) -> Tokenizer:
     try:
         with _quiet(tf):
             hf_tok = tf.AutoTokenizer.from_pretrained(str(path), local_files_only=True)
-    except (OSError, ValueError, KeyError) as exc:
-        raise DataError(f"cannot load the tokenizer in '{path}': {str(exc).splitlines()[0]}") from None
+    except PermissionError:
+        raise FileAccessError(f"cannot read the tokenizer in '{path}': permission denied") from None
+    except Exception as exc:  # a damaged tokenizer.json raises the tokenizers library's own error
+        raise DataError(
+            f"cannot load the tokenizer in '{path}' ({_first_line(exc)}); its tokenizer files are damaged: "
+            "copy the folder again or re-save it with save_pretrained"
+        ) from None
     backend = getattr(hf_tok, "backend_tokenizer", None)
     if backend is None:
         raise DataError(f"'{path}' has no fast tokenizer; add its tokenizer.json")
@@ -220,7 +235,12 @@ def tokenizer_from_spec(spec: Mapping[str, Any]) -> Tokenizer:
         from tokenizers import Tokenizer
     except ImportError as exc:
         raise missing_dependency("tokenizers", "text") from exc
-    return Tokenizer.from_str(raw)
+    try:
+        return Tokenizer.from_str(raw)
+    except Exception as exc:  # the tokenizers library raises a bare Exception for a damaged JSON
+        raise DataError(
+            f"the tokenizer stored in the model spec is damaged ({_first_line(exc)}); re-save the model"
+        ) from None
 
 
 def _sequence_length(name: str, input_shape: Sequence[int]) -> int:

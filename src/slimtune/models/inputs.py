@@ -14,7 +14,7 @@ import torch
 from torch import nn
 
 from slimtune.data.core import DataSplits, Split
-from slimtune.errors import ConfigError
+from slimtune.errors import ConfigError, DataError
 from slimtune.models import hf
 
 if TYPE_CHECKING:
@@ -90,8 +90,10 @@ def tokenize_splits(
 
 def load_start_model(model_ref: ModelRef, data: DataSplits, preprocess: dict[str, Any]) -> nn.Module:
     from slimtune.models import build, load_model, load_torch_checkpoint
+    from slimtune.models.serialization import read_spec
 
     if model_ref.load is not None:
+        check_spec_fits_data(read_spec(model_ref.load), data, source=model_ref.load)  # before any weights load
         model = load_model(model_ref.load)
     else:
         assert model_ref.name is not None
@@ -113,3 +115,17 @@ def load_start_model(model_ref: ModelRef, data: DataSplits, preprocess: dict[str
         spec: dict[str, Any] = model.slimtune_spec  # type: ignore[assignment]
         spec["preprocess"] = {k: v for k, v in preprocess.items() if k != "vocab_size"}
     return model
+
+
+def check_spec_fits_data(spec: dict[str, Any], data: DataSplits, *, source: str) -> None:
+    """A saved model only trains on, and is measured with, inputs of the shape its spec declares."""
+    from slimtune.models.serialization import spec_input_shape
+
+    declared = spec_input_shape(spec)
+    given = tuple(int(s) for s in data.input_shape)
+    if declared is not None and given and declared != given:
+        what = "token ids of length" if data.kind == "text" else f"{data.kind} inputs shaped"
+        raise DataError(
+            f"the saved model '{source}' takes inputs shaped {declared}, but {data.name} gives {what} {given}; "
+            "use data of the shape it was trained on, or train a new model on this data (model: {name: ...})"
+        )

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from slimtune.errors import DataError, MissingDependencyError
-from slimtune.runtime.bundle import Manifest, read_manifest
+from slimtune.runtime.bundle import Manifest, open_session, read_manifest
 from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
 from slimtune.runtime.text import word_ids
 
@@ -64,17 +64,9 @@ class Predictor:
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None) -> None:
         self.manifest: Manifest = read_manifest(bundle)
-        try:
-            import onnxruntime as ort
-        except ImportError as exc:
-            raise MissingDependencyError("the runtime needs onnxruntime: pip install onnxruntime") from exc
-        opts = ort.SessionOptions()
-        if threads:
-            opts.intra_op_num_threads = int(threads)
-        opts.log_severity_level = 3
-        model = self.manifest.file("model")
-        self.session = ort.InferenceSession(str(model), opts, providers=["CPUExecutionProvider"])
+        self.session = open_session(self.manifest, threads=threads)  # checked against bundle.json
         self.input_name = self.session.get_inputs()[0].name
+        model = self.manifest.file("model")
         self.row_by_row = self.manifest.raw.get("precision") == "int8" and _dynamic_quantized(model)
         self._tokenizer: Any = self._load_tokenizer() if self.kind == "text" else None
 
@@ -94,8 +86,15 @@ class Predictor:
                 from tokenizers import Tokenizer
             except ImportError as exc:
                 raise MissingDependencyError("this text bundle needs tokenizers: pip install tokenizers") from exc
-            return Tokenizer.from_file(str(path))
-        vocab = json.loads(path.read_text(encoding="utf-8"))["vocab"]
+            try:
+                return Tokenizer.from_file(str(path))
+            except Exception as exc:  # the tokenizers library raises a bare Exception for a damaged file
+                first = "".join(str(exc).strip().splitlines()[:1])[:160]
+                raise DataError(f"{path} is not a readable tokenizer ({first}); copy the bundle again") from None
+        try:
+            vocab = json.loads(path.read_text(encoding="utf-8"))["vocab"]
+        except (ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{path} is not slimtune's word vocabulary ({exc!r}); copy the bundle again") from None
         return {tok: i for i, tok in enumerate(vocab)}
 
     def preprocess(self, inputs: Any) -> np.ndarray:
