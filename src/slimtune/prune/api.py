@@ -26,6 +26,7 @@ class PruneContext:
     progress: bool | None = None
     checkpoint_dir: Path | None = None
     resume: bool = False
+    example_inputs: Any = None  # what structured pruning traces when there is no data (a model brought as is)
 
     def require_data(self, method: str) -> DataSplits:
         if self.data is None:
@@ -58,10 +59,12 @@ def prune_(
     progress: bool | None = None,
     checkpoint_dir: str | Path | None = None,
     resume: bool = False,
+    example_inputs: Any = None,
 ) -> None:
     """Prune ``model`` in place with the method ``config`` names. Unstructured methods leave zeros
     (keep them through later training with ``MaskCallback(masks_from_zeros(model))``); structured
-    methods physically remove neurons, channels, heads or layers."""
+    methods physically remove neurons, channels, heads or layers (``example_inputs``: what they run the model on
+    to trace it, when ``data`` is not given)."""
     handler = PRUNERS.handler_for(config)
     ctx = PruneContext(
         data=data,
@@ -69,5 +72,6 @@ def prune_(
         progress=progress,
         checkpoint_dir=Path(checkpoint_dir) if checkpoint_dir else None,
         resume=resume,
+        example_inputs=example_inputs,
     )
     handler(model, config, ctx)

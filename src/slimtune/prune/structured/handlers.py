@@ -200,7 +200,15 @@ _HANDLERS: dict[type[nn.Module], LayerHandler] = {
     **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), _BN),
     **dict.fromkeys((nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention), FROZEN),
 }
-_MATCHERS: list[tuple[Callable[[nn.Module], bool], LayerHandler]] = [(_is_bert_attention, _bert_attention())]
+_BERT_ATTENTION = _bert_attention()
+Matcher = Callable[[nn.Module], "LayerHandler | None"]
+_MATCHERS: list[Matcher] = [lambda m: _BERT_ATTENTION if _is_bert_attention(m) else None]
+
+
+def register_matcher(matcher: Matcher) -> None:
+    """Duck-typed handlers: ``matcher(module)`` returns a handler for modules of no registered type, else None
+    (how Hugging Face attention modules, one class per model family, are recognised)."""
+    _MATCHERS.append(matcher)
 
 
 def _register_builtin_attention() -> None:
@@ -242,7 +250,7 @@ def handler_for(module: nn.Module) -> LayerHandler | None:
                 found = base_handler
                 break
     if found is None:
-        found = next((h for match, h in _MATCHERS if match(module)), None)
+        found = next((h for h in (match(module) for match in _MATCHERS) if h is not None), None)
     return found.resolve(module) if found is not None else None
 
 
