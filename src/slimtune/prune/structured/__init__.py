@@ -8,7 +8,7 @@ anything not understood is left whole. Teach it a new layer type with ``register
 
 from torch import nn
 
-from slimtune.prune.api import PruneContext, register_pruner
+from slimtune.prune.api import PruneContext, PruneSummary, register_pruner
 from slimtune.prune.structured import attention as _attention  # noqa: F401  (registers HF attention handlers)
 from slimtune.prune.structured.config import TARGETS, StructuredPruneConfig
 from slimtune.prune.structured.core import StructuredResult, structured_prune
@@ -20,7 +20,8 @@ from slimtune.prune.structured.handlers import Cut, Inner, LayerHandler, handler
     "structured", StructuredPruneConfig, help="structured: physically remove neurons, channels, heads, layers"
 )
 def _structured(model: nn.Module, config: StructuredPruneConfig, ctx: PruneContext) -> None:
-    structured_prune(model, config, data=ctx.data, example_inputs=ctx.example_inputs)
+    result = structured_prune(model, config, data=ctx.data, example_inputs=ctx.example_inputs)
+    ctx.summary = PruneSummary(result.summary(), [o.to_dict() for o in result.outcomes], result.lines())
 
 
 __all__ = [
