@@ -112,10 +112,21 @@ def test_pruned_distilbert_saves_and_reloads(tmp_path: Path) -> None:
     from slimtune.models import load_model, save_model
 
     model, x = make("distilbert")
-    structured_prune(model, StructuredPruneConfig(ratio=0.5, targets=("heads", "ffn")), example_inputs=x)
+    config = StructuredPruneConfig(ratio=0.5, targets=("heads", "ffn", "layers"), layers_ratio=0.5)
+    structured_prune(model, config, example_inputs=x)
     save_model(model, tmp_path / "m")
     again = load_model(tmp_path / "m").eval()
+    assert [h for h, _, _ in attentions(again)] == [2] and [f.out_features for f in ffns(again)] == [32]
     assert torch.equal(again(x), model(x))
+
+
+def test_distilbert_student_from_teacher_keeps_the_teachers_best_heads() -> None:
+    from slimtune.distill import StudentConfig, build_student
+
+    teacher, x = make("distilbert")
+    student = build_student(teacher, StudentConfig(layers=(1,), heads_ratio=0.5, ffn_ratio=0.5))
+    assert [h for h, _, _ in attentions(student)] == [2] and [f.out_features for f in ffns(student)] == [32]
+    assert [h for h, _, _ in attentions(teacher)] == [4, 4] and student(x).shape == (4, 2)
 
 
 def test_removing_zeroed_heads_keeps_the_function() -> None:
@@ -160,3 +171,51 @@ def test_attention_distillation_reads_pruned_encoders(kind: str) -> None:
     wrapped = task.wrap(student, x[:2])
     loss, _ = task.loss(wrapped, x, torch.zeros(len(x), dtype=torch.long))
     assert torch.isfinite(loss) and float(wrapped.terms[0].loss()) > 0  # type: ignore[index]
+
+
+def distilbert_folder(folder: Path) -> Path:
+    """A random-init DistilBERT classifier folder with a WordPiece tokenizer, as a user would bring it."""
+    tokenizers = pytest.importorskip("tokenizers")
+    words = ["good", "great", "love", "bad", "awful", "hate", "the", "movie", "was", "food", "i", "it"]
+    vocab = {tok: i for i, tok in enumerate(["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *words])}
+    tok = tokenizers.Tokenizer(tokenizers.models.WordPiece(vocab, unk_token="[UNK]"))
+    tok.normalizer = tokenizers.normalizers.BertNormalizer(lowercase=True)
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.BertPreTokenizer()
+    tok.post_processor = tokenizers.processors.TemplateProcessing(
+        single="[CLS] $A [SEP]", special_tokens=[("[CLS]", 2), ("[SEP]", 3)]
+    )
+    tf.PreTrainedTokenizerFast(
+        tokenizer_object=tok, unk_token="[UNK]", pad_token="[PAD]", cls_token="[CLS]", sep_token="[SEP]"
+    ).save_pretrained(folder)
+    config = tf.DistilBertConfig(
+        vocab_size=len(vocab), dim=32, n_layers=2, n_heads=4, hidden_dim=64, max_position_embeddings=64, pad_token_id=0
+    )
+    torch.manual_seed(0)
+    tf.DistilBertForSequenceClassification(config).save_pretrained(folder)
+    return folder
+
+
+def test_recipe_prunes_a_distilbert_folder_like_bert(tmp_path: Path) -> None:
+    from slimtune.data import load
+    from slimtune.errors import DataError, MissingDependencyError
+    from slimtune.models import load_model
+    from slimtune.recipe import parse_recipe, run_recipe
+
+    try:
+        load("tweets-binary", limit=20)
+    except (MissingDependencyError, DataError) as exc:
+        pytest.skip(f"tweets data not installed here: {exc}")
+    raw = {
+        "name": "distilbert",
+        "data": {"name": "tweets-binary", "limit": 60, "max_length": 16},
+        "model": {"name": "hf", "options": {"path": str(distilbert_folder(tmp_path / "distilbert"))}},
+        "stages": [{"stage": "prune", "method": "structured", "ratio": 0.5}],
+    }
+    row = run_recipe(parse_recipe(raw), tmp_path / "out").rows[0]
+    groups = {(g["group"], g["target"]): (g["kept"], g["units"]) for g in row.extra["prune_groups"]}
+    for i in (0, 1):
+        assert groups[(f"model.distilbert.transformer.layer.{i}.attention", "heads")] == (2, 4)
+        assert groups[(f"model.distilbert.transformer.layer.{i}.ffn.lin1", "ffn")] == (32, 64)
+    assert row.extra["prune"]["macs_kept"] < 0.56
+    model = load_model(tmp_path / "out" / "01-prune" / "model")
+    assert [h for h, _, _ in attentions(model)] == [2, 2]
