@@ -136,3 +136,41 @@ def test_what_cannot_be_cut_in_groups_stays_whole() -> None:
     assert groups["a"].frozen == [f"it passes through 'g' (Conv2d): {why}"]
     for name in ("b", "c", "gate"):  # the gate is also the model's output: it cannot follow the parts' cuts
         assert "the gate 'gate' it is multiplied by is used elsewhere" in groups[name].frozen
+
+
+class InvertedResidual(nn.Module):
+    """MobileNetV2/EfficientNet block (expand → depthwise → SE → project, plus the identity) and a
+    ResNeXt-style grouped conv inside a residual: the residual stream is cut in the grouped conv's groups."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.stem = nn.Conv2d(3, 16, 3, padding=1)
+        self.expand, self.bn1 = nn.Conv2d(16, 64, 1), nn.BatchNorm2d(64)
+        self.dw, self.bn2 = nn.Conv2d(64, 64, 3, padding=1, groups=64), nn.BatchNorm2d(64)
+        self.se = SE(64)
+        self.project, self.bn3 = nn.Conv2d(64, 16, 1), nn.BatchNorm2d(16)
+        self.grouped = nn.Conv2d(16, 16, 3, padding=1, groups=4)
+        self.head = nn.Linear(16, 5)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.stem(x)
+        y = F.relu6(self.bn2(self.dw(F.relu6(self.bn1(self.expand(x))))))
+        x = x + self.bn3(self.project(self.se(y)))
+        x = x + self.grouped(x).relu()
+        return self.head(x.mean((2, 3)))
+
+
+def test_inverted_residual_with_se_and_a_grouped_residual_keeps_the_function() -> None:
+    torch.manual_seed(0)
+    model, x = InvertedResidual().eval(), torch.randn(2, 3, 8, 8)
+    groups = {g.name: g for g in build_groups(model, x)}
+    assert (groups["stem"].units, groups["stem"].unit) == (4, 4)  # the residual stream, in the grouped conv's groups
+    assert {"dw", "se.fc2", "project"} <= {m.name for m in groups["expand"].members}
+    for g in groups.values():
+        if not g.frozen:
+            _zero_units(model, g, torch.arange(g.units // 2, g.units))
+    before, macs = model(x), count_macs(model, x[:1])
+    structured_prune(model, StructuredPruneConfig(ratio=0.5, channel_round_to=1), example_inputs=x)
+    assert (model.grouped.groups, model.dw.groups, model.se.fc2.out_channels) == (2, 32, 32)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
+    assert count_macs(model, x[:1]) < 0.4 * macs
