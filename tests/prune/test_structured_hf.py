@@ -13,7 +13,7 @@ from torch import nn
 
 from slimtune.evaluate.macs import count_macs
 from slimtune.export.onnx import export_onnx, parity
-from slimtune.prune import StructuredPruneConfig, prune_, structured_prune
+from slimtune.prune import StructuredPruneConfig, structured_prune
 
 tf = pytest.importorskip("transformers")
 SEQ = 12
@@ -84,12 +84,14 @@ def test_encoder_at_half_loses_half_its_heads_and_ffn_with_parity(kind: str, tmp
     macs = count_macs(model, x[:1])
     assert [h for h, _, _ in attentions(model)] == [4, 4] and [f.out_features for f in ffns(model)] == [64, 64]
 
-    prune_(model, StructuredPruneConfig(ratio=0.5), example_inputs=x)
+    result = structured_prune(model, StructuredPruneConfig(ratio=0.5), example_inputs=x)
 
     for heads, q, o in attentions(model):
         assert (heads, q.out_features, o.in_features) == (2, 16, 16)
     assert [f.out_features for f in ffns(model)] == [32, 32]
     assert count_macs(model, x[:1]) < 0.56 * macs  # ÷≈2: the embeddings and the head are not cut
+    if kind == "vit":  # the hidden size, one residual stream in a pre-LayerNorm encoder: named by its first producer
+        assert "model.vit.embeddings outputs: frozen, kept 32/32" in " ".join(result.lines())
     onnx = export_onnx(model, x[:1], tmp_path / f"{kind}.onnx")
     assert parity(model, onnx, x)["max_abs_diff"] < 1e-4
 

@@ -146,7 +146,7 @@ class Tracer(TorchFunctionMode):
                 else:
                     src.space.freeze(f"it passes through {where}" + (f": {handler.reason}" if handler.reason else ""))
             if y is not None and y.ndim >= 1 and y.is_floating_point():
-                dim = (1 if y.ndim >= 3 else y.ndim - 1) if handler is None else handler.channel_dim % y.ndim
+                dim = unknown_dim(module, y) if handler is None else handler.channel_dim % y.ndim
                 space = Space(int(y.shape[dim]))
                 if handler is None:
                     space.unknown.append((name, module))
@@ -229,6 +229,17 @@ class Tracer(TorchFunctionMode):
             self.set(y, cat)  # still frozen: its spaces are the same objects
             return True
         return False
+
+
+def unknown_dim(module: nn.Module, y: torch.Tensor) -> int:
+    """The channel dim of an unknown layer's output: 1 for conv-like (B, C, ...) outputs, the last for 2-d ones
+    and for (B, S, D) outputs whose D ends one of its parameters and whose S begins none (a Hugging Face
+    embedding module: cls token and position table (1, S, D))."""
+    if y.ndim < 3:
+        return y.ndim - 1
+    own = [p for p in module.parameters(recurse=False) if p.ndim > 0]
+    first, last = {int(p.shape[0]) for p in own}, {int(p.shape[-1]) for p in own}
+    return y.ndim - 1 if y.shape[-1] in last and y.shape[1] not in first else 1
 
 
 def leaves(model: nn.Module) -> list[tuple[str, nn.Module, LayerHandler | None]]:
