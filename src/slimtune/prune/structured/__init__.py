@@ -1,9 +1,13 @@
 """Structured pruning (``method: structured``): physically remove neurons, conv channels, attention heads,
 FFN units and whole layers, so the pruned model is smaller and faster, not just sparser.
 
-Coupled layers are found by tracing the model once (``trace.py``, ``ops.py``): a residual add couples the
-channels of everything it joins, a flatten turns a conv channel into a block of Linear columns, and
-anything not understood is left whole. Teach it a new layer type with ``register_layer_handler``.
+Coupled layers are found by tracing the model once (``trace.py``, ``ops.py``, ``spaces.py``): a residual add
+couples the channels of everything it joins, a flatten turns a conv channel into a block of Linear columns, a
+grouped or depthwise conv makes its input lose whole groups, a squeeze-excitation gate is cut with the channels
+it scales, and anything not understood is left whole. Hugging Face attention is recognised by shape
+(``handlers.py``: BERT-family; ``attention.py``: DistilBERT, ViT). Every run logs (``slimtune.prune``) and
+returns per group what was cut and what stayed whole and why (``summary.py``). Teach it a new layer type with
+``register_layer_handler``.
 """
 
 from torch import nn
