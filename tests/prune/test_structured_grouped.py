@@ -174,3 +174,30 @@ def test_inverted_residual_with_se_and_a_grouped_residual_keeps_the_function() -
     assert (model.grouped.groups, model.dw.groups, model.se.fc2.out_channels) == (2, 32, 32)
     torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
     assert count_macs(model, x[:1]) < 0.4 * macs
+
+
+class GroupedOverCat(nn.Module):
+    """A grouped conv (4 groups of 4) reading a concatenation of two 8-channel branches: each branch loses
+    whole groups of 4, at its own offset."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.a, self.b = nn.Conv2d(3, 8, 3, padding=1), nn.Conv2d(3, 8, 1)
+        self.g, self.bn = nn.Conv2d(16, 16, 3, padding=1, groups=4), nn.BatchNorm2d(16)
+        self.out = nn.Conv2d(16, 6, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bn(self.g(torch.cat([self.a(x), self.b(x).relu()], 1))).relu()).mean((2, 3))
+
+
+def test_a_grouped_conv_reading_a_concatenation_cuts_each_part_in_its_groups() -> None:
+    torch.manual_seed(0)
+    model, x = GroupedOverCat().eval(), torch.randn(2, 3, 8, 8)
+    groups = {g.name: g for g in build_groups(model, x)}
+    assert [(groups[n].units, groups[n].unit) for n in ("a", "b")] == [(2, 4), (2, 4)]
+    for name in ("a", "b"):
+        _zero_units(model, groups[name], torch.tensor([1]))
+    before = model(x)
+    structured_prune(model, StructuredPruneConfig(ratio=0.5, targets=("channels",)), example_inputs=x)
+    assert (model.g.in_channels, model.g.groups, model.bn.num_features, model.out.in_channels) == (8, 2, 8, 8)
+    torch.testing.assert_close(model(x), before, rtol=1e-5, atol=1e-5)
