@@ -16,6 +16,7 @@ from slimtune.errors import ConfigError, DataError
 from slimtune.evaluate.plots import format_number, svg_scatter
 from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
+from slimtune.evaluate.report_pruning import pruning_html, pruning_markdown
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
 from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, row_warnings
 
@@ -231,7 +232,7 @@ class Report:
 
     def markdown(self) -> str:
         out = ["# slimtune report", *markdown_warnings(self._rows), "", self.table(), *markdown_lines(self._rows)]
-        out += [*sparsity_markdown(self._rows), *int8_markdown(self._rows)]
+        out += [*pruning_markdown(self._rows), *sparsity_markdown(self._rows), *int8_markdown(self._rows)]
         if self.env:
             out += ["", "## Environment", ""]
             out += [f"- **{k}**: {_env_value(v)}" for k, v in self.env.items()]
@@ -258,6 +259,7 @@ class Report:
             plots="\n".join(f'<figure class="plot">{svg}</figure>' for svg in self.plots()),
             details="\n".join(details),
             precision=html_section(self._rows),
+            pruning=pruning_html(self._rows),
             sparsity=sparsity_html(self._rows),
             int8=int8_html(self._rows),
             env="\n".join(env) or _tr(["(none)", ""]),

@@ -33,7 +33,7 @@ from slimtune.evaluate.size import layer_sparsity, layer_weights
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
-from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
+from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_summarized_
 from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_
 from slimtune.quantize.mixed import MixedPrecisionConfig, quantize_model
 from slimtune.train.loop import TrainConfig, fit
@@ -160,15 +160,16 @@ class PruneStage:
         if ctx.masks:  # zeros from an earlier stage stay zero while this method trains
             apply_masks_(ctx.model, ctx.masks)
         task = _teacher_task(ctx, cfg.kd)
-        prune_(
+        done = prune_summarized_(
             ctx.model, cfg.config, data=ctx.data, train=cfg.train, progress=ctx.progress,
             checkpoint_dir=out / "checkpoints" / "prune", resume=ctx.resume,
         )  # fmt: skip
         ctx.masks = masks_if_sparse(ctx.model)
         if cfg.recovery is not None:
             _train(ctx, ctx.model, cfg.recovery, out, desc="recover", task=task)
-        layers = {"layer_sparsity": layer_sparsity(ctx.model), "layer_weights": layer_weights(ctx.model)}
-        return StageOutput(_save(ctx.model, out), model=ctx.model, extra=layers)
+        extra: dict[str, Any] = {"prune": done.record, **({"prune_groups": done.groups} if done.groups else {})}
+        extra.update(layer_sparsity=layer_sparsity(ctx.model), layer_weights=layer_weights(ctx.model))
+        return StageOutput(_save(ctx.model, out), model=ctx.model, extra=extra)
 
 
 def masks_if_sparse(model: nn.Module) -> dict[str, torch.Tensor] | None:
