@@ -74,6 +74,7 @@ def _warn_drop(value: Any, *, where: str) -> float | None:
 
 
 def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
+    from slimtune.recipe.reference import check_stage_keys
     from slimtune.recipe.stages import STAGES
 
     if not isinstance(raw, dict):
@@ -104,6 +105,7 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         if "warn_drop" in entry:
             warn = _warn_drop(entry.pop("warn_drop"), where=f"stages[{i}] ({kind})")
             warn = math.inf if warn is None else warn
+        check_stage_keys(kind, entry, where=f"stages[{i}] ({kind})")  # every key, with a did-you-mean
         stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})"), warn_drop=warn))
     labels = [s.label for s in stages]
     dupes = {lab for lab in labels if labels.count(lab) > 1}
