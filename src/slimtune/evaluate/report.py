@@ -103,6 +103,13 @@ def _ms(value: Any) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
+def _latency(row: StageRow, key: str) -> str:
+    """The median in ms, with ± half the p10–p90 spread when the row recorded it (``1.23 ±8%``)."""
+    text = _ms(row.latency_ms.get(key))
+    spread = _num((row.extra.get("latency_spread") or {}).get(key))
+    return text if spread is None or text == _MISSING else f"{text} ±{spread * 50:.0f}%"
+
+
 def _parity(parity: dict[str, float] | None) -> str:
     if not parity:
         return _MISSING
@@ -136,8 +143,8 @@ def _cells(row: StageRow) -> list[str]:
         format_number(row.nonzero_params),
         human_bytes(row.bytes_on_disk),
         format_number(row.macs),
-        _ms(row.latency_ms.get("batch1")),
-        _ms(row.latency_ms.get("batch32")),
+        _latency(row, "batch1"),
+        _latency(row, "batch32"),
         _parity(row.parity),
         precision_summary(row.precision),
     ]
