@@ -78,7 +78,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
             print(f"{title}:")
             for name in reg.names():
                 print(f"  {name:<20} {reg.help(name)}")
-        print("\noptions of every stage and method (recipe keys; dots nest: train.epochs is train: {epochs: ...}):")
+        print("\noptions of every stage and method (recipe keys; dots nest: train.epochs is train: {epochs: ...});")
+        print("every stage also takes label (its folder and report name) and warn_drop (points; default: the recipe's)")
     print(render(wanted or None))
     return 0
 
