@@ -61,3 +61,23 @@ def test_report_latency_cell_shows_spread() -> None:
                    latency_ms={"batch1": 2.0, "batch32": 10.0}, extra={"latency_spread": {"batch1": 0.2}})  # fmt: skip
     cells = Report(rows=[row]).table().splitlines()[2]
     assert "| 2 ±10% | 10 |" in cells
+
+
+def test_accuracy_warnings_come_first_and_loaded_machine_lines_merge() -> None:
+    from slimtune.evaluate.report_warnings import add_warning, loaded_machine_warning
+
+    rows = []
+    for name, load in (("a", 5.0), ("b", 7.5)):
+        row = StageRow(name=name, artifact=None, metrics={}, params=1, nonzero_params=1, bytes_on_disk=1, macs=1,
+                       latency_ms={}, extra={"load_average": load})  # fmt: skip
+        add_warning(row, loaded_machine_warning(name, load, 2))
+        rows.append(row)
+    add_warning(rows[1], "stage 'b' lost 30.00 points of accuracy vs 'a' (90.00% → 60.00%), more than warn_drop 2")
+    lines = Report(rows=rows).warnings()
+    assert lines[0].startswith("stage 'b' lost 30.00 points")
+    assert lines[1:] == [
+        "stages 'a', 'b' were timed on a loaded machine (load average up to 7.5): their latency columns are "
+        "unreliable; rerun on an idle machine to compare speeds"
+    ]
+    single = Report(rows=rows[:1]).warnings()
+    assert single == [loaded_machine_warning("a", 5.0, 2)]

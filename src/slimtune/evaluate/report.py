@@ -17,7 +17,7 @@ from slimtune.evaluate.plots import format_number, svg_scatter
 from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
-from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, row_warnings
+from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, ordered_warnings
 
 _MISSING = "—"
 _TIMES = "\N{MULTIPLICATION SIGN}"
@@ -217,8 +217,8 @@ class Report:
         return cls.from_dict(data)
 
     def warnings(self) -> list[str]:
-        """Every warning line of every stage (accuracy drops, unreliable timings), in stage order."""
-        return [w for row in self._rows for w in row_warnings(row)]
+        """Every warning line: accuracy drops first, then unreliable timings (a loaded machine: one line)."""
+        return ordered_warnings(self._rows)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"

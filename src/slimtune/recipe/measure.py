@@ -16,7 +16,7 @@ from slimtune.evaluate.latency import measure_latency, measure_peak_memory
 from slimtune.evaluate.macs import count_macs
 from slimtune.evaluate.metrics import classification_metrics
 from slimtune.evaluate.report import StageRow
-from slimtune.evaluate.report_warnings import add_warning
+from slimtune.evaluate.report_warnings import add_warning, loaded_machine_warning
 from slimtune.evaluate.size import count_nonzero, count_params, sparsity
 from slimtune.export.onnx import ort_predict, ort_session
 from slimtune.quantize.precision import layer_modules, onnx_precision, torch_precision
@@ -63,10 +63,7 @@ def timing_warnings(name: str, lat: dict[str, Any], *, cores: int | None = None)
     cores = available_cores() if cores is None else cores
     load = lat.get("load_average")
     if load is not None and load > cores:
-        out.append(
-            f"stage '{name}' was timed on a loaded machine (load average {load:g} on {cores} cores): its latency "
-            "columns are unreliable; rerun on an idle machine to compare speeds"
-        )
+        out.append(loaded_machine_warning(name, load, cores))
     spread = {k: v for k, v in (lat.get("spread") or {}).items() if v > UNRELIABLE_SPREAD}
     if spread:
         worst = max(spread, key=lambda k: spread[k])
