@@ -79,7 +79,7 @@ def test_a_collapsing_student_warns_in_the_log_and_the_report(tmp_path: Path) ->
     assert code == 0
     log = out.getvalue()
     assert "WARNING: stage 'student' lost" in log and "vs 'teacher'" in log
-    assert "slimtune: 1 thread(s) (--threads)" in log
+    assert "slimtune: 1 torch thread(s), --threads" in log
     saved = json.loads((tmp_path / "o" / "report.json").read_text())
     rows = {r["name"]: r for r in saved["stages"]}
     assert any("lost" in w for w in rows["student"]["extra"]["warnings"])

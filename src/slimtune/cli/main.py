@@ -43,8 +43,11 @@ def print_report(report: Any, out: str) -> None:
     """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
-    for warning in report.warnings():  # loud: after the table, where the eye lands
-        print(f"\nWARNING: {warning}")
+    warnings = report.warnings()
+    if warnings:  # loud: after the table, where the eye lands
+        print()
+    for warning in warnings:
+        print(f"WARNING: {warning}")
     print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
@@ -212,7 +215,7 @@ def _apply_threads(value: str) -> None:
     from slimtune.threads import set_threads
 
     setting = set_threads(value)
-    print(f"slimtune: {setting['threads']} thread(s) ({setting['requested']})", flush=True)
+    print(f"slimtune: {setting['threads']} torch thread(s), {setting['requested']}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
