@@ -107,6 +107,7 @@ def test_every_listed_key_is_accepted_by_its_stage(stage: str) -> None:
         ({"stage": "prune", "method": "structured", "sparsity": 0.5}, r"unknown key 'sparsity'.*ratio"),
         ({"stage": "quantize", "mixed_precison": {}}, r"did you mean 'mixed_precision'"),
         ({"stage": "lowbit", "kind": "binary", "threshold": 0.5}, r"unknown key 'threshold'"),
+        ({"stage": "prune", "method": "magnitud", "sparsity": 0.5}, r"unknown pruning method 'magnitud'"),
     ],
 )
 def test_every_stage_key_is_checked_with_a_did_you_mean(entry: dict, message: str) -> None:

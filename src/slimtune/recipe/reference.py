@@ -325,7 +325,9 @@ def allowed_stage_keys(name: str, entry: dict[str, Any]) -> list[str] | None:
         elif isinstance(part, Select):
             keys.append(part.key)
             method = entry.get(part.key, part.default)
-            if part.flat and isinstance(method, str):  # an unknown method is named first, with its did-you-mean
+            if part.flat and not isinstance(method, str):
+                return None  # a method that is not a name: the stage's own parse says what is wrong with it
+            if part.flat:  # an unknown method is named first, with its did-you-mean
                 keys += [f.name for f in dataclasses.fields(part.registry.get(method)) if f.init]
     return keys
 
