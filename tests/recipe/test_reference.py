@@ -113,8 +113,10 @@ def test_every_listed_key_is_accepted_by_its_stage(stage: str) -> None:
 def test_every_stage_key_is_checked_with_a_did_you_mean(entry: dict, message: str) -> None:
     with pytest.raises(ConfigError, match=message) as info:
         parse_recipe({**BASE, "stages": [entry]})
+    assert "\n" not in str(info.value)
+    if "unknown key" not in message:
+        return
     assert "allowed keys: " in str(info.value)
     if entry["stage"] == "prune":  # the stage's own keys are allowed beside the method's
         allowed = str(info.value).split("allowed keys: ")[1].split(" (")[0].split(", ")
         assert {"method", "train", "recovery", "kd"} <= set(allowed)
-    assert "\n" not in str(info.value)
