@@ -43,13 +43,17 @@ def print_report(report: Any, out: str) -> None:
     """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
-    for warning in report.warnings():  # loud: after the table, where the eye lands
-        print(f"\nWARNING: {warning}")
+    warnings = report.warnings()
+    if warnings:  # loud: after the table, where the eye lands
+        print()
+    for warning in warnings:
+        print(f"WARNING: {warning}")
     print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
     from slimtune.data import DATASETS
+    from slimtune.errors import ConfigError
     from slimtune.models import MODELS
     from slimtune.prune import PRUNERS
     from slimtune.quantize import QUANTIZERS
@@ -62,10 +66,24 @@ def _cmd_list(args: argparse.Namespace) -> int:
         ("pruning methods", PRUNERS),
         ("quantization methods", QUANTIZERS),
     ]
-    for title, reg in registries:
-        print(f"{title}:")
-        for name in reg.names():
-            print(f"  {name:<20} {reg.help(name)}")
+    from slimtune.recipe.reference import render
+
+    wanted = list(args.names or [])
+    known = {n for _, reg in registries[2:] for n in reg.names()}  # stages and methods have options
+    for name in wanted:
+        if name not in known:
+            from slimtune._registry import did_you_mean
+
+            hint = did_you_mean(name, sorted(known))
+            raise ConfigError(f"no stage or method named '{name}'{hint}; slimtune list shows them all")
+    if not wanted:
+        for title, reg in registries:
+            print(f"{title}:")
+            for name in reg.names():
+                print(f"  {name:<20} {reg.help(name)}")
+        print("\noptions of every stage and method (recipe keys; dots nest: train.epochs is train: {epochs: ...});")
+        print("every stage also takes label (its folder and report name) and warn_drop (points; default: the recipe's)")
+    print(render(wanted or None))
     return 0
 
 
@@ -232,7 +250,7 @@ def _apply_threads(value: str) -> None:
     from slimtune.threads import set_threads
 
     setting = set_threads(value)
-    print(f"slimtune: {setting['threads']} thread(s) ({setting['requested']})", flush=True)
+    print(f"slimtune: {setting['threads']} torch thread(s), {setting['requested']}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,7 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="path to the recipe YAML")
     out_options(run, None)
     run.set_defaults(func=_cmd_run)
-    lst = sub.add_parser("list", help="list registered datasets, models, stages and methods")
+    lst = sub.add_parser("list", help="registered datasets, models, stages and methods, and every option's default")
+    lst.add_argument("names", nargs="*", help="only these stages/methods (e.g. slimtune list prune magnitude)")
     lst.set_defaults(func=_cmd_list)
     pred = sub.add_parser("predict", help="predict with a deploy bundle (onnxruntime + numpy, no torch)")
     pred.add_argument("bundle", help="bundle folder (made by a recipe 'bundle' stage)")

@@ -18,7 +18,7 @@ from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 from slimtune.evaluate.report_pruning import pruning_html, pruning_markdown
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
-from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, row_warnings
+from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, ordered_warnings
 
 _MISSING = "—"
 _TIMES = "\N{MULTIPLICATION SIGN}"
@@ -104,6 +104,13 @@ def _ms(value: Any) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
+def _latency(row: StageRow, key: str) -> str:
+    """The median in ms, with ± half the p10–p90 spread when the row recorded it (``1.23 ±8%``)."""
+    text = _ms(row.latency_ms.get(key))
+    spread = _num((row.extra.get("latency_spread") or {}).get(key))
+    return text if spread is None or text == _MISSING else f"{text} ±{spread * 50:.0f}%"
+
+
 def _parity(parity: dict[str, float] | None) -> str:
     if not parity:
         return _MISSING
@@ -137,8 +144,8 @@ def _cells(row: StageRow) -> list[str]:
         format_number(row.nonzero_params),
         human_bytes(row.bytes_on_disk),
         format_number(row.macs),
-        _ms(row.latency_ms.get("batch1")),
-        _ms(row.latency_ms.get("batch32")),
+        _latency(row, "batch1"),
+        _latency(row, "batch32"),
         _parity(row.parity),
         precision_summary(row.precision),
     ]
@@ -211,8 +218,8 @@ class Report:
         return cls.from_dict(data)
 
     def warnings(self) -> list[str]:
-        """Every warning line of every stage (accuracy drops, unreliable timings), in stage order."""
-        return [w for row in self._rows for w in row_warnings(row)]
+        """Every warning line: accuracy drops first, then unreliable timings (a loaded machine: one line)."""
+        return ordered_warnings(self._rows)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"

@@ -111,6 +111,7 @@ def _warn_drop(value: Any, *, where: str) -> float | None:
 
 
 def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
+    from slimtune.recipe.reference import check_stage_keys
     from slimtune.recipe.stages import STAGES
 
     if not isinstance(raw, dict):
@@ -143,6 +144,7 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         if "warn_drop" in entry:
             warn = _warn_drop(entry.pop("warn_drop"), where=where)
             warn = math.inf if warn is None else warn
+        check_stage_keys(kind, entry, where=where)  # every key, with a did-you-mean
         try:
             config = STAGES.get(kind).parse(entry, where=where)
             student: Any = getattr(config, "student", None)  # a model the stage builds (distill's student)
