@@ -74,6 +74,10 @@ def save_model(
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
     spec = dict(get_spec(model))
+    if spec.get("arch") == "causal-lm":  # per-block shapes and a config that matches them
+        from slimtune.models.lm_io import spec_for_save
+
+        spec = spec_for_save(model, spec)
     state = model.state_dict()
     tensors, sparse_names = encode_state(state, sparse=sparse)
     spec["format_version"] = FORMAT_VERSION
