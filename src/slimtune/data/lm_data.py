@@ -17,11 +17,12 @@ template's end-of-turn tokens after them) are learned, every prompt token is mas
 from __future__ import annotations
 
 import os
-from collections.abc import Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+from torch.nn import functional as F
 
 from slimtune.data.core import DataSplits, Split
 from slimtune.data.corpus import SPLITS, Corpus, Document, read_corpus, split_documents
@@ -72,45 +73,60 @@ def encode_chat(tok: LMTokenizer, messages: Sequence[dict[str, str]], *, where: 
     return ids, labels
 
 
-def encode_documents(tok: LMTokenizer, docs: Sequence[Document]) -> list[Encoded]:
-    out: list[Encoded] = []
-    texts = [d for d in docs if d.messages is None]
-    encoded = iter(tok.encode_batch([d.text for d in texts])) if texts else iter(())
-    for doc in docs:
-        if doc.messages is not None:
-            out.append(encode_chat(tok, doc.messages, where=doc.name))
-        else:
-            ids = tok.document(next(encoded))
-            out.append((ids, list(ids)))
-    return out
+def encode_documents(tok: LMTokenizer, docs: Sequence[Document], *, batch: int = 8) -> Iterator[Encoded]:
+    """Each document's (ids, labels), encoded lazily a few documents at a time (in parallel)."""
+    for i in range(0, len(docs), batch):
+        group = docs[i : i + batch]
+        texts = [d.text for d in group if d.messages is None]
+        encoded = iter(tok.encode_batch(texts)) if texts else iter(())
+        for doc in group:
+            if doc.messages is not None:
+                yield encode_chat(tok, doc.messages, where=doc.name)
+            else:
+                ids = tok.document(next(encoded))
+                yield ids, ids
 
 
-def _cut(ids: list[int], labels: list[int], window: int, pad_id: int) -> list[Encoded]:
-    rows = []
-    for start in range(0, len(ids), window):
-        x, y = ids[start : start + window], labels[start : start + window]
-        if sum(1 for v in y[1:] if v != IGNORE) == 0:
-            continue  # nothing to predict in this window
-        pad = window - len(x)
-        rows.append((x + [pad_id] * pad, y + [IGNORE] * pad))
-    return rows
+def _cut(ids: Sequence[int], labels: Sequence[int], window: int, pad_id: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Consecutive windows of one token stream, the last padded; windows with nothing to predict dropped."""
+    rows = -(-len(ids) // window)
+    pad = rows * window - len(ids)
+    x = F.pad(torch.tensor(ids, dtype=torch.long), (0, pad), value=pad_id).view(rows, window)
+    y = F.pad(torch.tensor(labels, dtype=torch.long), (0, pad), value=IGNORE).view(rows, window)
+    keep = (y[:, 1:] != IGNORE).any(dim=1)
+    return x[keep], y[keep]
 
 
-def pack(encoded: Sequence[Encoded], *, window: int, pad_id: int, packing: bool = False) -> Split:
-    """Encoded documents → a Split of windows (see the module docstring for boundaries)."""
+def pack(
+    encoded: Iterable[Encoded], *, window: int, pad_id: int, packing: bool = False, limit: int | None = None
+) -> Split:
+    """Encoded documents → a Split of windows (see the module docstring for boundaries); with ``limit``,
+    documents stop being read once ``limit`` windows are full."""
     if window < 2:
         raise ConfigError(f"window must be at least 2 tokens; got {window}")
-    rows: list[Encoded] = []
-    if packing:
-        ids = [t for doc in encoded for t in doc[0]]
-        labels = [t for doc in encoded for t in doc[1]]
-        rows = _cut(ids, labels, window, pad_id)
-    else:
-        for ids, labels in encoded:
-            rows += _cut(ids, labels, window, pad_id)
-    if not rows:
+    xs: list[torch.Tensor] = []
+    ys: list[torch.Tensor] = []
+    stream: tuple[list[int], list[int]] = ([], [])
+    count = 0
+    for ids, labels in encoded:
+        if packing:
+            stream[0].extend(ids)
+            stream[1].extend(labels)
+            count = len(stream[0]) // window
+        else:
+            x, y = _cut(ids, labels, window, pad_id)
+            xs.append(x)
+            ys.append(y)
+            count += len(x)
+        if limit is not None and count >= limit:
+            break
+    if packing and stream[0]:
+        x, y = _cut(*stream, window, pad_id)
+        xs, ys = [x], [y]
+    if not xs:
         return Split(torch.zeros(0, window, dtype=torch.long), torch.zeros(0, window, dtype=torch.long))
-    return Split(torch.tensor([r[0] for r in rows]), torch.tensor([r[1] for r in rows]))
+    split = Split(torch.cat(xs), torch.cat(ys))
+    return split if limit is None else split.take(limit)
 
 
 def _split_windows(split: Split) -> dict[str, Split]:
@@ -159,13 +175,15 @@ def load_text(
     splits: dict[str, Split]
     if by_split is None:
         docs = {s: [d.name for d in corpus.documents] for s in SPLITS}
-        splits = _split_windows(
-            pack(encode_documents(tok, corpus.documents), window=window, pad_id=tok.pad_id, packing=packing)
+        cap = None if limit is None else 10 * limit  # the window split keeps 80% for train
+        stream = pack(
+            encode_documents(tok, corpus.documents), window=window, pad_id=tok.pad_id, packing=packing, limit=cap
         )
+        splits = _split_windows(stream)
     else:
         docs = {s: [d.name for d in by_split[s]] for s in SPLITS}
         splits = {
-            s: pack(encode_documents(tok, by_split[s]), window=window, pad_id=tok.pad_id, packing=packing)
+            s: pack(encode_documents(tok, by_split[s]), window=window, pad_id=tok.pad_id, packing=packing, limit=limit)
             for s in SPLITS
         }
     for s, split in splits.items():

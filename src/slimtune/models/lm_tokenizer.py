@@ -166,6 +166,7 @@ def render_template(template: str, **context: Any) -> str:
     """Render a chat template as transformers does (sandboxed Jinja, trim_blocks, lstrip_blocks)."""
     try:
         import jinja2
+        import jinja2.ext
         from jinja2.sandbox import ImmutableSandboxedEnvironment
     except ImportError as exc:
         raise missing_dependency("jinja2", "lm") from exc
