@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import copy
 import math
+from pathlib import Path
 
 import pytest
 import torch
@@ -104,3 +105,29 @@ def test_speed_and_size_helpers_report_positive_numbers(llama: torch.nn.Module) 
     assert speed["peak_rss_mib"] > 0
     params = sum(p.numel() for p in llama.parameters())  # tied: the embedding once
     assert disk_bytes(llama) > 4 * params
+
+
+def test_lm_report_shows_perplexity_and_decode_speed(llama: torch.nn.Module, tmp_path: Path) -> None:
+    from slimtune.data import load_text
+    from slimtune.data.corpus import Corpus, Document
+    from slimtune.evaluate import Report
+    from slimtune.evaluate.report_lm import LM_HEADERS, measure_lm_row
+
+    docs = [Document(f"d{i}", f"to be or not to be, line {i}. " * 4) for i in range(10)]
+    data = load_text(Corpus("toy", docs), llama, window=32)
+    small = copy.deepcopy(llama)
+    del small.model.layers[1]
+    base = measure_lm_row("fp32", llama, data)
+    row = measure_lm_row("one layer", small, data, reference=llama)
+    assert base.metrics["perplexity"] == pytest.approx(perplexity(llama, data.test)["perplexity"])
+    assert 0 < row.metrics["token_agreement"] <= 1 and row.macs < base.macs
+    assert base.throughput is not None and base.throughput["decode_batch8"] > 0
+    report = Report(rows=[base, row])
+    table = report.table()
+    assert table.splitlines()[0] == "| " + " | ".join(LM_HEADERS) + " |"
+    assert f"{base.metrics['perplexity']:.4g}" in table and "Accuracy" not in table
+    html = report.html()
+    assert "Perplexity vs size on disk" in html and "Perplexity vs decode latency" in html
+    report.write(tmp_path)
+    again = Report.load(tmp_path)
+    assert again.table() == table

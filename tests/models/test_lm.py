@@ -13,6 +13,7 @@ pytest.importorskip("transformers")
 
 from slimtune.errors import ConfigError, DataError, UnsupportedModelError
 from slimtune.models import CAUSAL_LMS, is_lm, lm_tokenizer, load_lm, load_model, save_hf_folder, save_model
+from slimtune.models.gguf_info import gguf_info
 from slimtune.models.lm_layers import decoder_layers, layer_shapes
 
 IDS = torch.tensor([[72, 101, 108, 108, 111, 44, 32, 119, 111, 114, 108, 100, 256, 3, 9]])
@@ -62,6 +63,8 @@ def test_save_and_reload_is_exact_and_pickle_free(name: str, tmp_path: Path) -> 
     assert torch.equal(logits(again), logits(model))
     assert lm_tokenizer(again).to_preprocess() == lm_tokenizer(model).to_preprocess()
     assert sorted(p.name for p in (tmp_path / "m").iterdir()) == ["model.safetensors", "spec.json"]
+    stored = sum(p.numel() for p in model.parameters())  # parameters() lists the tied embedding once
+    assert (tmp_path / "m" / "model.safetensors").stat().st_size < 4 * stored + 20_000
 
 
 def _prune_llama(model: torch.nn.Module) -> None:
@@ -174,6 +177,18 @@ def test_gguf_with_an_unreadable_quantization_type_gives_one_line(tmp_path: Path
     writer.close()
     with pytest.raises(DataError, match=r"attn_q\.weight' is Q8_K, a quantization type the GGUF loader cannot read"):
         load_lm(str(path))
+    good = tmp_path / "good.gguf"
+    writer = gguf.GGUFWriter(str(good), "llama")
+    writer.add_string("tokenizer.ggml.model", "gpt2")
+    writer.add_array("tokenizer.ggml.tokens", ["a", "b", "<s>"])
+    weight = np.linspace(-1, 1, 8 * 64, dtype=np.float32).reshape(8, 64)
+    writer.add_tensor("blk.0.attn_q.weight", gguf.quants.quantize(weight, gguf.GGMLQuantizationType.Q8_0),
+                      raw_dtype=gguf.GGMLQuantizationType.Q8_0)  # fmt: skip
+    writer.add_tensor("blk.0.attn_norm.weight", np.ones(64, dtype=np.float32))
+    for step in (writer.write_header_to_file, writer.write_kv_data_to_file, writer.write_tensors_to_file, writer.close):
+        step()
+    info = gguf_info(good)
+    assert info == {"architecture": "llama", "precision": "Q8_0", "tensor_types": {"F32": 1, "Q8_0": 1}}
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(DataError, match="not a readable GGUF file"):
         load_lm(str(tmp_path / "junk.gguf"))

@@ -9,16 +9,17 @@ and ``from_spec`` rebuilds the architecture, pruned blocks included, before the 
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
-from collections import Counter
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from torch import nn
 
-from slimtune.errors import DataError, UnsupportedModelError, missing_dependency
+from slimtune.errors import DataError, UnsupportedModelError
+from slimtune.models.gguf_info import gguf_info
 from slimtune.models.lm import ARCH, attach_spec, from_config, plain_config, quiet_transformers, transformers_module
 from slimtune.models.lm_layers import apply_layer_shapes, config_shape, layer_shapes, sync_config, uniform_shape
 from slimtune.models.lm_tokenizer import LMTokenizer
@@ -27,7 +28,14 @@ ENCODER_TYPES = frozenset(
     {"bert", "roberta", "xlm-roberta", "xlm-roberta-xl", "electra", "camembert", "ernie", "data2vec-text",
      "roberta-prelayernorm", "rembert", "xmod", "megatron-bert", "big_bird", "bert-generation", "qdqbert"}
 )  # fmt: skip
-SAVE_KEYS = ("format_version", "layers", "sparse", "lm_layers", "qat")  # added by save_model, not builder options
+SAVE_KEYS = (
+    "format_version",
+    "layers",
+    "sparse",
+    "tied",
+    "lm_layers",
+    "qat",
+)  # added by save_model, not builder options
 
 
 def _first_line(exc: BaseException) -> str:
@@ -85,48 +93,18 @@ def _plain_copy(model: nn.Module) -> nn.Module:
     return plain
 
 
-def _gguf_reader(path: Path) -> Any:
-    try:
-        import gguf
-    except ImportError as exc:
-        raise missing_dependency("gguf", "lm") from exc
-    try:
-        return gguf.GGUFReader(str(path))
-    except Exception as exc:  # gguf raises ValueError/struct.error/etc. on anything that is not GGUF
-        raise DataError(f"'{path}' is not a readable GGUF file ({_first_line(exc)})") from None
-
-
-def gguf_info(path: str | Path) -> dict[str, Any]:
-    """Architecture and tensor types of a GGUF file; a type the loader cannot dequantize → one DataError line."""
+@contextlib.contextmanager
+def _memoized_tensor_name_map() -> Iterator[None]:
+    """transformers rebuilds gguf's (pure) tensor-name map once per submodule — hundreds of times for a
+    30-layer model, most of the load time; memoize it for the duration of one load."""
     import gguf
-    from gguf.quants import _type_traits  # the block types gguf can dequantize
 
-    p = Path(path)
-    reader = _gguf_reader(p)
-    field = reader.fields.get("general.architecture")
-    arch = str(field.contents()) if field is not None else "?"
-    readable = {gguf.GGMLQuantizationType.F32, gguf.GGMLQuantizationType.F16, *_type_traits}
-    counts: Counter[str] = Counter()
-    elements: Counter[str] = Counter()
-    for t in reader.tensors:
-        qtype = gguf.GGMLQuantizationType(t.tensor_type)
-        if qtype not in readable:
-            raise DataError(
-                f"'{p.name}': tensor '{t.name}' is {qtype.name}, a quantization type the GGUF loader cannot read; "
-                "re-quantize the file to Q8_0, Q4_K or F16 with llama.cpp's llama-quantize"
-            )
-        counts[qtype.name] += 1
-        if len(t.shape) >= 2:
-            elements[qtype.name] += int(t.n_elements)
-    from transformers.modeling_gguf_pytorch_utils import GGUF_SUPPORTED_ARCHITECTURES
-
-    if arch not in GGUF_SUPPORTED_ARCHITECTURES:
-        raise DataError(
-            f"'{p.name}' holds a '{arch}' model, which transformers' GGUF loader cannot read; "
-            f"supported: {', '.join(sorted(GGUF_SUPPORTED_ARCHITECTURES))}"
-        )
-    main = elements.most_common(1)[0][0] if elements else (counts.most_common(1)[0][0] if counts else "?")
-    return {"architecture": arch, "precision": main, "tensor_types": dict(sorted(counts.items()))}
+    original = gguf.get_tensor_name_map
+    gguf.get_tensor_name_map = functools.lru_cache(maxsize=8)(original)
+    try:
+        yield
+    finally:
+        gguf.get_tensor_name_map = original
 
 
 def load_gguf(path: str | Path, *, name: str, options: Mapping[str, Any] | None = None) -> nn.Module:
@@ -138,9 +116,10 @@ def load_gguf(path: str | Path, *, name: str, options: Mapping[str, Any] | None 
     with quiet_transformers() as tf:
         try:
             hf_tok = tf.AutoTokenizer.from_pretrained(str(p.parent), gguf_file=p.name, local_files_only=True)
-            loaded = tf.AutoModelForCausalLM.from_pretrained(
-                str(p.parent), gguf_file=p.name, local_files_only=True, dtype=torch.float32
-            )
+            with _memoized_tensor_name_map():
+                loaded = tf.AutoModelForCausalLM.from_pretrained(
+                    str(p.parent), gguf_file=p.name, local_files_only=True, dtype=torch.float32
+                )
         except (OSError, ValueError, KeyError, NotImplementedError, ImportError) as exc:
             raise DataError(f"cannot load the GGUF model '{p.name}': {_first_line(exc)}") from None
     model = _plain_copy(loaded)  # a GGUF-loaded model refuses save_pretrained; the plain copy saves

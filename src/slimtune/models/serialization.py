@@ -67,6 +67,21 @@ def decode_state(tensors: dict[str, torch.Tensor], sparse: dict[str, Any]) -> di
     return state
 
 
+def tied_aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """``{alias: first name}`` for state entries that are the very same tensor as an earlier entry."""
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    aliases: dict[str, str] = {}
+    for name, t in state.items():
+        if t.numel() == 0:
+            continue
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+    return aliases
+
+
 def save_model(
     model: nn.Module, folder: str | Path, *, sparse: bool = True, extra: dict[str, Any] | None = None
 ) -> Path:
@@ -79,10 +94,14 @@ def save_model(
 
         spec = spec_for_save(model, spec)
     state = model.state_dict()
+    tied = tied_aliases(state)  # tied weights (an LM's embedding and output head) are stored once
+    state = {k: v for k, v in state.items() if k not in tied}
     tensors, sparse_names = encode_state(state, sparse=sparse)
     spec["format_version"] = FORMAT_VERSION
     spec["layers"] = describe(model)  # rebuilds shrunk/removed layers after structured pruning
     spec["sparse"] = {n: {"shape": list(state[n].shape)} for n in sparse_names}
+    if tied:
+        spec["tied"] = tied
     if extra:
         spec["extra"] = {**spec.get("extra", {}), **extra}
     with atomic_path(out / WEIGHTS_FILE) as tmp:
@@ -120,6 +139,8 @@ def load_model(folder: str | Path) -> nn.Module:
     if not weights.exists():
         raise DataError(f"'{folder}' has a spec but no {WEIGHTS_FILE}; the save was incomplete")
     state = decode_state(load_file(str(weights)), spec.get("sparse", {}))
+    for alias, source in spec.get("tied", {}).items():
+        state[alias] = state[source]
     load_state(model, state, source=str(weights))
     return model
 
