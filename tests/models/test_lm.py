@@ -192,3 +192,7 @@ def test_gguf_with_an_unreadable_quantization_type_gives_one_line(tmp_path: Path
     (tmp_path / "junk.gguf").write_bytes(b"not a gguf file at all")
     with pytest.raises(DataError, match="not a readable GGUF file"):
         load_lm(str(tmp_path / "junk.gguf"))
+    (tmp_path / "folder").mkdir()
+    (tmp_path / "junk.gguf").rename(tmp_path / "folder" / "junk.gguf")
+    with pytest.raises(DataError, match=r"junk\.gguf' is not a readable GGUF file"):
+        load_lm(str(tmp_path / "folder"))  # a folder holding one GGUF file loads that file

@@ -214,6 +214,9 @@ def hf_lm(*, path: str | None = None) -> nn.Module:
     if not isinstance(path, str) or not path:
         raise ConfigError("model 'hf-lm' needs a folder or .gguf file: options: {path: /some/folder}")
     p = Path(path).expanduser()
+    ggufs = sorted(p.glob("*.gguf")) if p.is_dir() and not (p / "config.json").exists() else []
+    if len(ggufs) == 1:  # a folder holding just a GGUF file
+        p = ggufs[0]
     if p.is_file() and p.suffix.lower() == ".gguf":
         return load_gguf(p, name="hf-lm", options={"path": str(p)})
     return load_hf_folder(p, name="hf-lm", options={"path": str(p)})
