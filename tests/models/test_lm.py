@@ -196,3 +196,13 @@ def test_gguf_with_an_unreadable_quantization_type_gives_one_line(tmp_path: Path
     (tmp_path / "junk.gguf").rename(tmp_path / "folder" / "junk.gguf")
     with pytest.raises(DataError, match=r"junk\.gguf' is not a readable GGUF file"):
         load_lm(str(tmp_path / "folder"))  # a folder holding one GGUF file loads that file
+
+
+def test_slimtune_list_shows_causal_lms_and_corpora(capsys: pytest.CaptureFixture[str]) -> None:
+    from slimtune.cli.main import main
+
+    assert main(["list"]) == 0
+    out = capsys.readouterr().out
+    assert "causal language models:" in out and "text corpora (causal LMs):" in out
+    for name in ("tiny-llama", "tiny-gpt2", "smollm2-135m", "hf-lm", "shakespeare"):
+        assert f"  {name} " in out
