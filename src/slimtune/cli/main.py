@@ -52,9 +52,9 @@ def print_report(report: Any, out: str) -> None:
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from slimtune.data import DATASETS
+    from slimtune.data import CORPORA, DATASETS
     from slimtune.errors import ConfigError
-    from slimtune.models import MODELS
+    from slimtune.models import CAUSAL_LMS, MODELS
     from slimtune.prune import PRUNERS
     from slimtune.quantize import QUANTIZERS
     from slimtune.recipe.stages import STAGES
@@ -62,6 +62,8 @@ def _cmd_list(args: argparse.Namespace) -> int:
     registries: list[tuple[str, Any]] = [
         ("datasets", DATASETS),
         ("models", MODELS),
+        ("text corpora (causal LMs)", CORPORA),
+        ("causal language models", CAUSAL_LMS),
         ("stages", STAGES),
         ("pruning methods", PRUNERS),
         ("quantization methods", QUANTIZERS),

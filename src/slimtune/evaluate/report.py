@@ -168,6 +168,15 @@ def _ratio_cells(row: StageRow, base: StageRow) -> list[str]:
     ]
 
 
+def _layout(rows: list[StageRow]) -> tuple[tuple[str, ...], Any, Any]:
+    """Headers and cell makers: the classifier table, or the causal-LM one (perplexity, decode speed)."""
+    from slimtune.evaluate.report_lm import LM_HEADERS, is_lm_rows, lm_cells, lm_ratio_cells
+
+    if is_lm_rows(rows):
+        return LM_HEADERS, lm_cells, lm_ratio_cells
+    return HEADERS, _cells, _ratio_cells
+
+
 def _json_default(value: Any) -> Any:
     if hasattr(value, "tolist"):  # numpy arrays/scalars, torch tensors
         return value.tolist()
@@ -230,11 +239,12 @@ class Report:
         def line(cells: list[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-        out = [line(list(HEADERS)), line(["---"] * len(HEADERS))]
+        headers, cells, ratio_cells = _layout(self._rows)
+        out = [line(list(headers)), line(["---"] * len(headers))]
         for i, row in enumerate(self._rows):
-            out.append(line(_cells(row)))
+            out.append(line(cells(row)))
             if i:
-                out.append(line(_ratio_cells(row, self._rows[0])))
+                out.append(line(ratio_cells(row, self._rows[0])))
         return "\n".join(out)
 
     def markdown(self) -> str:
@@ -247,12 +257,13 @@ class Report:
 
     def html(self) -> str:
         """A self-contained HTML page: table, plots, per-stage details and the environment."""
-        head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+        headers, cells, ratio_cells = _layout(self._rows)
+        head = "".join(f"<th>{escape(h)}</th>" for h in headers)
         body = []
         for i, row in enumerate(self._rows):
-            body.append(_tr(_cells(row)))
+            body.append(_tr(cells(row)))
             if i:
-                body.append(_tr(_ratio_cells(row, self._rows[0]), css="ratio"))
+                body.append(_tr(ratio_cells(row, self._rows[0]), css="ratio"))
         details = [
             _tr([r.name, r.artifact or _MISSING, _throughput(r), _mib(r.peak_memory_mb), _env_value(r.extra)])
             for r in self._rows
@@ -282,7 +293,12 @@ class Report:
         return paths
 
     def plots(self) -> list[str]:
-        """The two SVG plots: accuracy vs size on disk (log x) and accuracy vs batch-1 latency."""
+        """The two SVG plots: accuracy vs size on disk (log x) and accuracy vs batch-1 latency
+        (for causal LMs: perplexity vs size and vs decode latency)."""
+        from slimtune.evaluate.report_lm import is_lm_rows, lm_plots
+
+        if is_lm_rows(self._rows):
+            return lm_plots(self._rows)
         size_pts = [(r.name, _num(r.bytes_on_disk), _accuracy_pct(r)) for r in self._rows]
         lat_pts = [(r.name, _num(r.latency_ms.get("batch1")), _accuracy_pct(r)) for r in self._rows]
         return [
