@@ -33,6 +33,8 @@ class Predictor:
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None) -> None:
         self.manifest: Manifest = read_manifest(bundle)
+        if self.manifest.kind == "lm":
+            raise DataError(f"bundle '{bundle}' holds a language model: use `slimtune generate` (LMGenerator) for it")
         try:
             import onnxruntime as ort
         except ImportError as exc:
