@@ -91,9 +91,10 @@ def greedy_parity(
 ) -> dict[str, Any]:
     """Greedy tokens of ONNX Runtime vs PyTorch per prompt; the first divergence is described, not raised."""
     eos = eos_ids(model)
-    mismatch = None
+    mismatch, compared = None, 0
     for i, prompt in enumerate(prompts):
         ref, scores = _torch_greedy(model, prompt, new_tokens, eos)
+        compared += len(ref)
         got = decoder.generate([prompt], max_new_tokens=new_tokens, eos_ids=eos, pad_id=eos[0] if eos else 0)[0]
         if got != ref:
             step = next((j for j, (a, b) in enumerate(zip(ref, got)) if a != b), min(len(ref), len(got)))
@@ -106,7 +107,8 @@ def greedy_parity(
                 f"ONNX Runtime {got[step] if step < len(got) else 'end'}){margin}"
             )
             break
-    return {"greedy_prompts": len(prompts), "greedy_tokens": new_tokens, "greedy_identical": mismatch is None,
+    return {"greedy_prompts": len(prompts), "greedy_tokens": new_tokens, "greedy_compared": compared,
+            "greedy_identical": mismatch is None,
             "greedy_mismatch": mismatch}  # fmt: skip
 
 

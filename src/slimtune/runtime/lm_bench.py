@@ -91,7 +91,7 @@ def format_lm_table(result: dict[str, Any]) -> str:
     lines = [
         f"LM bundle {result['bundle']} ({result['precision']}, {result['model_bytes'] / 2**20:.1f} MiB): load "
         f"{result['load_ms']:.0f} ms, peak RSS {result['peak_rss_mib']:.0f} MiB, threads {result['threads']}",
-        "| batch | prompt | new | prefill (tokens/s) | decode (tokens/s) | ms / decode step | time to first token (ms) |",
+        "| batch | prompt | new | prefill (tokens/s) | decode (tokens/s) | ms / decode step | first token (ms) |",
         "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     for r in result["rows"]:
