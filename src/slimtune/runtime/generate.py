@@ -64,6 +64,7 @@ class LMGenerator:
         self.context_length = int(raw["input"]["context_length"])
         self.chat_template: str | None = raw.get("chat_template")
         self.defaults: dict[str, Any] = {**DEFAULTS, **raw.get("generation", {})}
+        self.last_token_counts: list[int] = []
 
     def encode(self, text: str, *, add_special_tokens: bool = True) -> list[int]:
         return list(self.tokenizer.encode(text, add_special_tokens=add_special_tokens).ids)
@@ -132,9 +133,11 @@ class LMGenerator:
         active = np.ones(len(ids), dtype=bool)
         steps = self.decoder.steps(ids, max_new_tokens=max_new, sampling=sampling, eos_ids=self.eos_ids,
                                    pad_id=self.pad_id, active=active)  # fmt: skip
+        self.last_token_counts = [0] * len(ids)  # new tokens per prompt of the latest call
         for tokens in steps:
             for row in np.nonzero(active)[0]:
                 new[row].append(int(tokens[row]))
+                self.last_token_counts[row] = len(new[row])
                 text = self.decode(new[row])
                 hits = [text.index(s) for s in stops if s in text]
                 done = bool(hits) or int(tokens[row]) in self.eos_ids or len(new[row]) == max_new
