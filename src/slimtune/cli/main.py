@@ -185,11 +185,16 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    from slimtune.cli.generate import bench_lm, is_lm_bundle
     from slimtune.runtime import bench, format_table
     from slimtune.threads import parse_threads
 
     threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
-    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=threads or [None], seconds=args.seconds)
+    if is_lm_bundle(args.bundle):  # an LM bundle: prefill / decode tokens/s and time to first token
+        args.threads = threads or None
+        return bench_lm(args)
+    sizes = args.batch_sizes or [1, 8, 32]
+    result = bench(args.bundle, batch_sizes=sizes, threads=threads or [None], seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
@@ -290,11 +295,16 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
     bch.add_argument("bundle", help="bundle folder")
-    bch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
+    bch.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="batch sizes (1 8 32; LM: 1 8)")
     bch.add_argument("--threads", nargs="+", default=None, help="thread counts to time, each >= 1 (default: ORT's)")
     bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
     bch.add_argument("--json", action="store_true", help="print JSON")
+    bch.add_argument("--prompt-tokens", type=int, default=64, help="LM bundles: prompt length for prefill")
+    bch.add_argument("--new-tokens", type=int, default=32, help="LM bundles: decode steps timed")
     bch.set_defaults(func=_cmd_bench)
+    from slimtune.cli import generate
+
+    generate.add_parser(sub)
     srch = sub.add_parser("search", help="the cheapest model within an accuracy budget, over every technique")
     srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
