@@ -55,6 +55,13 @@ def resolve_device(spec: str = "auto", *, distributed: bool | None = None) -> to
     return torch.device("cuda", index)
 
 
+def training_device(model: torch.nn.Module, spec: str) -> torch.device:
+    """Where ``fit`` trains ``model`` for the config's ``device``: ``auto`` keeps a model that is already on
+    a GPU there; otherwise :func:`resolve_device`."""
+    origin = model_device(model)
+    return origin if spec == "auto" and origin.type == "cuda" else resolve_device(spec)
+
+
 def model_device(model: torch.nn.Module) -> torch.device:
     """The device of ``model``'s first parameter (or buffer); the CPU for a module without either."""
     for t in (*model.parameters(), *model.buffers()):

@@ -51,8 +51,11 @@ def _unwrapped(model: nn.Module) -> nn.Module:
 
 
 def lm_forward(model: nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """Logits (N, T, V) of a causal LM for token ids ``x`` (no KV cache kept for Hugging Face models)."""
-    kwargs = {"use_cache": False} if hasattr(getattr(_unwrapped(model), "config", None), "use_cache") else {}
+    """Logits (N, T, V) of a causal LM for token ids ``x`` (no KV cache kept for Hugging Face models;
+    a distillation wrapper passes that on to its ``student``)."""
+    inner = _unwrapped(model)
+    hf = getattr(inner, "student", inner)
+    kwargs = {"use_cache": False} if hasattr(getattr(hf, "config", None), "use_cache") else {}
     logits = logits_of(model(x, **kwargs))
     if logits.ndim != 3 or logits.shape[:2] != x.shape[:2]:
         raise UnsupportedModelError(

@@ -32,7 +32,7 @@ from slimtune.errors import ConfigError, DataError
 from slimtune.train import ddp
 from slimtune.train.callbacks import Callback, LoopState
 from slimtune.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from slimtune.train.device import PRECISIONS, check_device_spec, model_device, resolve_device, to_device
+from slimtune.train.device import PRECISIONS, check_device_spec, model_device, to_device, training_device
 from slimtune.train.sources import SplitsSource, TrainSource, epoch_batches
 from slimtune.train.step import Amp, enable_checkpointing, forward_backward
 from slimtune.train.tasks import Task
@@ -85,8 +85,9 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torc
     """Logits for every row of ``x``, in eval mode (the model's mode is restored after)."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     try:
-        outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        outs = [model(x[i : i + batch_size].to(device)).to(x.device) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
@@ -183,7 +184,7 @@ def fit(
             raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
     source: TrainSource = SplitsSource(data) if isinstance(data, DataSplits) else data
     origin = model_device(model)
-    device = origin if config.device == "auto" and origin.type == "cuda" else resolve_device(config.device)
+    device = training_device(model, config.device)
     undo = None
     try:
         undo = enable_checkpointing(model) if config.gradient_checkpointing else None
