@@ -59,10 +59,12 @@ def sample_windows(chain: torch.Tensor, n: int, length: int, *, seed: int) -> to
 
 
 def markov_lm_data(
-    *, vocab: int = 32, length: int = 16, train: int = 256, val: int = 64, test: int = 64, seed: int = 0
-) -> DataSplits:
-    """LM splits (``kind == "lm"``: x = token ids, y = the same ids as labels, -100 nowhere)."""
-    chain = markov_chain(vocab, seed=seed)
+    *, vocab: int = 32, length: int = 16, train: int = 256, val: int = 64, test: int = 64, seed: int = 0,
+    sharpness: float = 2.0,
+) -> DataSplits:  # fmt: skip
+    """LM splits (``kind == "lm"``: x = token ids, y = the same ids as labels, -100 nowhere); a larger
+    ``sharpness`` makes the next token more predictable."""
+    chain = markov_chain(vocab, sharpness=sharpness, seed=seed)
     splits = [sample_windows(chain, n, length, seed=seed * 10 + i + 1) for i, n in enumerate((train, val, test))]
     tr, va, te = (Split(x, x.clone()) for x in splits)
     return DataSplits(

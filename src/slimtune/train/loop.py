@@ -32,7 +32,7 @@ from slimtune.errors import ConfigError, DataError
 from slimtune.train import ddp
 from slimtune.train.callbacks import Callback, LoopState
 from slimtune.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
-from slimtune.train.device import PRECISIONS, check_device_spec, model_device, to_device, training_device
+from slimtune.train.device import PRECISIONS, model_device, resolve_device, to_device, training_device
 from slimtune.train.sources import SplitsSource, TrainSource, epoch_batches
 from slimtune.train.step import Amp, enable_checkpointing, forward_backward
 from slimtune.train.tasks import Task
@@ -67,7 +67,7 @@ class TrainConfig(Config):
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}")
         check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
         check(self.grad_accum <= self.batch_size, f"grad_accum {self.grad_accum} > batch_size {self.batch_size}")
-        check_device_spec(self.device)
+        resolve_device(self.device, distributed=False)  # a bad string, or CUDA on a machine without: one line now
         check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
