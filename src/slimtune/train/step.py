@@ -5,7 +5,9 @@ Gradient accumulation (``TrainConfig.grad_accum = k``) runs each batch as ``k`` 
 gradients add up before the one optimizer step, each weighted by its share of what the task's loss
 averages over (examples, or predicted tokens for a causal LM: ``Task.weight``). So the update equals
 the whole batch's, up to float summation order, with the activations of only ``batch_size / k``
-examples in memory at once. Under DDP the gradients are all-reduced once, after the last micro-batch.
+examples in memory at once. Under DDP the gradients are all-reduced once, after the last micro-batch,
+and a task with ``weight`` (the LM task) weighs each rank by its share of the global token count, so
+ranks whose windows hold different numbers of masked positions still give the global token mean.
 """
 
 from __future__ import annotations
@@ -18,6 +20,7 @@ import torch
 from torch import nn
 
 from slimtune.errors import ConfigError
+from slimtune.train import ddp
 from slimtune.train.device import autocast, grad_scaler
 from slimtune.train.tasks import Task
 
@@ -83,6 +86,13 @@ def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, ac
     weights = [_weight(task, xs, ys) for xs, ys in chunks]
     total = sum(weights)
     shares = [w / total for w in weights] if total > 0 else [1 / len(chunks)] * len(chunks)
+    scale = 1.0
+    if distributed and hasattr(task, "weight"):
+        # DDP averages the ranks' gradients; ranks may hold different numbers of predicted tokens (masks),
+        # so weigh each rank by its share of the global count: the update is the global token mean
+        world = ddp.world()[1]
+        global_total = ddp.all_reduce_sum([total])[0]
+        scale = total * world / global_total if global_total > 0 else 1.0
     value = 0.0
     for i, ((xs, ys), share) in enumerate(zip(chunks, shares, strict=True)):
         last = i == len(chunks) - 1
@@ -92,7 +102,8 @@ def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, ac
         with sync:
             with amp.autocast():
                 loss, _ = task.loss(net, xs, ys)
-            amp.backward(loss * share if len(chunks) > 1 else loss)
+            weight = share * scale
+            amp.backward(loss * weight if weight != 1.0 else loss)
         value += float(loss.detach()) * share
     return value
 
