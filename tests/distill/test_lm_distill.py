@@ -162,3 +162,28 @@ def test_classifier_kd_configs_convert_for_lm_data() -> None:
     assert as_lm_config(None) == LMKDConfig()
     with pytest.raises(ConfigError, match="alpha must be in"):
         LMKDConfig(alpha=2.0)
+
+
+def test_recipe_stage_parses_lm_kd_hints_and_device(tmp_path) -> None:
+    from slimtune.recipe.stages import DistillStage
+
+    raw = {
+        "student": {"name": "mlp"},
+        "kd": {"method": "lm", "top_k": 8, "direction": "reverse"},
+        "hints": [{"method": "hidden", "layers": {0: -1}, "loss": "cosine"}],
+        "train": {"device": "cpu", "precision": "bf16", "grad_accum": 2, "gradient_checkpointing": True},
+    }
+    cfg = DistillStage().parse(raw, where="stages[1]")
+    assert cfg.kd == LMKDConfig(top_k=8, direction="reverse")
+    assert cfg.hints == (HiddenKDConfig(layers={0: -1}, loss="cosine"),)
+    assert (cfg.train.precision, cfg.train.grad_accum, cfg.train.gradient_checkpointing) == ("bf16", 2, True)
+    with pytest.raises(ConfigError, match="hidden: layers must map layer indices"):
+        DistillStage().parse({"student": {"name": "mlp"}, "hints": [{"method": "hidden", "layers": {"a": 1}}]},
+                             where="stages[1]")  # fmt: skip
+
+
+def test_reverse_kl_with_the_recipe_default_cache_runs_the_teacher_live(markov: DataSplits, teacher, tmp_path) -> None:
+    path = tmp_path / "teacher_logits.safetensors"
+    distill_(_student(seed=6), teacher=teacher, data=markov, config=LMKDConfig(direction="reverse"), cache=path,
+             train=TrainConfig(epochs=1, batch_size=64))  # fmt: skip
+    assert not path.exists()

@@ -253,7 +253,8 @@ def distill_lm_(
 ) -> FitResult:
     """``distill_`` for causal LMs (``kind == "lm"`` data); see the module docstring. ``cache``: ``True``
     builds the top-k cache over ``data.train`` in memory, a path also writes it there (and reuses it for
-    the same teacher), an ``LMTeacherCache`` is used as is. The teacher trains on nothing and ends where
+    the same teacher), an ``LMTeacherCache`` is used as is; with hints or reverse KL ``True``/a path are
+    ignored (the teacher runs live). The teacher trains on nothing and ends where
     it started (device, mode, ``requires_grad``)."""
     x = data.train.x
     if not isinstance(x, torch.Tensor):
@@ -265,9 +266,10 @@ def distill_lm_(
     try:
         teacher.to(device)
         lm_cache = cache if isinstance(cache, LMTeacherCache) else None
-        if not isinstance(cache, (LMTeacherCache, bool)) and not hints:
+        wanted = not hints and cfg.direction == "forward"  # hints and reverse KL need the live teacher
+        if wanted and not isinstance(cache, (LMTeacherCache, bool)):
             lm_cache = LMTeacherCache.build(teacher, x, top_k=cfg.top_k, path=Path(cache))
-        elif cache is True and not hints:
+        elif wanted and cache is True:
             lm_cache = LMTeacherCache.build(teacher, x, top_k=cfg.top_k)
         task = LMDistillationTask(teacher, cfg, hints=tuple(hints), cache=lm_cache)
         teacher.to(model_device(student))  # the hints size their projections on one probe batch
