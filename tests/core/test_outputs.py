@@ -99,7 +99,13 @@ def test_force_keeps_a_loaded_model_inside_the_folder_it_replaces(
 ) -> None:
     out = tmp_path / "run"
     base = ["--model", "mlp", "--option", "hidden=[8]", "--data", "digits", *TINY, "--set", "train.epochs=1"]
-    assert main(["stage", "train", *base, "--out", str(out)]) == 0
+    old = os.umask(0o022)
+    try:
+        assert main(["stage", "train", *base, "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*")}
+    assert modes and all(m == (0o755 if (out / p).is_dir() else 0o644) for p, m in modes.items()), modes
     model = out / "01-train" / "model"
     weights = {p.name: p.read_bytes() for p in model.iterdir()}
     argv = ["stage", "train", "--load", str(model), "--data", "digits", *TINY, "--set", "train.epochs=1"]
