@@ -192,3 +192,15 @@ def test_search_refuses_a_load_input_where_it_writes(tmp_path: Path, capsys: pyt
     assert main([*argv, "--force"]) == 2
     assert "lies where this run writes 'work'" in capsys.readouterr().err
     assert (tmp_path / "out" / "work" / "m").is_dir()
+
+
+def test_search_api_with_force_never_removes_a_users_folder_of_the_same_name(tmp_path: Path, digits) -> None:
+    from slimtune.models import build
+    from slimtune.search import search
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("mine")
+    model = build("mlp", input_shape=digits.input_shape, num_classes=digits.num_classes, hidden=[8])
+    with pytest.raises(OutputExistsError, match="was not written by slimtune"):
+        search(model, digits, out=tmp_path, force=True)
+    assert (tmp_path / "work" / "thesis.tex").read_text() == "mine"
