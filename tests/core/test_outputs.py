@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slimtune._io import prepare_out_dir, record_outputs, remove_outputs, write_text
-from slimtune._outputs import MANIFEST
+from slimtune._outputs import MANIFEST, record_files
 from slimtune.cli.main import main
 from slimtune.errors import OutputExistsError
 
@@ -86,10 +86,14 @@ def test_force_replaces_a_prior_output_and_keeps_inputs_inside_out(
         (out / name).rename(sub / name)
     recipe = _recipe(sub, data=str(sub / "rows.npz"))
     inputs = {n: (sub / n).read_bytes() for n in ("recipe.yaml", "rows.npz")}
-    (sub / "01-train" / "stale.bin").write_bytes(b"old")
+    (sub / "01-train" / "notes.txt").write_text("mine")  # the user's file inside slimtune's stage folder
+    (sub / "02-old" / "model").mkdir(parents=True)  # a stage of an earlier, longer recipe
+    (sub / "02-old" / "model" / "w.bin").write_bytes(b"old")
+    record_files(sub, "02-old")
     assert main(["run", str(recipe), "--out", str(sub), "--force"]) == 0, capsys.readouterr().err
     assert {n: (sub / n).read_bytes() for n in inputs} == inputs  # the run's own inputs survive --force
-    assert not (sub / "01-train" / "stale.bin").exists() and (sub / "report.json").is_file()
+    assert not (sub / "02-old").exists() and (sub / "report.json").is_file()  # the prior output was replaced
+    assert (sub / "01-train" / "notes.txt").read_text() == "mine"
     listed = json.loads((sub / MANIFEST).read_text())["outputs"]
     assert "01-train" in listed and "recipe.yaml" not in listed and "rows.npz" not in listed
 
@@ -204,3 +208,26 @@ def test_search_api_with_force_never_removes_a_users_folder_of_the_same_name(tmp
     with pytest.raises(OutputExistsError, match="was not written by slimtune"):
         search(model, digits, out=tmp_path, force=True)
     assert (tmp_path / "work" / "thesis.tex").read_text() == "mine"
+
+
+def test_a_finished_folder_loses_only_its_recorded_files_a_crashed_one_goes_whole(tmp_path: Path) -> None:
+    out = prepare_out_dir(tmp_path / "out")
+    record_outputs(out, "01-done", "02-crashed")
+    (out / "01-done" / "model").mkdir(parents=True)
+    (out / "01-done" / "model" / "w.bin").write_bytes(b"w")
+    (out / "01-done" / "stage.json").write_text("{}")
+    record_files(out, "01-done")  # the stage finished
+    (out / "01-done" / "model" / "mine.txt").write_text("added later by the user")
+    (out / "02-crashed" / "checkpoints").mkdir(parents=True)
+    (out / "02-crashed" / "checkpoints" / "last.pt").write_bytes(b"half")
+    prepare_out_dir(out, force=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        MANIFEST,
+        "01-done",
+        "01-done/model",
+        "01-done/model/mine.txt",
+    ]
+    listed = json.loads((out / MANIFEST).read_text())
+    assert listed["outputs"] == ["01-done"] and listed["files"] == {"01-done": []}
+    prepare_out_dir(out, force=True)  # again: the user's file still stays
+    assert (out / "01-done" / "model" / "mine.txt").is_file()
