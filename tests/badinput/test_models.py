@@ -254,3 +254,16 @@ def test_stage_load_takes_a_hugging_face_folder(hf_area: Path, tmp_path: Path, c
     recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
     assert recipe["model"] == {"name": "hf", "options": {"path": str(hf_area / "bert")}}
     assert (tmp_path / "out" / "01-train" / "model" / "spec.json").is_file()
+
+
+def test_fit_refuses_data_the_model_spec_cannot_take(area: Path) -> None:
+    """From the API too: a model built or loaded for 64 features does not train on 32, nor on more classes."""
+    from slimtune.data import load
+    from slimtune.errors import DataError
+    from slimtune.models import load_model
+    from slimtune.train import TrainConfig, fit
+
+    model = load_model(area / "saved")
+    for name, message in (("d32.npz", r"takes inputs shaped \(64,\), but d32 gives"), ("d64c6.npz", "predicts 4")):
+        with pytest.raises(DataError, match=message):
+            fit(model, load(str(area / name), seed=0), config=TrainConfig(epochs=1))
