@@ -94,6 +94,7 @@ SAVED_CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("spec-bad-options", _edit_spec(lambda s: s["options"].update(depth=3)), "cannot rebuild"),
     ("spec-options-a-list", _edit_spec(lambda s: s.update(options=[8])), "'options' must be a JSON object"),
     ("spec-layers-damaged", _edit_spec(lambda s: s["layers"]["net.1"].pop("out")), "cannot rebuild"),
+    ("spec-sparse-layout-damaged", _edit_spec(lambda s: s.update(sparse={"net.1.weight": {}})), "sparse layout"),
     ("spec-declares-other-shape", _edit_spec(lambda s: s.update(input_shape=[32])), "takes inputs shaped (32,)"),
     ("empty-folder", lambda f: _empty(f), "no spec.json in"),
     ("your-own-module", _custom, "custom=MyNet"),
