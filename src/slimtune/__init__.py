@@ -32,6 +32,9 @@ _LAZY = {
     "replace_head_": "slimtune.transfer",
     "export_bundle": "slimtune.export.bundle",
     "Predictor": "slimtune.runtime",
+    "LMExportConfig": "slimtune.export",
+    "export_lm_bundle": "slimtune.export.lm_bundle",
+    "LMGenerator": "slimtune.runtime",
 }
 _SUBMODULES = {
     "data",

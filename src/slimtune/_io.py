@@ -1,15 +1,30 @@
-"""Atomic file writes and output-folder safety."""
+"""Atomic file writes (with the user's umask) and output-folder safety (see ``_outputs``)."""
 
 from __future__ import annotations
 
 import contextlib
 import os
-import shutil
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from slimtune.errors import OutputExistsError
+from slimtune._outputs import check_out_dir, prepare_out_dir, record_outputs, remove_outputs
+
+__all__ = ["atomic_path", "check_out_dir", "path_bytes", "prepare_out_dir", "record_outputs", "remove_outputs"]
+
+
+def _umask() -> int:
+    """The process umask, read without changing it where the OS allows (Linux: /proc)."""
+    try:
+        with open("/proc/self/status", encoding="ascii") as f:
+            for line in f:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 @contextlib.contextmanager
@@ -18,7 +33,10 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    os.close(fd)
+    try:
+        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the user's usual mode
+    finally:
+        os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
@@ -36,22 +54,6 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
 def write_bytes(path: str | os.PathLike[str], data: bytes) -> None:
     with atomic_path(path) as tmp:
         tmp.write_bytes(data)
-
-
-def prepare_out_dir(path: str | os.PathLike[str], *, force: bool = False, resume: bool = False) -> Path:
-    """Create ``path``; refuse to reuse a non-empty one unless ``force`` or ``resume``."""
-    out = Path(path)
-    if out.exists() and not out.is_dir():
-        raise OutputExistsError(f"output path '{out}' is a file; choose a folder path")
-    if out.exists() and any(out.iterdir()) and not (force or resume):
-        raise OutputExistsError(
-            f"output folder '{out}' already exists and is not empty; pass --force to overwrite "
-            "or --resume to continue it"
-        )
-    if out.exists() and force and not resume:
-        shutil.rmtree(out)
-    out.mkdir(parents=True, exist_ok=True)
-    return out
 
 
 def path_bytes(path: str | os.PathLike[str]) -> int:

@@ -38,6 +38,10 @@ class Registry(Generic[T]):
         self._help[name] = help or (getattr(obj, "__doc__", None) or "").strip().split("\n")[0]
 
     def get(self, name: str) -> T:
+        if not isinstance(name, str):  # e.g. a list or mapping from YAML
+            raise ConfigError(
+                f"a {self.kind} name is a word, got {type(name).__name__} {name!r}; one of: {', '.join(self.names())}"
+            )
         if name not in self._items:
             known = ", ".join(sorted(self._items))
             raise ConfigError(f"unknown {self.kind} '{name}'{did_you_mean(name, list(self._items))}; known: {known}")

@@ -7,7 +7,11 @@ fails in milliseconds with one line naming the key, not an hour into training.
 from __future__ import annotations
 
 import dataclasses
+import functools
+import math
+import numbers
 import types
+from collections.abc import Mapping
 from typing import Any, Literal, TypeVar, Union, get_args, get_origin, get_type_hints
 
 from slimtune._registry import did_you_mean
@@ -18,7 +22,27 @@ C = TypeVar("C", bound="Config")
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Config:
-    """Base class. Subclasses add fields and validate them in ``__post_init__``."""
+    """Base class. Subclasses add fields and validate them in ``__post_init__``.
+
+    Every field is checked against its annotation when the object is made, from a recipe or from Python
+    (``TrainConfig(epochs='3')``, ``TrainConfig(lr=float('inf'))`` raise one-line ``ConfigError``s): a
+    subclass's own ``__post_init__`` runs after that check."""
+
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        own = cls.__dict__.get("__post_init__")
+        if own is not None and not getattr(own, "_checks_fields", False):
+
+            @functools.wraps(own)
+            def post_init(self: Config) -> None:
+                _check_fields(self)
+                own(self)
+
+            post_init._checks_fields = True  # type: ignore[attr-defined]
+            cls.__post_init__ = post_init  # type: ignore[method-assign]
+
+    def __post_init__(self) -> None:
+        _check_fields(self)
 
     def to_dict(self) -> dict[str, Any]:
         out: dict[str, Any] = {}
@@ -28,21 +52,69 @@ class Config:
         return out
 
     @classmethod
-    def from_dict(cls: type[C], data: dict[str, Any] | None, *, where: str = "") -> C:
-        data = dict(data or {})
+    def from_dict(cls: type[C], data: Mapping[str, Any] | None, *, where: str = "") -> C:
         where = where or cls.__name__
-        hints = get_type_hints(cls)
+        if data is not None and not isinstance(data, Mapping):
+            example = {"data": "{name: digits}", "model": "{name: mlp}"}.get(where, "{key: value}")
+            raise ConfigError(f"{where}: expected a mapping of options like {example}, got {_kind(data)}")
+        data = dict(data or {})
+        for key in data:
+            if not isinstance(key, str):
+                raise ConfigError(f"{where}: option names are words, got {_kind(key)}")
+        hints = _hints(cls)
         fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
         for key in data:
             if key not in fields:
                 raise ConfigError(
                     f"{where}: unknown key '{key}'{did_you_mean(key, list(fields))}; allowed keys: {', '.join(fields)}"
                 )
-        kwargs = {k: _coerce(v, hints[k], f"{where}.{k}") for k, v in data.items()}
+        kwargs = {k: _coerce(v, hints.get(k, Any), f"{where}.{k}") for k, v in data.items()}
         try:
             return cls(**kwargs)
         except TypeError as exc:  # missing required field
             raise ConfigError(f"{where}: {exc}") from None
+        except ConfigError as exc:  # a range check in __post_init__: say where in the recipe it is
+            raise ConfigError(_located(str(exc), where)) from None
+
+
+def _located(message: str, where: str) -> str:
+    """``message`` led by ``where`` (``stages[2] (prune): sparsity must be...``), without saying it twice."""
+    if message.startswith(where):
+        return message
+    leaf = where.rsplit(".", 1)[-1]
+    if message.startswith(leaf) and message[len(leaf) : len(leaf) + 1] in (":", ".", " "):
+        return where + message[len(leaf) :]
+    return f"{where}: {message}"
+
+
+def _kind(value: Any) -> str:
+    text = repr(value)
+    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+
+
+_HINTS: dict[type, dict[str, Any]] = {}
+
+
+def _hints(cls: type) -> dict[str, Any]:
+    if cls not in _HINTS:
+        try:
+            _HINTS[cls] = get_type_hints(cls)
+        except (NameError, TypeError):  # e.g. a class defined in a function: check what resolves
+            _HINTS[cls] = {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
+    return _HINTS[cls]
+
+
+def _check_fields(obj: Config) -> None:
+    """Check (and normalise: list → tuple, int → float) every field against its annotation."""
+    cls = type(obj)
+    hints = _hints(cls)
+    for f in dataclasses.fields(obj):
+        if f.name not in hints:
+            continue
+        value = getattr(obj, f.name)
+        new = _coerce(value, hints[f.name], f"{cls.__name__}.{f.name}")
+        if new is not value:
+            object.__setattr__(obj, f.name, new)
 
 
 def _type_name(tp: Any) -> str:
@@ -74,39 +146,46 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         return value
     if origin in (tuple, list):
         if not isinstance(value, (list, tuple)):
-            raise ConfigError(f"{where}: expected a list, got {type(value).__name__} {value!r}")
+            raise ConfigError(f"{where}: expected a list, got {_kind(value)}")
         args = get_args(tp)
         item = args[0] if args else Any
         items = [_coerce(v, item, f"{where}[{i}]") for i, v in enumerate(value)]
+        if all(a is b for a, b in zip(items, value, strict=True)) and isinstance(value, origin):
+            return value
         return tuple(items) if origin is tuple else items
-    if origin is dict:
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping, got {type(value).__name__}")
-        return dict(value)
+    if origin in (dict, Mapping):
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping, got {_kind(value)}")
+        for k, v in value.items():  # keys and values are the owner's to convert (YAML keys are often strings)
+            if isinstance(v, float) and not math.isfinite(v):
+                raise ConfigError(f"{where}.{k}: {v} is not a finite number; give a finite value")
+        return value
     if isinstance(tp, type) and issubclass(tp, Config):
         if isinstance(value, tp):
             return value
-        if not isinstance(value, dict):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} options")
-        return tp.from_dict(value, where=where)
+        if not isinstance(value, Mapping):
+            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} options, got {_kind(value)}")
+        return tp.from_dict(dict(value), where=where)
     if tp is float:
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
+        if isinstance(value, bool) or not isinstance(value, numbers.Real):
             value = _parse_number(value, where)
-        return float(value)
+        if not math.isfinite(value):
+            raise ConfigError(f"{where}: {value} is not a finite number; give a finite value like 0.001")
+        return value if type(value) is float else float(value)
     if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{where}: expected an integer, got {value!r}")
-        return value
+        if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+            raise ConfigError(f"{where}: expected an integer, got {_kind(value)}")
+        return value if type(value) is int else int(value)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{where}: expected true or false, got {value!r}")
+            raise ConfigError(f"{where}: expected true or false, got {_kind(value)}")
         return value
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{where}: expected a string, got {value!r}")
+            raise ConfigError(f"{where}: expected a string, got {_kind(value)}")
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{where}: expected {_type_name(tp)}, got {_kind(value)}")
     return value
 
 
@@ -116,7 +195,7 @@ def _parse_number(value: Any, where: str) -> float:
             return float(value)
         except ValueError:
             pass
-    raise ConfigError(f"{where}: expected a number, got {value!r}")
+    raise ConfigError(f"{where}: expected a number, got {_kind(value)}")
 
 
 def check(cond: bool, message: str) -> None:

@@ -41,3 +41,11 @@ def missing_dependency(package: str, extra: str) -> MissingDependencyError:
         f"this feature needs the package '{package}'; install it with "
         f"`pip install -c constraints.txt 'slimtune[{extra}]'`"
     )
+
+
+class OutputError(SlimtuneError, OSError):
+    """An output folder cannot be created or written (permissions, a full disk)."""
+
+
+class TrainingDivergedError(SlimtuneError, ArithmeticError):
+    """Training produced a non-finite loss (NaN or inf); the message names the stage, the epoch and the fix."""

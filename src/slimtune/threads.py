@@ -69,7 +69,7 @@ def set_threads(threads: int | str = AUTO) -> dict[str, Any]:
     if requested == AUTO and env_omp.isdigit() and int(env_omp) >= 1:
         n, source = int(env_omp), f"OMP_NUM_THREADS={env_omp}"
     elif requested == AUTO:
-        n, source = auto_threads(cores=cores, load=load), "auto (half the free cores)"
+        n, source = auto_threads(cores=cores, load=load), "auto: half the free cores"
     else:
         n, source = int(requested), "--threads"
     torch.set_num_threads(n)

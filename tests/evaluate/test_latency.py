@@ -29,7 +29,7 @@ def test_latency_keys_and_positive_values() -> None:
 
     result = measure_latency(run, make_batch, batch_sizes=(1, 4), warmup=1, repeats=3)
     assert sizes_seen == [1, 4]
-    assert set(result) == {"batch1", "batch4", "p90", "throughput", "threads", "repeats"}
+    assert set(result) == {"batch1", "batch4", "p90", "throughput", "spread", "rounds", "threads", "repeats"}
     assert result["batch1"] > 0 and result["batch4"] > 0
     assert set(result["p90"]) == set(result["throughput"]) == {"batch1", "batch4"}
     assert result["p90"]["batch4"] >= result["batch4"]

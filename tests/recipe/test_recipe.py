@@ -89,15 +89,16 @@ def test_demo_end_to_end_on_tiny_slice(tmp_path: Path) -> None:
 
 def test_existing_output_is_not_overwritten_without_force(tmp_path: Path) -> None:
     out = tmp_path / "out"
-    out.mkdir()
-    (out / "keep.txt").write_text("precious")
     raw = tiny_demo()
     raw["stages"] = raw["stages"][:1]
+    run_recipe(parse_recipe(raw), out)
     with pytest.raises(OutputExistsError, match="--force"):
         run_recipe(parse_recipe(raw), out)
-    assert (out / "keep.txt").read_text() == "precious"
+    (out / "keep.txt").write_text("precious")  # the user's own file beside slimtune's outputs
+    (out / "01-teacher" / "stale.txt").write_text("old")  # inside a folder slimtune made
     run_recipe(parse_recipe(raw), out, force=True)
-    assert not (out / "keep.txt").exists() and (out / "report.json").exists()
+    assert (out / "keep.txt").read_text() == "precious" and (out / "report.json").exists()
+    assert not (out / "01-teacher" / "stale.txt").exists()  # the earlier output was replaced
 
 
 def test_resume_skips_finished_stages(tmp_path: Path) -> None:

@@ -161,3 +161,12 @@ def test_students_distil_at_their_own_learning_rate(monkeypatch: pytest.MonkeyPa
         None, Base("student", {"width": 0.5}), None, None, epochs=1, config=SearchConfig(lr=5e-5), cache=tmp_path
     )  # type: ignore[arg-type]
     assert seen == {"student": 5e-5}
+
+
+def test_final_pick_names_the_provisional_leader_when_they_differ() -> None:
+    from slimtune.search.finish import leader_note
+
+    chosen = {"id": "a", "name": "prune-0.5 int8-dynamic"}
+    assert leader_note(None, chosen) == "" and leader_note(dict(chosen), chosen) == ""
+    note = leader_note({"id": "b", "name": "student-0.25 fp32"}, chosen)
+    assert "provisional leader was student-0.25 fp32" in note and "re-times the front" in note

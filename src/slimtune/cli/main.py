@@ -43,14 +43,18 @@ def print_report(report: Any, out: str) -> None:
     """The stage table and where the report files are (``run``, ``demo`` and ``stage``)."""
     print()
     print(report.table())
-    for warning in report.warnings():  # loud: after the table, where the eye lands
-        print(f"\nWARNING: {warning}")
+    warnings = report.warnings()
+    if warnings:  # loud: after the table, where the eye lands
+        print()
+    for warning in warnings:
+        print(f"WARNING: {warning}")
     print(f"\nreport: {out}/report.md, {out}/report.html, {out}/report.json")
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from slimtune.data import DATASETS
-    from slimtune.models import MODELS
+    from slimtune.data import CORPORA, DATASETS
+    from slimtune.errors import ConfigError
+    from slimtune.models import CAUSAL_LMS, MODELS
     from slimtune.prune import PRUNERS
     from slimtune.quantize import QUANTIZERS
     from slimtune.recipe.stages import STAGES
@@ -58,14 +62,30 @@ def _cmd_list(args: argparse.Namespace) -> int:
     registries: list[tuple[str, Any]] = [
         ("datasets", DATASETS),
         ("models", MODELS),
+        ("text corpora (causal LMs)", CORPORA),
+        ("causal language models", CAUSAL_LMS),
         ("stages", STAGES),
         ("pruning methods", PRUNERS),
         ("quantization methods", QUANTIZERS),
     ]
-    for title, reg in registries:
-        print(f"{title}:")
-        for name in reg.names():
-            print(f"  {name:<20} {reg.help(name)}")
+    from slimtune.recipe.reference import render
+
+    wanted = list(args.names or [])
+    known = {n for _, reg in registries[2:] for n in reg.names()}  # stages and methods have options
+    for name in wanted:
+        if name not in known:
+            from slimtune._registry import did_you_mean
+
+            hint = did_you_mean(name, sorted(known))
+            raise ConfigError(f"no stage or method named '{name}'{hint}; slimtune list shows them all")
+    if not wanted:
+        for title, reg in registries:
+            print(f"{title}:")
+            for name in reg.names():
+                print(f"  {name:<20} {reg.help(name)}")
+        print("\noptions of every stage and method (recipe keys; dots nest: train.epochs is train: {epochs: ...});")
+        print("every stage also takes label (its folder and report name) and warn_drop (points; default: the recipe's)")
+    print(render(wanted or None))
     return 0
 
 
@@ -165,22 +185,31 @@ def _cmd_predict(args: argparse.Namespace) -> int:
 def _cmd_bench(args: argparse.Namespace) -> int:
     import json
 
+    from slimtune.cli.generate import bench_lm, is_lm_bundle
     from slimtune.runtime import bench, format_table
     from slimtune.threads import parse_threads
 
     threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
-    result = bench(args.bundle, batch_sizes=args.batch_sizes, threads=threads or [None], seconds=args.seconds)
+    if is_lm_bundle(args.bundle):  # an LM bundle: prefill / decode tokens/s and time to first token
+        args.threads = threads or None
+        return bench_lm(args)
+    sizes = args.batch_sizes or [1, 8, 32]
+    result = bench(args.bundle, batch_sizes=sizes, threads=threads or [None], seconds=args.seconds)
     print(json.dumps(result, indent=2) if args.json else format_table(result))
     return 0
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
-    from slimtune._io import prepare_out_dir
+    from pathlib import Path
+
+    from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
+    from slimtune._outputs import check_inputs_clear
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
     from slimtune.recipe.schema import DataRef, ModelRef
     from slimtune.search import SearchConfig, search
+    from slimtune.search.runner import BEST, PAGE, SEARCH_JSON, WORK
     from slimtune.train.loop import TrainConfig, fit
 
     if (args.model is None) == (args.load is None):
@@ -195,9 +224,13 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
     data_ref = DataRef.from_dict(data_dict(args), where="data")
     model_ref = ModelRef(name=args.model, load=args.load)
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume)
+    train = TrainConfig(epochs=args.train_epochs, lr=args.lr)  # checked before anything is written
+    check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
+    inputs = [p for p in (args.data, args.load) if p is not None]
+    check_inputs_clear(Path(args.out), ["teacher", SEARCH_JSON, WORK, BEST, PAGE], inputs)
     data, preprocess = load_data(data_ref, model_ref)
     print(f"data: {data.summary()}", flush=True)
+    out = prepare_out_dir(args.out, force=args.force, resume=args.resume, inputs=inputs)
     teacher_dir = out / "teacher"
     if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():
         model = load_model(teacher_dir)
@@ -206,7 +239,8 @@ def _cmd_search(args: argparse.Namespace) -> int:
         model = load_start_model(model_ref, data, preprocess)
         if args.model is not None:
             print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
-            fit(model, data, config=TrainConfig(epochs=args.train_epochs, lr=args.lr), desc="teacher")
+            fit(model, data, config=train, desc="teacher")
+            record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
     result = search(
         model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
@@ -223,7 +257,7 @@ def _apply_threads(value: str) -> None:
     from slimtune.threads import set_threads
 
     setting = set_threads(value)
-    print(f"slimtune: {setting['threads']} thread(s) ({setting['requested']})", flush=True)
+    print(f"slimtune: {setting['threads']} torch thread(s), {setting['requested']}", flush=True)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,7 +280,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("recipe", help="path to the recipe YAML")
     out_options(run, None)
     run.set_defaults(func=_cmd_run)
-    lst = sub.add_parser("list", help="list registered datasets, models, stages and methods")
+    lst = sub.add_parser("list", help="registered datasets, models, stages and methods, and every option's default")
+    lst.add_argument("names", nargs="*", help="only these stages/methods (e.g. slimtune list prune magnitude)")
     lst.set_defaults(func=_cmd_list)
     pred = sub.add_parser("predict", help="predict with a deploy bundle (onnxruntime + numpy, no torch)")
     pred.add_argument("bundle", help="bundle folder (made by a recipe 'bundle' stage)")
@@ -260,16 +295,21 @@ def build_parser() -> argparse.ArgumentParser:
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
     bch.add_argument("bundle", help="bundle folder")
-    bch.add_argument("--batch-sizes", type=int, nargs="+", default=[1, 8, 32], help="batch sizes to time")
+    bch.add_argument("--batch-sizes", type=int, nargs="+", default=None, help="batch sizes (1 8 32; LM: 1 8)")
     bch.add_argument("--threads", nargs="+", default=None, help="thread counts to time, each >= 1 (default: ORT's)")
     bch.add_argument("--seconds", type=float, default=1.0, help="timing budget per batch size and thread count")
     bch.add_argument("--json", action="store_true", help="print JSON")
+    bch.add_argument("--prompt-tokens", type=int, default=64, help="LM bundles: prompt length for prefill")
+    bch.add_argument("--new-tokens", type=int, default=32, help="LM bundles: decode steps timed")
     bch.set_defaults(func=_cmd_bench)
+    from slimtune.cli import generate
+
+    generate.add_parser(sub)
     srch = sub.add_parser("search", help="the cheapest model within an accuracy budget, over every technique")
     srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
     srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
     srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    srch.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    srch.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     from slimtune.cli import stage
 
     stage.add_data_option(srch)
@@ -294,6 +334,28 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def _drop_stdout() -> None:
+    """Point stdout at /dev/null so Python's final flush does not print a BrokenPipeError traceback."""
+    import os
+
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError, AttributeError):  # stdout is not a real file (tests): nothing to flush
+        pass
+
+
+def positive_int(text: str) -> int:
+    """argparse type of counts such as ``--limit``: 0 or less is refused, not read as 'no limit'."""
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a whole number, got {text!r}") from None
+    if value <= 0:
+        raise argparse.ArgumentTypeError(f"must be a positive count, got {value}; leave the option out for all")
+    return value
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -311,7 +373,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         if getattr(args, "torch_threads", None) is not None:  # commands that train or measure
             _apply_threads(args.torch_threads)
         code: int = args.func(args)
+        sys.stdout.flush()  # a closed pipe shows up here, not at exit
         return code
+    except BrokenPipeError:  # `slimtune ... --json | head`: the reader has all it wants
+        _drop_stdout()
+        return 141  # 128 + SIGPIPE, what a shell tool stopped by the closed pipe reports
     except SlimtuneError as exc:
         print(f"slimtune: error: {exc}", file=sys.stderr)
         return 2

@@ -120,8 +120,34 @@ def cmd_stage(args: argparse.Namespace) -> int:
     return 0
 
 
+class _StageHelp(argparse.Action):
+    """``slimtune stage NAME --help``: the command's help, then every option of stage NAME with its default."""
+
+    def __init__(self, option_strings: list[str], dest: str = argparse.SUPPRESS, **kwargs: Any) -> None:
+        super().__init__(option_strings, dest=dest, default=argparse.SUPPRESS, nargs=0, help=kwargs.get("help"))
+
+    def __call__(self, parser: argparse.ArgumentParser, namespace: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:  # fmt: skip
+        parser.print_help()
+        name = getattr(namespace, "stage", None)
+        if name:
+            from slimtune.recipe.reference import render
+            from slimtune.recipe.stages import STAGES
+
+            if name in STAGES:
+                print(f"\noptions of stage '{name}' (--set key=value; dots nest):\n{render([name])}")
+        else:
+            print("\nslimtune stage NAME --help lists every option of stage NAME with its default")
+        parser.exit()
+
+
 def add_parser(sub: Any, out_options: Callable[[argparse.ArgumentParser, str | None], None]) -> None:
-    sp = sub.add_parser("stage", help="run one recipe stage (finetune, prune, distill, quantize...) on a model")
+    from slimtune.cli.main import positive_int
+
+    sp = sub.add_parser(
+        "stage", help="run one recipe stage (finetune, prune, distill, quantize...) on a model", add_help=False
+    )
+    sp.add_argument("-h", "--help", action=_StageHelp, help="show this help (and, after NAME, the stage's options)")
     sp.add_argument("stage", help="stage name (see slimtune list)")
     sp.add_argument("--model", help="a registered model name (pretrained ones like minilm-l6 load their weights)")
     sp.add_argument(
@@ -131,7 +157,7 @@ def add_parser(sub: Any, out_options: Callable[[argparse.ArgumentParser, str | N
         "--option", action="append", help="model option key=value for --model or a --load HF folder (repeatable)"
     )
     sp.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    sp.add_argument("--limit", type=int, default=None, help="use only this many examples of the dataset")
+    sp.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
     add_data_option(sp)
     sp.add_argument("--train-epochs", type=int, default=0, help="train the model this many epochs first")
     sp.add_argument("--lr", type=float, default=3e-3, help="learning rate of that training")

@@ -10,7 +10,7 @@ import torch
 
 from slimtune.errors import DataError
 
-Kind = Literal["image", "tabular", "text"]
+Kind = Literal["image", "tabular", "text", "lm"]  # lm: x/y = token ids/labels (N, T), see data/lm_data.py
 
 
 @dataclass
@@ -46,6 +46,11 @@ class DataSplits:
         return self.train.take(n)
 
     def summary(self) -> str:
+        if self.kind == "lm":
+            return (
+                f"{self.name}: lm, windows of {self.input_shape[0]} tokens, "
+                f"train/val/test = {len(self.train)}/{len(self.val)}/{len(self.test)} windows"
+            )
         return (
             f"{self.name}: {self.kind}, {self.num_classes} classes, input {self.input_shape or 'text'}, "
             f"train/val/test = {len(self.train)}/{len(self.val)}/{len(self.test)}"

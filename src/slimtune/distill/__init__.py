@@ -1,10 +1,21 @@
 """Knowledge distillation: one verb (``distill_``), logit losses (soft, hard, mixed, logits), hint terms
 (feature, attention), a teacher-output cache, pseudo-labels for unlabeled data, consistent augmented views,
-students cut from teachers."""
+students cut from teachers; causal-LM distillation (token-level forward/reverse KL, hidden-state hints, a
+top-k teacher-logit cache)."""
 
 from slimtune.distill.attention import AttentionKDConfig, attention_layers, attention_probs
 from slimtune.distill.cache import TeacherCache
 from slimtune.distill.hints import HINTS, FeatureKDConfig, HintTerm, register_hint
+from slimtune.distill.lm import (
+    HiddenKDConfig,
+    LMDistillationTask,
+    LMKDConfig,
+    distill_lm_,
+    teacher_kl,
+    token_kl,
+    topk_kl,
+)
+from slimtune.distill.lm_cache import LMTeacherCache
 from slimtune.distill.losses import (
     KD_LOSSES,
     HardKDConfig,
@@ -30,8 +41,12 @@ __all__ = [
     "DistillationTask",
     "FeatureKDConfig",
     "HardKDConfig",
+    "HiddenKDConfig",
     "HintTerm",
     "KDConfig",
+    "LMDistillationTask",
+    "LMKDConfig",
+    "LMTeacherCache",
     "LogitKDConfig",
     "MixedKDConfig",
     "SoftKDConfig",
@@ -45,6 +60,7 @@ __all__ = [
     "build_student",
     "concat_splits",
     "distill_",
+    "distill_lm_",
     "kd_loss",
     "logit_mse",
     "make_view",
@@ -53,5 +69,8 @@ __all__ = [
     "register_kd_loss",
     "soft_kd_loss",
     "student_from_teacher",
+    "teacher_kl",
+    "token_kl",
+    "topk_kl",
     "unlabeled_data",
 ]

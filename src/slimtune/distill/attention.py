@@ -2,9 +2,10 @@
 mapped student and teacher layers.
 
 Readable attention layers: transformer-small's ``SelfAttention`` and the self-attention of Hugging Face
-BERT-family encoders (modules with ``query``, ``key`` and ``attention_head_size``: BERT, RoBERTa, ELECTRA,
-MiniLM, …). The probabilities are recomputed in a forward hook from the layer's own inputs and q/k
-projections (before attention dropout), so any attention kernel (eager, SDPA) works and no model code changes.
+encoders (modules with ``query``/``key``, DistilBERT's ``q_lin``/``k_lin`` or ViT's ``q_proj``/``k_proj``, and
+``attention_head_size``/``head_dim``: BERT, RoBERTa, ELECTRA, MiniLM, DistilBERT, ViT, …). The probabilities
+are recomputed in a forward hook from the layer's own inputs and q/k projections (before attention dropout), so
+any attention kernel (eager, SDPA) works and no model code changes.
 When head counts differ the maps are averaged over heads first.
 """
 
@@ -42,8 +43,31 @@ class AttentionKDConfig(Config):
         check(self.weight >= 0, f"attention: weight must be >= 0, got {self.weight}")
 
 
+_QK = (("query", "key"), ("q_lin", "k_lin"), ("q_proj", "k_proj"))  # BERT/RoBERTa, DistilBERT, ViT
+_HEAD_SIZE = ("attention_head_size", "head_dim")
+
+
+def _qk(m: nn.Module) -> tuple[nn.Module, nn.Module] | None:
+    for q, k in _QK:
+        if isinstance(getattr(m, q, None), nn.Linear) and isinstance(getattr(m, k, None), nn.Linear):
+            return getattr(m, q), getattr(m, k)
+    return None
+
+
+def _head_size(m: nn.Module) -> int | None:
+    return next((int(v) for a in _HEAD_SIZE if isinstance(v := getattr(m, a, None), int)), None)
+
+
 def _is_bert_attention(m: nn.Module) -> bool:
-    return all(hasattr(m, a) for a in ("query", "key", "attention_head_size")) and "Cross" not in type(m).__name__
+    """Hugging Face encoder self-attention: q/k Linears and a head size (not cross- or causal attention)."""
+    name = type(m).__name__
+    return (
+        name.endswith("Attention")
+        and "Cross" not in name
+        and getattr(m, "is_causal", False) is not True
+        and _qk(m) is not None
+        and _head_size(m) is not None
+    )
 
 
 def attention_layers(model: nn.Module) -> list[nn.Module]:
@@ -65,8 +89,9 @@ def _scores_mask(m: Any, args: tuple[Any, ...], kwargs: dict[str, Any]) -> torch
         q, k = (p(x).view(b, s, m.heads, m.head_dim).transpose(1, 2) for p in (m.q, m.k))
         scores = q @ k.transpose(-1, -2) / (m.head_dim**0.5)
         return scores.masked_fill(pad[:, None, None, :], torch.finfo(scores.dtype).min)
-    size = int(m.attention_head_size)
-    q, k = (p(x).view(b, s, -1, size).transpose(1, 2) for p in (m.query, m.key))
+    size, qk = _head_size(m), _qk(m)
+    assert size is not None and qk is not None
+    q, k = (p(x).view(b, s, -1, size).transpose(1, 2) for p in qk)
     scores = q @ k.transpose(-1, -2) * float(getattr(m, "scaling", size**-0.5))
     mask = args[1] if len(args) > 1 else kwargs.get("attention_mask")
     if mask is None:

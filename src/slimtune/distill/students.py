@@ -7,7 +7,7 @@ Supported teachers:
   counting from 0, as DistilBERT was made from BERT-base) and the head (pooler, final norm, classifier).
   Then, for fewer heads or a narrower FFN, ``heads_ratio`` / ``ffn_ratio`` remove that fraction (rounded down,
   at least one kept) of every kept layer's attention heads / FFN units with the structured pruner (L1
-  importance): the heads and units kept are the teacher's, weights unchanged (not for DistilBERT).
+  importance): the heads and units kept are the teacher's, weights unchanged.
 * ``mlp`` / ``lenet-300-100``: an ``mlp`` with the hidden layers ``layers`` (or every ``keep_every``-th)
   and widths ``hidden`` (default: the teacher's). Each Linear copies the teacher's top-left block where shapes
   allow: the first k neurons and the first inputs; rows or columns the teacher lacks keep their random init.

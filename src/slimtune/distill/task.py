@@ -22,10 +22,13 @@ from slimtune.data.core import DataSplits
 from slimtune.distill import attention as _attention  # noqa: F401  (registers the attention hint)
 from slimtune.distill.cache import TeacherCache
 from slimtune.distill.hints import HINTS, HintTerm
+from slimtune.distill.lm_cache import LMTeacherCache
 from slimtune.distill.losses import KD_LOSSES, KDConfig, kd_loss
 from slimtune.distill.views import ViewsConfig, make_view
 from slimtune.errors import ConfigError, DataError
 from slimtune.train.callbacks import Callback
+from slimtune.train.device import model_device, training_device
+from slimtune.train.lm import is_lm_data
 from slimtune.train.loop import FitResult, TrainConfig, fit
 
 
@@ -38,8 +41,8 @@ class DistillModel(nn.Module):
         self.student = student
         self.terms = nn.ModuleList(terms)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        out: torch.Tensor = self.student(x)
+    def forward(self, x: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        out: torch.Tensor = self.student(x, **kwargs)
         for term in self._terms():
             if term.capturing:
                 term.after_student()
@@ -136,7 +139,7 @@ def distill_(
     config: Config | None = None,
     hints: Sequence[Config] = (),
     train: TrainConfig | None = None,
-    cache: bool | str | Path | TeacherCache = False,
+    cache: bool | str | Path | TeacherCache | LMTeacherCache = False,
     views: ViewsConfig | None = None,
     callbacks: Sequence[Callback] = (),
     checkpoint_dir: str | Path | None = None,
@@ -151,7 +154,22 @@ def distill_(
     teacher is distilled again), or use a ``TeacherCache`` built before (rows it lacks go to the teacher).
     ``views``: augment every batch on the fly (shifts, noise, mixup) and let the teacher label the same view
     (function matching; the cache is then unused, the teacher runs every step).
+
+    Causal-LM data (``kind == "lm"``) goes to :func:`slimtune.distill.lm.distill_lm_`: token-level KD with
+    an ``LMKDConfig``, ``hidden`` hints and a top-k teacher-logit cache. The teacher runs on the training
+    device (``train.device``) and is put back where it was afterwards.
     """
+    if is_lm_data(data):
+        from slimtune.distill.lm import distill_lm_
+
+        if views is not None or isinstance(cache, TeacherCache):
+            raise ConfigError("LM distillation takes no views and no classifier TeacherCache; drop them")
+        return distill_lm_(
+            student, teacher=teacher, data=data, config=config, hints=hints, train=train, cache=cache,
+            callbacks=callbacks, checkpoint_dir=checkpoint_dir, resume=resume, progress=progress,
+        )  # fmt: skip
+    if isinstance(cache, LMTeacherCache):
+        raise ConfigError("an LMTeacherCache holds causal-LM logits; this data is not LM data (kind 'lm')")
     x = data.train.x
     if not isinstance(x, torch.Tensor):
         raise DataError(
@@ -164,9 +182,12 @@ def distill_(
     flags, was_training = [p.requires_grad for p in teacher.parameters()], teacher.training
     task = DistillationTask(teacher, config or KDConfig(), hints=tuple(hints), cache=teacher_cache, views=views)
     model = task.wrap(student, x[: min(len(x), 8)])
+    train = train or TrainConfig()
+    origin = model_device(teacher)
+    teacher.to(training_device(student, train.device))
     try:
         return fit(
-            model, data, config=train or TrainConfig(), task=task, callbacks=callbacks,
+            model, data, config=train, task=task, callbacks=callbacks,
             checkpoint_dir=checkpoint_dir, resume=resume, progress=progress, desc="distill",
         )  # fmt: skip
     finally:
@@ -175,3 +196,4 @@ def distill_(
         for p, flag in zip(teacher.parameters(), flags):  # the teacher is frozen for the run only
             p.requires_grad_(flag)
         teacher.train(was_training)
+        teacher.to(origin)

@@ -30,36 +30,57 @@ def measure_latency(
     batch_sizes: Iterable[int] = (1, 32),
     warmup: int = 5,
     repeats: int = 20,
+    budget_s: float | None = None,
+    min_repeats: int = 3,
 ) -> dict[str, Any]:
     """Time ``run(make_batch(n))`` for each batch size ``n``.
 
-    Returns ``{"batch{n}": median_ms, ..., "p90": {"batch{n}": ms}, "throughput":
-    {"batch{n}": items_per_s}, "threads": torch.get_num_threads(), "repeats": repeats}``.
-    The batch is built once per size, outside the timed region; wrap ``run`` in
-    ``torch.inference_mode`` yourself when it is a torch model.
+    Returns ``{"batch{n}": median_ms, ..., "p90": {"batch{n}": ms}, "throughput": {"batch{n}": items_per_s},
+    "spread": {"batch{n}": (p90 - p10) / median}, "rounds": {"batch{n}": timed calls}, "threads":
+    torch.get_num_threads(), "repeats": fewest timed calls of any size}``.
+
+    ``budget_s`` time-boxes each batch size, so a slow model costs no more to measure than a fast one:
+    warm-up stops after a quarter of it (at least one call), timing after all of it once ``min_repeats``
+    calls are in (at most ``repeats``). Without it every size gets exactly ``warmup`` + ``repeats`` calls.
+    The batch is built once per size, outside the timed region; wrap ``run`` in ``torch.inference_mode``
+    yourself when it is a torch model.
     """
     sizes = list(batch_sizes)
     if not sizes or any(int(n) < 1 for n in sizes):
         raise ConfigError(f"batch_sizes must be positive integers, got {sizes}")
-    if repeats < 1 or warmup < 0:
-        raise ConfigError(f"need repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}")
-    result: dict[str, Any] = {"p90": {}, "throughput": {}}
+    if repeats < 1 or warmup < 0 or min_repeats < 1:
+        raise ConfigError(
+            f"need repeats >= 1, min_repeats >= 1 and warmup >= 0, got repeats={repeats}, warmup={warmup}, "
+            f"min_repeats={min_repeats}"
+        )
+    if budget_s is not None and not budget_s > 0:
+        raise ConfigError(f"budget_s must be > 0 seconds, got {budget_s}")
+    result: dict[str, Any] = {"p90": {}, "throughput": {}, "spread": {}, "rounds": {}}
     for n in sizes:
         batch = make_batch(int(n))
+        start = time.perf_counter()
         for _ in range(warmup):
             run(batch)
+            if budget_s is not None and time.perf_counter() - start >= budget_s / 4:
+                break
         times_ms: list[float] = []
-        for _ in range(repeats):
-            start = time.perf_counter()
+        start = time.perf_counter()
+        while len(times_ms) < repeats:
+            t0 = time.perf_counter()
             run(batch)
-            times_ms.append((time.perf_counter() - start) * 1000.0)
+            times_ms.append((time.perf_counter() - t0) * 1000.0)
+            enough = len(times_ms) >= min(min_repeats, repeats)
+            if budget_s is not None and enough and time.perf_counter() - start >= budget_s:
+                break
         key = f"batch{int(n)}"
         median = statistics.median(times_ms)
         result[key] = median
         result["p90"][key] = _percentile(times_ms, 90)
+        result["spread"][key] = (result["p90"][key] - _percentile(times_ms, 10)) / median if median > 0 else 0.0
+        result["rounds"][key] = len(times_ms)
         result["throughput"][key] = int(n) * 1000.0 / median if median > 0 else float("inf")
     result["threads"] = torch.get_num_threads()
-    result["repeats"] = repeats
+    result["repeats"] = min(result["rounds"].values())
     return result
 
 

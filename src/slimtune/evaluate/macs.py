@@ -8,7 +8,8 @@ Counted densely (zeros count). Rules, per module:
   (transposed convs: input elements x ``out_channels / groups`` x kernel elements).
 * ``nn.MultiheadAttention``: q/k/v and output projections plus ``QK^T`` and ``AV``.
 * Hugging Face BERT-style self-attention (class name ending in ``SelfAttention`` with
-  ``num_attention_heads``/``attention_head_size`` or a ``config``): the two attention matmuls,
+  ``num_attention_heads``/``attention_head_size`` or a ``config``; or ending in ``Attention`` with its own
+  heads (``n_heads``/``num_heads``) and head size (``head_dim``) attributes): the two attention matmuls,
   ``2 * B * H * S * S * Dh``; its Linear projections are counted by the Linear rule.
 * Protocol: a module defining ``extra_macs(self, inputs: tuple, output) -> int`` gets that
   added (``inputs`` are the positional forward arguments). It replaces the built-in attention
@@ -85,10 +86,22 @@ def _mha_macs(module: nn.Module, args: tuple[Any, ...], kwargs: dict[str, Any], 
     return projections + attention + q_tokens * embed * embed  # + output projection
 
 
+ATTN_HEADS = ("num_attention_heads", "n_heads", "num_heads")
+ATTN_HEAD_SIZE = ("attention_head_size", "head_dim")
+
+
+def _owns_attention(module: nn.Module) -> bool:
+    """An attention module (DistilBERT, ViT…) whose own attributes give its heads and head size."""
+    return type(module).__name__.endswith("Attention") and all(
+        any(isinstance(getattr(module, a, None), int) for a in names) for names in (ATTN_HEADS, ATTN_HEAD_SIZE)
+    )
+
+
 def _hidden_width(module: nn.Module) -> int | None:
-    """``num_heads * head_dim`` of a BERT-style self-attention module, or None."""
-    heads = getattr(module, "num_attention_heads", None)
-    head_dim = getattr(module, "attention_head_size", None)
+    """``num_heads * head_dim`` of a BERT-style self-attention module, or None. The module's own attributes
+    come first (structured pruning changes them, not the config's)."""
+    heads = next((v for a in ATTN_HEADS if isinstance(v := getattr(module, a, None), int)), None)
+    head_dim = next((v for a in ATTN_HEAD_SIZE if isinstance(v := getattr(module, a, None), int)), None)
     config = getattr(module, "config", None)
     if heads is None and config is not None:
         heads = getattr(config, "num_attention_heads", None)
@@ -137,7 +150,9 @@ def _rule_for(module: nn.Module) -> Rule | None:
         return base
     if isinstance(module, nn.MultiheadAttention):
         return _mha_macs
-    if type(module).__name__.endswith("SelfAttention") and _hidden_width(module) is not None:
+    if (type(module).__name__.endswith("SelfAttention") or _owns_attention(module)) and _hidden_width(
+        module
+    ) is not None:
         return _bert_attention_macs
     return None
 

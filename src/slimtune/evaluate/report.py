@@ -16,8 +16,9 @@ from slimtune.errors import ConfigError, DataError
 from slimtune.evaluate.plots import format_number, svg_scatter
 from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
+from slimtune.evaluate.report_pruning import pruning_html, pruning_markdown
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
-from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, row_warnings
+from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, ordered_warnings
 
 _MISSING = "—"
 _TIMES = "\N{MULTIPLICATION SIGN}"
@@ -103,6 +104,13 @@ def _ms(value: Any) -> str:
     return f"{v:.0f}" if v >= 100 else f"{v:.3g}"
 
 
+def _latency(row: StageRow, key: str) -> str:
+    """The median in ms, with ± half the p10–p90 spread when the row recorded it (``1.23 ±8%``)."""
+    text = _ms(row.latency_ms.get(key))
+    spread = _num((row.extra.get("latency_spread") or {}).get(key))
+    return text if spread is None or text == _MISSING else f"{text} ±{spread * 50:.0f}%"
+
+
 def _parity(parity: dict[str, float] | None) -> str:
     if not parity:
         return _MISSING
@@ -136,8 +144,8 @@ def _cells(row: StageRow) -> list[str]:
         format_number(row.nonzero_params),
         human_bytes(row.bytes_on_disk),
         format_number(row.macs),
-        _ms(row.latency_ms.get("batch1")),
-        _ms(row.latency_ms.get("batch32")),
+        _latency(row, "batch1"),
+        _latency(row, "batch32"),
         _parity(row.parity),
         precision_summary(row.precision),
     ]
@@ -158,6 +166,15 @@ def _ratio_cells(row: StageRow, base: StageRow) -> list[str]:
         "",
         "",
     ]
+
+
+def _layout(rows: list[StageRow]) -> tuple[tuple[str, ...], Any, Any]:
+    """Headers and cell makers: the classifier table, or the causal-LM one (perplexity, decode speed)."""
+    from slimtune.evaluate.report_lm import LM_HEADERS, is_lm_rows, lm_cells, lm_ratio_cells
+
+    if is_lm_rows(rows):
+        return LM_HEADERS, lm_cells, lm_ratio_cells
+    return HEADERS, _cells, _ratio_cells
 
 
 def _json_default(value: Any) -> Any:
@@ -187,7 +204,7 @@ class Report:
         self._rows.append(row)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [row.to_dict() for row in self._rows], "env": self.env}
+        return {"stages": [row.to_dict() for row in self._rows], "env": self.env, "warnings": self.warnings()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:
@@ -210,8 +227,8 @@ class Report:
         return cls.from_dict(data)
 
     def warnings(self) -> list[str]:
-        """Every warning line of every stage (accuracy drops, unreliable timings), in stage order."""
-        return [w for row in self._rows for w in row_warnings(row)]
+        """Every warning line: accuracy drops first, then unreliable timings (a loaded machine: one line)."""
+        return ordered_warnings(self._rows)
 
     def to_json(self) -> str:
         return json.dumps(self.to_dict(), indent=2, default=_json_default) + "\n"
@@ -222,16 +239,17 @@ class Report:
         def line(cells: list[str]) -> str:
             return "| " + " | ".join(c.replace("|", "\\|") for c in cells) + " |"
 
-        out = [line(list(HEADERS)), line(["---"] * len(HEADERS))]
+        headers, cells, ratio_cells = _layout(self._rows)
+        out = [line(list(headers)), line(["---"] * len(headers))]
         for i, row in enumerate(self._rows):
-            out.append(line(_cells(row)))
+            out.append(line(cells(row)))
             if i:
-                out.append(line(_ratio_cells(row, self._rows[0])))
+                out.append(line(ratio_cells(row, self._rows[0])))
         return "\n".join(out)
 
     def markdown(self) -> str:
         out = ["# slimtune report", *markdown_warnings(self._rows), "", self.table(), *markdown_lines(self._rows)]
-        out += [*sparsity_markdown(self._rows), *int8_markdown(self._rows)]
+        out += [*pruning_markdown(self._rows), *sparsity_markdown(self._rows), *int8_markdown(self._rows)]
         if self.env:
             out += ["", "## Environment", ""]
             out += [f"- **{k}**: {_env_value(v)}" for k, v in self.env.items()]
@@ -239,12 +257,13 @@ class Report:
 
     def html(self) -> str:
         """A self-contained HTML page: table, plots, per-stage details and the environment."""
-        head = "".join(f"<th>{escape(h)}</th>" for h in HEADERS)
+        headers, cells, ratio_cells = _layout(self._rows)
+        head = "".join(f"<th>{escape(h)}</th>" for h in headers)
         body = []
         for i, row in enumerate(self._rows):
-            body.append(_tr(_cells(row)))
+            body.append(_tr(cells(row)))
             if i:
-                body.append(_tr(_ratio_cells(row, self._rows[0]), css="ratio"))
+                body.append(_tr(ratio_cells(row, self._rows[0]), css="ratio"))
         details = [
             _tr([r.name, r.artifact or _MISSING, _throughput(r), _mib(r.peak_memory_mb), _env_value(r.extra)])
             for r in self._rows
@@ -258,6 +277,7 @@ class Report:
             plots="\n".join(f'<figure class="plot">{svg}</figure>' for svg in self.plots()),
             details="\n".join(details),
             precision=html_section(self._rows),
+            pruning=pruning_html(self._rows),
             sparsity=sparsity_html(self._rows),
             int8=int8_html(self._rows),
             env="\n".join(env) or _tr(["(none)", ""]),
@@ -273,7 +293,12 @@ class Report:
         return paths
 
     def plots(self) -> list[str]:
-        """The two SVG plots: accuracy vs size on disk (log x) and accuracy vs batch-1 latency."""
+        """The two SVG plots: accuracy vs size on disk (log x) and accuracy vs batch-1 latency
+        (for causal LMs: perplexity vs size and vs decode latency)."""
+        from slimtune.evaluate.report_lm import is_lm_rows, lm_plots
+
+        if is_lm_rows(self._rows):
+            return lm_plots(self._rows)
         size_pts = [(r.name, _num(r.bytes_on_disk), _accuracy_pct(r)) for r in self._rows]
         lat_pts = [(r.name, _num(r.latency_ms.get("batch1")), _accuracy_pct(r)) for r in self._rows]
         return [

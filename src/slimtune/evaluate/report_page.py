@@ -46,6 +46,8 @@ PAGE = """<!DOCTYPE html>
 {precision}
 <h2>Quantization settings</h2>
 {int8}
+<h2>Structured pruning</h2>
+{pruning}
 <h2>Sparsity per layer</h2>
 {sparsity}
 <h2>Environment</h2>

@@ -60,15 +60,45 @@ def check_accuracy_drop(row: StageRow, before: StageRow | None, *, limit: float 
     return message
 
 
+LOADED = "was timed on a loaded machine"
+
+
+def loaded_machine_warning(name: str, load: float, cores: int) -> str:
+    return (
+        f"stage '{name}' {LOADED} (load average {load:g} on {cores} cores): its latency columns are unreliable; "
+        "rerun on an idle machine to compare speeds"
+    )
+
+
+def ordered_warnings(rows: list[StageRow]) -> list[str]:
+    """Every row's warnings, accuracy drops first; the loaded-machine ones of several stages merged into one."""
+    all_lines = [(row, w) for row in rows for w in row_warnings(row)]
+    loaded = [(row, w) for row, w in all_lines if LOADED in w]
+    first = [w for _, w in all_lines if " points of accuracy vs " in w]
+    rest = [w for _, w in all_lines if w not in first and LOADED not in w]
+    if len(loaded) == 1:
+        rest.insert(0, loaded[0][1])
+    elif loaded:
+        names = ", ".join(f"'{row.name}'" for row, _ in loaded)
+        loads = [v for row, _ in loaded if isinstance(v := row.extra.get("load_average"), int | float)]
+        peak = f" (load average up to {max(loads):g})" if loads else ""
+        rest.insert(
+            0,
+            f"stages {names} were timed on a loaded machine{peak}: their latency columns are unreliable; rerun on "
+            "an idle machine to compare speeds",
+        )
+    return first + rest
+
+
 def markdown_warnings(rows: list[StageRow]) -> list[str]:
-    lines = [f"> **⚠ WARNING:** {w}" for row in rows for w in row_warnings(row)]
+    lines = [f"> **⚠ WARNING:** {w}" for w in ordered_warnings(rows)]
     return ["", *lines] if lines else []
 
 
 def html_warnings(rows: list[StageRow]) -> str:
     from html import escape
 
-    items = [f'<p class="warning"><strong>⚠ WARNING:</strong> {escape(w)}</p>' for r in rows for w in row_warnings(r)]
+    items = [f'<p class="warning"><strong>⚠ WARNING:</strong> {escape(w)}</p>' for w in ordered_warnings(rows)]
     return "\n".join(items)
 
 
@@ -77,6 +107,8 @@ __all__ = [
     "add_warning",
     "check_accuracy_drop",
     "html_warnings",
+    "loaded_machine_warning",
     "markdown_warnings",
+    "ordered_warnings",
     "row_warnings",
 ]

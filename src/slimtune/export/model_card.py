@@ -77,6 +77,8 @@ The full report is beside this card: report.md, report.html, report.json.
 def _stage_detail(extra: dict[str, Any]) -> str:
     keys = ("method", "quantization", "prune", "sparsity", "kd", "mixed_precision")
     parts = {k: extra[k] for k in keys if k in extra}
+    if "prune" in parts and not parts.get("sparsity"):  # structured pruning: its ratio, targets and MACs say it
+        parts.pop("sparsity", None)
     if not parts:
         return ""
     text = json.dumps(parts, default=str)

@@ -17,6 +17,7 @@ from slimtune._registry import Registry
 from slimtune.errors import ConfigError
 from slimtune.models import efficientnet as _efficientnet
 from slimtune.models import hf as _hf
+from slimtune.models import lm as _lm
 from slimtune.models import transformer as _transformer  # noqa: F401  (registers transformer-small)
 from slimtune.models import zoo
 from slimtune.models.serialization import get_spec
@@ -47,7 +48,11 @@ def rebuild(spec: dict[str, Any]) -> nn.Module:
     if not isinstance(arch, str):
         raise ConfigError("model spec has no 'arch'; the spec.json is damaged")
     model: nn.Module
-    if arch == _hf.ARCH:
+    if arch == _lm.ARCH:
+        from slimtune.models.lm_io import from_spec as lm_from_spec
+
+        model = lm_from_spec(spec)
+    elif arch == _hf.ARCH:
         model = _hf.from_spec(spec)
     elif arch == _efficientnet.ARCH:
         model = _efficientnet.from_spec(spec)

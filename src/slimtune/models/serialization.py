@@ -80,6 +80,21 @@ def decode_state(tensors: dict[str, torch.Tensor], sparse: dict[str, Any]) -> di
     return state
 
 
+def tied_aliases(state: dict[str, torch.Tensor]) -> dict[str, str]:
+    """``{alias: first name}`` for state entries that are the very same tensor as an earlier entry."""
+    seen: dict[tuple[int, tuple[int, ...], tuple[int, ...]], str] = {}
+    aliases: dict[str, str] = {}
+    for name, t in state.items():
+        if t.numel() == 0:
+            continue
+        key = (t.data_ptr(), tuple(t.shape), tuple(t.stride()))
+        if key in seen:
+            aliases[name] = seen[key]
+        else:
+            seen[key] = name
+    return aliases
+
+
 def save_model(
     model: nn.Module,
     folder: str | Path,
@@ -111,15 +126,23 @@ def save_model(
         spec = dict(own)
     else:
         spec = custom_spec(model, options=options, input_shape=input_shape)
+    if spec.get("arch") == "causal-lm":  # per-block shapes and a config that matches them
+        from slimtune.models.lm_io import spec_for_save
+
+        spec = spec_for_save(model, spec)
     try:
         out.mkdir(parents=True, exist_ok=True)
     except PermissionError:
         raise FileAccessError(f"cannot create '{out}': permission denied; choose a folder you can write") from None
     state = model.state_dict()
+    tied = tied_aliases(state)  # tied weights (an LM's embedding and output head) are stored once
+    state = {k: v for k, v in state.items() if k not in tied}
     tensors, sparse_names = encode_state(state, sparse=sparse)
     spec["format_version"] = FORMAT_VERSION
     spec["layers"] = describe(model)  # rebuilds shrunk/removed layers after structured pruning
     spec["sparse"] = {n: {"shape": list(state[n].shape)} for n in sparse_names}
+    if tied:
+        spec["tied"] = tied
     if extra:
         spec["extra"] = {**spec.get("extra", {}), **extra}
     try:
@@ -247,6 +270,8 @@ def load_model(folder: str | Path, *, custom: Factory | None = None) -> nn.Modul
         raise DataError(
             f"{weights} does not match the sparse layout its spec.json records ({exc!r}); re-save the model"
         ) from None
+    for alias, source in spec.get("tied", {}).items():
+        state[alias] = state[source]
     load_state(model, state, source=str(weights))
     return model
 

@@ -27,6 +27,10 @@ SHAPE_ATTRS: dict[str, tuple[str, ...]] = {
         ),
         ("num_attention_heads", "attention_head_size", "all_head_size"),
     ),
+    # attention owning its output projection (prune/structured/attention.py)
+    "DistilBertSelfAttention": ("n_heads", "attention_head_size"),
+    "MultiHeadSelfAttention": ("n_heads", "attention_head_size"),  # DistilBERT before transformers 5
+    "ViTAttention": ("num_attention_heads", "head_dim"),
 }
 
 

@@ -5,7 +5,7 @@ Unstructured methods: ``magnitude`` (one-shot), ``random`` (baseline), ``movemen
 Structured: ``structured`` physically removes neurons, channels, heads, FFN units and layers.
 """
 
-from slimtune.prune.api import PRUNERS, PruneContext, prune_, register_pruner
+from slimtune.prune.api import PRUNERS, PruneContext, PruneSummary, prune_, prune_summarized_, register_pruner
 from slimtune.prune.schedules import (
     GradualPruneCallback,
     GradualPruneConfig,
@@ -55,6 +55,7 @@ __all__ = [
     "MovementPruneConfig",
     "MovementScoreCallback",
     "PruneContext",
+    "PruneSummary",
     "RandomPruneConfig",
     "StructuredPruneConfig",
     "StructuredResult",
@@ -68,6 +69,7 @@ __all__ = [
     "prunable_weights",
     "prune_",
     "prune_norm_channels_",
+    "prune_summarized_",
     "register_layer_handler",
     "register_pruner",
     "score_masks",

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,9 +16,11 @@ from slimtune.evaluate.latency import measure_latency, measure_peak_memory
 from slimtune.evaluate.macs import count_macs
 from slimtune.evaluate.metrics import classification_metrics
 from slimtune.evaluate.report import StageRow
+from slimtune.evaluate.report_warnings import add_warning, loaded_machine_warning
 from slimtune.evaluate.size import count_nonzero, count_params, sparsity
 from slimtune.export.onnx import ort_predict, ort_session
 from slimtune.quantize.precision import layer_modules, onnx_precision, torch_precision
+from slimtune.threads import available_cores, load_average
 from slimtune.train.loop import predict
 
 BATCHES = (1, 32)
@@ -37,21 +38,49 @@ def _metrics(logits: np.ndarray, data: DataSplits) -> dict[str, Any]:
     return classification_metrics(data.test.y.numpy(), logits.argmax(1), num_classes=data.num_classes)
 
 
-def _repeats(run: Callable[[Any], Any], batch: Any, *, budget_s: float = 0.3) -> int:
-    """Enough repeats for a stable median: about ``budget_s`` of timed calls, at least 20, at most 1000."""
-    for _ in range(10):  # warm-up: lazy initialisation, allocator, thread pools
-        run(batch)
-    start = time.perf_counter()
-    run(batch)
-    once = max(time.perf_counter() - start, 1e-6)
-    return int(min(1000, max(20, budget_s / once)))
+TIMING_BUDGET_S = 0.4  # per batch size: a slow model gets fewer rounds, not a longer measurement
+MIN_ROUNDS = 3
+UNRELIABLE_SPREAD = 0.5  # (p90 - p10) / median above this: the latency columns are noise
 
 
 def _speed(run: Callable[[Any], Any], make: Callable[[int], Any]) -> tuple[dict[str, Any], float]:
-    repeats = _repeats(run, make(1))
-    lat = measure_latency(run, make, batch_sizes=BATCHES, warmup=10, repeats=repeats)
+    """Time-boxed latency (same cost for a MiniLM as for an MLP), its spread, and the load while timing."""
+    before = load_average()
+    lat = measure_latency(
+        run, make, batch_sizes=BATCHES, warmup=10, repeats=1000, budget_s=TIMING_BUDGET_S, min_repeats=MIN_ROUNDS
+    )
+    after = load_average()
+    loads = [v for v in (before, after) if v is not None]
+    lat["load_average"] = round(max(loads), 2) if loads else None
     peak = measure_peak_memory(run, make(BATCHES[-1]))
     return lat, float(peak.mib)
+
+
+def timing_warnings(name: str, lat: dict[str, Any], *, cores: int | None = None) -> list[str]:
+    """Why a row's latency columns should not be trusted: other work on the machine while it was timed
+    (1-minute load average above the cores this process may use), or rounds that spread too widely."""
+    out = []
+    cores = available_cores() if cores is None else cores
+    load = lat.get("load_average")
+    if load is not None and load > cores:
+        out.append(loaded_machine_warning(name, load, cores))
+    spread = {k: v for k, v in (lat.get("spread") or {}).items() if v > UNRELIABLE_SPREAD}
+    if spread:
+        worst = max(spread, key=lambda k: spread[k])
+        out.append(
+            f"stage '{name}' latency varied by {spread[worst] * 100:.0f}% of its median ({worst}, p10 to p90): "
+            "its latency columns are unreliable"
+        )
+    return out
+
+
+def _timing_extra(row: StageRow, lat: dict[str, Any]) -> StageRow:
+    row.extra["latency_spread"] = {k: round(v, 3) for k, v in lat["spread"].items()}
+    row.extra["latency_rounds"] = lat["rounds"]
+    row.extra["load_average"] = lat["load_average"]
+    for message in timing_warnings(row.name, lat):
+        add_warning(row, message)
+    return row
 
 
 def _common(model: nn.Module, x: torch.Tensor) -> dict[str, Any]:
@@ -75,7 +104,7 @@ def measure_torch(name: str, model: nn.Module, data: DataSplits, *, artifact: Pa
 
     lat, peak = _speed(run, make)
     c = _common(model, x)
-    return StageRow(
+    row = StageRow(
         name=name,
         artifact=str(artifact),
         metrics=_metrics(predict(model, x).numpy(), data),
@@ -89,6 +118,7 @@ def measure_torch(name: str, model: nn.Module, data: DataSplits, *, artifact: Pa
         extra={"runtime": "torch", "threads": lat["threads"], "sparsity": c["sparsity"]},
         precision=torch_precision(model),
     )
+    return _timing_extra(row, lat)
 
 
 def measure_onnx(
@@ -105,7 +135,7 @@ def measure_onnx(
 
     lat, peak = _speed(run, make)
     c = _common(source, data.test.x)
-    return StageRow(
+    row = StageRow(
         name=name,
         artifact=str(path),
         metrics=_metrics(ort_predict(session, x), data),
@@ -120,3 +150,4 @@ def measure_onnx(
         extra={"runtime": "onnxruntime", "threads": session.get_session_options().intra_op_num_threads},
         precision=onnx_precision(path, layer_modules(source)),  # what the graph computes, not what was asked
     )
+    return _timing_extra(row, lat)

@@ -11,8 +11,9 @@ from typing import Any
 
 from torch import nn
 
-from slimtune._io import prepare_out_dir, write_text
-from slimtune.errors import ConfigError
+from slimtune._io import check_out_dir, prepare_out_dir, record_outputs, write_text
+from slimtune._outputs import check_inputs_clear
+from slimtune.errors import ConfigError, TrainingDivergedError
 from slimtune.evaluate.report import Report, StageRow
 from slimtune.evaluate.report_warnings import check_accuracy_drop
 from slimtune.export.bundle import finish_bundle
@@ -22,6 +23,7 @@ from slimtune.recipe.stages import STAGES, Context, StageOutput
 
 STAGE_DONE = "stage.json"
 RECIPE_COPY = "recipe.json"
+REPORT_FILES = ("report.json", "report.md", "report.html")
 
 
 def run_recipe(
@@ -40,15 +42,22 @@ def run_recipe(
     if not isinstance(recipe, Recipe):
         recipe = load_recipe(recipe)
     say = log or (lambda msg: None)
-    out_dir = prepare_out_dir(out, force=force, resume=resume)
-    _check_same_recipe(out_dir / RECIPE_COPY, recipe, resume=resume)
+    # nothing is created before the data and the model have loaded: a typo leaves no folder behind
+    check_out_dir(out, force=force, resume=resume)
+    inputs = recipe_inputs(recipe)
+    stage_dirs = [f"{i:02d}-{spec.label}" for i, spec in enumerate(recipe.stages, 1)]
+    check_inputs_clear(Path(out), [RECIPE_COPY, *REPORT_FILES, *stage_dirs], inputs)
     data, preprocess = load_data(recipe.data, recipe.model)
     say(f"data: {data.summary()}")
     model = load_start_model(recipe.model, data, preprocess)
+    out_dir = prepare_out_dir(out, force=force, resume=resume, inputs=inputs)
+    record_outputs(out_dir, RECIPE_COPY)
+    _check_same_recipe(out_dir / RECIPE_COPY, recipe, resume=resume)
     ctx = Context(data=data, model=model, resume=resume, progress=progress)
     report = Report(env=envinfo.collect())
     for i, spec in enumerate(recipe.stages, 1):
-        stage_dir = out_dir / f"{i:02d}-{spec.label}"
+        stage_dir = out_dir / stage_dirs[i - 1]
+        record_outputs(out_dir, stage_dir.name)
         done = stage_dir / STAGE_DONE
         raw_stage = recipe.raw["stages"][i - 1] if recipe.raw else {}
         if resume and done.exists():
@@ -58,7 +67,10 @@ def run_recipe(
             say(f"[{i}/{len(recipe.stages)}] {spec.label} ...")
             t0 = time.perf_counter()
             stage_dir.mkdir(parents=True, exist_ok=True)
-            result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
+            try:
+                result = STAGES.get(spec.kind).run(ctx, spec.config, stage_dir)
+            except TrainingDivergedError as exc:
+                raise TrainingDivergedError(f"stage '{spec.label}' ({spec.kind}): {exc}") from None
             if result.model is not None:
                 ctx.model = result.model
             if result.onnx is not None or result.model is not None:  # a new model makes older ONNX stale
@@ -74,11 +86,37 @@ def run_recipe(
             write_text(done, json.dumps(saved, indent=2, default=str))
             shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
         report.add(row)
+    record_outputs(out_dir, *REPORT_FILES)
     report.write(out_dir)
     for row in report.rows:  # bundles get the finished report and a model card
         if "bundle" in row.extra:
             finish_bundle(out_dir / row.extra["bundle"], report)
     return report
+
+
+def recipe_inputs(recipe: Recipe) -> list[Path]:
+    """Files and folders the recipe reads (its own file, data, ``load``/``checkpoint`` models, task data):
+    every string in it that names an existing path. ``--force`` never removes or writes over them."""
+    found: list[Path] = []
+    if recipe.source != "<dict>" and Path(recipe.source).exists():
+        found.append(Path(recipe.source))
+
+    def walk(value: Any) -> None:
+        if isinstance(value, dict):
+            for v in value.values():
+                walk(v)
+        elif isinstance(value, (list, tuple)):
+            for v in value:
+                walk(v)
+        elif isinstance(value, str) and value.strip() and len(value) < 4096:
+            try:
+                if Path(value).expanduser().exists():
+                    found.append(Path(value).expanduser())
+            except (OSError, ValueError):
+                pass
+
+    walk(recipe.raw or {"data": recipe.data.to_dict(), "model": recipe.model.to_dict()})
+    return found
 
 
 def _check_same_recipe(path: Path, recipe: Recipe, *, resume: bool) -> None:

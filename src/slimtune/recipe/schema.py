@@ -7,8 +7,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import yaml
-
 from slimtune._registry import did_you_mean
 from slimtune.config import Config, check
 from slimtune.errors import ConfigError, DataError
@@ -71,6 +69,11 @@ class ModelRef(Config):
 
     def __post_init__(self) -> None:
         check((self.name is None) != (self.load is None), "model: give exactly one of 'name' or 'load'")
+        check(self.load is None or not self.options, "model.options: a saved model (load) keeps its own; drop them")
+        check(
+            self.load is None or self.checkpoint is None,
+            "model.checkpoint: loads weights into a named architecture; use it with 'name', not 'load'",
+        )
 
 
 DEFAULT_WARN_DROP = 2.0  # points of accuracy one stage may lose (vs the stage before it) before the run warns
@@ -108,6 +111,7 @@ def _warn_drop(value: Any, *, where: str) -> float | None:
 
 
 def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
+    from slimtune.recipe.reference import check_stage_keys
     from slimtune.recipe.stages import STAGES
 
     if not isinstance(raw, dict):
@@ -118,12 +122,12 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
     for key in ("data", "model", "stages"):
         if key not in raw:
             raise ConfigError(f"{source}: missing required key '{key}'")
+    if not isinstance(raw.get("name", ""), str):
+        raise ConfigError(f"name: the recipe's name is a string, got {type(raw['name']).__name__}")
     data = DataRef.from_dict(raw["data"], where="data")
     model = ModelRef.from_dict(raw["model"], where="model")
     if model.name is not None:
-        from slimtune.models import MODELS
-
-        MODELS.get(model.name)
+        check_model_options(model.name, model.options, where="model")
     if not isinstance(raw["stages"], list) or not raw["stages"]:
         raise ConfigError(f"{source}: 'stages' must be a non-empty list")
     stages = []
@@ -132,13 +136,23 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
             raise ConfigError(f"stages[{i}]: each stage is a mapping with a 'stage' key, e.g. 'stage: train'")
         entry = dict(entry)
         kind = entry.pop("stage")
-        label = str(entry.pop("label", kind))
-        stage = STAGES.get(kind)
+        if not isinstance(kind, str):
+            raise ConfigError(f"stages[{i}].stage: a stage name is a word like 'train', got {type(kind).__name__}")
+        label = _label(entry.pop("label", kind), where=f"stages[{i}] ({kind}).label")
+        where = f"stages[{i}] ({kind})"
         warn = None  # the recipe's threshold; a stage's own null turns its warning off
         if "warn_drop" in entry:
-            warn = _warn_drop(entry.pop("warn_drop"), where=f"stages[{i}] ({kind})")
+            warn = _warn_drop(entry.pop("warn_drop"), where=where)
             warn = math.inf if warn is None else warn
-        stages.append(StageSpec(kind, label, stage.parse(entry, where=f"stages[{i}] ({kind})"), warn_drop=warn))
+        check_stage_keys(kind, entry, where=where)  # every key, with a did-you-mean
+        try:
+            config = STAGES.get(kind).parse(entry, where=where)
+            student: Any = getattr(config, "student", None)  # a model the stage builds (distill's student)
+            if getattr(student, "name", None) is not None:
+                check_model_options(student.name, student.options, where=f"{where}.student")
+        except ConfigError as exc:  # every stage error names its stage
+            raise ConfigError(str(exc) if str(exc).startswith(f"stages[{i}]") else f"{where}: {exc}") from None
+        stages.append(StageSpec(kind, label, config, warn_drop=warn))
     labels = [s.label for s in stages]
     dupes = {lab for lab in labels if labels.count(lab) > 1}
     if dupes:
@@ -149,12 +163,50 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
     )
 
 
+def _label(value: Any, *, where: str) -> str:
+    """A stage label names its output folder: a plain name."""
+    if not isinstance(value, (str, int)) or isinstance(value, bool):
+        raise ConfigError(f"{where}: a label is a short name like 'teacher', got {type(value).__name__}")
+    label = str(value)
+    if not label.strip() or label.startswith(".") or any(c in label for c in '/\\:*?"<>|') or len(label) > 100:
+        raise ConfigError(f"{where}: {label!r} cannot name a folder; use letters, digits, '-' and '_'")
+    return label
+
+
+def check_model_options(name: Any, options: dict[str, Any], *, where: str) -> None:
+    """A registered model's options are checked against its builder before anything runs."""
+    import inspect
+
+    from slimtune.models import MODELS
+
+    if not isinstance(name, str):
+        raise ConfigError(f"{where}.name: a model name is a word like 'mlp', got {type(name).__name__}")
+    builder = MODELS.get(name)
+    try:
+        params = inspect.signature(builder).parameters
+    except (TypeError, ValueError):
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in params.values()):
+        return
+    allowed = [
+        k for k, p in params.items() if k not in ("input_shape", "num_classes") and p.kind is not p.VAR_POSITIONAL
+    ]
+    for key in options:
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed)
+            listed = f"its options: {', '.join(allowed)}" if allowed else "it takes no options"
+            raise ConfigError(f"{where}.options: model '{name}' has no option '{key}'{hint}; {listed}")
+
+
 def load_recipe(path: str | Path) -> Recipe:
+    """Read and validate a recipe file; an error names the recipe path and, where known, its line/column."""
+    from slimtune.recipe.yamlio import locate, read_yaml
+
     p = Path(path)
     if not p.exists():
         raise DataError(f"recipe not found: {p}")
+    raw, positions = read_yaml(p)
     try:
-        raw = yaml.safe_load(p.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{p}: not valid YAML: {str(exc).splitlines()[0]}") from None
-    return parse_recipe(raw, source=str(p))
+        return parse_recipe(raw, source=str(p))
+    except ConfigError as exc:
+        raise ConfigError(locate(str(exc), positions, str(p))) from None

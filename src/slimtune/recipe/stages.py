@@ -13,7 +13,7 @@ from typing import Any, Protocol
 import torch
 from torch import nn
 
-from slimtune._registry import Registry
+from slimtune._registry import Registry, did_you_mean
 from slimtune.config import Config
 from slimtune.data.core import DataSplits
 from slimtune.distill import (
@@ -33,7 +33,7 @@ from slimtune.evaluate.size import layer_sparsity, layer_weights
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
 from slimtune.models import build, save_model
 from slimtune.models.serialization import get_spec
-from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_
+from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_summarized_
 from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_
 from slimtune.quantize.mixed import MixedPrecisionConfig, quantize_model
 from slimtune.train.loop import TrainConfig, fit
@@ -113,6 +113,16 @@ class PruneStageConfig:
     kd: Config | None = None  # recovery distilled from the model as it was before pruning
 
 
+def check_keys(raw: dict[str, Any], cls: Any, stage_keys: tuple[str, ...], *, where: str) -> None:
+    """Unknown keys of a stage whose options are a method's config plus the stage's own keys: the
+    "did you mean" and the allowed list cover both (``recovry`` → 'recovery')."""
+    allowed = [*(f.name for f in dataclasses.fields(cls) if f.init), *stage_keys]
+    for key in raw:
+        if key not in allowed:
+            hint = did_you_mean(str(key), allowed)
+            raise ConfigError(f"{where}: unknown key '{key}'{hint}; allowed keys: {', '.join(allowed)}")
+
+
 def _parse_kd(kd: Any, *, where: str) -> Config:
     """``kd: {method: soft|hard|mixed|logits, temperature, alpha}`` (mixed by default) as a loss config."""
     if not isinstance(kd, dict):
@@ -134,6 +144,7 @@ class PruneStage:
         raw = dict(raw)
         method = raw.pop("method", "magnitude")
         train, recovery, kd = raw.pop("train", None), raw.pop("recovery", None), raw.pop("kd", None)
+        check_keys(raw, PRUNERS.get(method), ("method", "train", "recovery", "kd"), where=where)
         cfg = PRUNERS.get(method).from_dict(raw, where=where)
         if kd is not None and recovery is None:
             raise ConfigError(f"{where}.kd: distillation runs during recovery; add recovery: {{epochs: 1}}")
@@ -149,15 +160,16 @@ class PruneStage:
         if ctx.masks:  # zeros from an earlier stage stay zero while this method trains
             apply_masks_(ctx.model, ctx.masks)
         task = _teacher_task(ctx, cfg.kd)
-        prune_(
+        done = prune_summarized_(
             ctx.model, cfg.config, data=ctx.data, train=cfg.train, progress=ctx.progress,
             checkpoint_dir=out / "checkpoints" / "prune", resume=ctx.resume,
         )  # fmt: skip
         ctx.masks = masks_if_sparse(ctx.model)
         if cfg.recovery is not None:
             _train(ctx, ctx.model, cfg.recovery, out, desc="recover", task=task)
-        layers = {"layer_sparsity": layer_sparsity(ctx.model), "layer_weights": layer_weights(ctx.model)}
-        return StageOutput(_save(ctx.model, out), model=ctx.model, extra=layers)
+        extra: dict[str, Any] = {"prune": done.record, **({"prune_groups": done.groups} if done.groups else {})}
+        extra.update(layer_sparsity=layer_sparsity(ctx.model), layer_weights=layer_weights(ctx.model))
+        return StageOutput(_save(ctx.model, out), model=ctx.model, extra=extra)
 
 
 def masks_if_sparse(model: nn.Module) -> dict[str, torch.Tensor] | None:
@@ -284,6 +296,7 @@ class QuantizeStage:
     def parse(self, raw: dict[str, Any], *, where: str) -> QuantizeStageConfig:
         raw = dict(raw)
         method = raw.pop("method", "ort-dynamic-int8")
+        check_keys(raw, QUANTIZERS.get(method), ("method", "export", "mixed_precision"), where=where)
         export = ExportConfig.from_dict(raw.pop("export", None), where=f"{where}.export")
         mixed = raw.pop("mixed_precision", None)
         mixed_cfg = None if mixed is None else MixedPrecisionConfig.from_dict(mixed, where=f"{where}.mixed_precision")

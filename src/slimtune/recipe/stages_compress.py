@@ -86,7 +86,7 @@ class LowBitStage:
         raw = dict(raw)
         kind = raw.pop("kind", None)
         kinds: dict[str, type[BinaryConfig] | type[TernaryConfig]] = {"binary": BinaryConfig, "ternary": TernaryConfig}
-        if kind not in kinds:
+        if not isinstance(kind, str) or kind not in kinds:
             raise ConfigError(f"{where}.kind must be binary or ternary, got {kind!r}")
         train = raw.pop("train", None)
         weights = kinds[kind].from_dict(raw, where=where)

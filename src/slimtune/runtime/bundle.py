@@ -4,6 +4,7 @@ A bundle is a folder::
 
     bundle.json      this manifest: input contract, labels, precision, parity, provenance
     model.onnx       the model (fp32 or int8), input ``input``, output ``logits``
+                     (kind "lm": a KV-cache decoder, see slimtune.export.lm_bundle)
     tokenizer.json   text models only: a Hugging Face ``tokenizers`` file or slimtune's word vocabulary
     examples.npy     a few preprocessed test inputs (image/tabular models), used by ``bench``
     report.*         the slimtune report of the run that made it (when made by a recipe)
@@ -86,9 +87,10 @@ def read_manifest(folder: str | Path) -> Manifest:
     for key in ("input", "output", "files"):
         if not isinstance(raw.get(key), dict):
             raise DataError(f"{path}: missing '{key}' section; re-export the bundle")
-    if raw["input"].get("kind") not in ("image", "text", "tabular"):
-        raise DataError(f"{path}: input kind must be image, text or tabular, got {raw['input'].get('kind')!r}")
-    _check_contract(path, raw)
+    if raw["input"].get("kind") not in ("image", "text", "tabular", "lm"):
+        raise DataError(f"{path}: input kind must be image, text, tabular or lm, got {raw['input'].get('kind')!r}")
+    if raw["input"]["kind"] != "lm":  # an LM bundle's contract is checked by the LM runtime
+        _check_contract(path, raw)
     return Manifest(root, raw)
 
 

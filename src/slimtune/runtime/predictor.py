@@ -64,6 +64,8 @@ class Predictor:
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None) -> None:
         self.manifest: Manifest = read_manifest(bundle)
+        if self.manifest.kind == "lm":
+            raise DataError(f"bundle '{bundle}' holds a language model: use `slimtune generate` (LMGenerator) for it")
         self.session = open_session(self.manifest, threads=threads)  # checked against bundle.json
         self.input_name = self.session.get_inputs()[0].name
         model = self.manifest.file("model")

@@ -149,6 +149,16 @@ def _message(s: Search, rec: dict[str, Any], met: bool) -> str:
     return text
 
 
+def leader_note(leading: dict[str, Any] | None, chosen: dict[str, Any]) -> str:
+    """When the final pick is not the candidate the progress lines last showed as leading, say so and why."""
+    if leading is None or leading["id"] == chosen["id"]:
+        return ""
+    return (
+        f" (the progress lines' provisional leader was {leading['name']}: it was ranked on proxy-epoch accuracy "
+        "and quick timing; the final pick re-times the front together after full recovery)"
+    )
+
+
 def finalise(s: Search) -> SearchResult:
     """Choose, bundle, measure and write the outputs of a search whose work is done (or out of time)."""
     from slimtune.runtime.bench import bench
@@ -160,6 +170,7 @@ def finalise(s: Search) -> SearchResult:
     ]
     pool = [r for r in current if r["status"] not in ("pruned-early", "failed", "parity-failed")]
     pool = pool or [r for r in current if r["status"] == "pruned-early"]  # all hopeless: the best still ships
+    leading, _ = strategy.choose(s.evaluated(), s.reference, s.config, s.teacher_cost)  # the progress lines' pick
     while True:
         if not pool:
             reasons = sorted({r.get("reason", "not run") for r in s.records.values()})
@@ -189,7 +200,7 @@ def finalise(s: Search) -> SearchResult:
     chosen["test_accuracy"] = onnx_accuracy(read_manifest(bundle).file("model"), x, y)
     timed = bench(bundle, batch_sizes=(1, 8), seconds=0.2)
     chosen["bundle_latency_ms"] = {f"batch{row['batch']}": row["p50_ms"] for row in timed["rows"]}
-    message = _message(s, chosen, met)
+    message = _message(s, chosen, met) + leader_note(leading, chosen)
     s.state["outcome"] = {
         "chosen": chosen["id"],
         "name": chosen["name"],

@@ -1,5 +1,7 @@
-"""Progress of a search: one event (and one line) per evaluation: candidates measured of all, the best
-so far, the time left."""
+"""Progress of a search: one event (and one line) per evaluation: candidates measured of all, the candidate
+leading so far, the time left. The leader is provisional — ranked on whatever recovery epochs each candidate
+has had and on its quick timing — so the line labels it as such; the final pick re-times the Pareto front
+together after full recovery, and the search's closing message names the leader when the pick differs."""
 
 from __future__ import annotations
 
@@ -31,6 +33,7 @@ class ProgressEvent:
 Progress = Callable[[ProgressEvent], None]
 
 
+LEADING = "leading so far (provisional)"
 NOT_CHEAPER = {"latency": "not faster", "size": "not smaller", "macs": "no fewer MACs"}
 
 
@@ -63,6 +66,6 @@ def progress_event(search: Search, base: Base, epochs: int) -> ProgressEvent:
     left_text = "no time limit" if left is None else f"{max(0.0, left):.0f} s left"
     line = (
         f"[{done}/{len(search.records)} candidates measured, evaluation {search.evaluations}] "
-        f"{base.name} @ {epochs} ep: {accs or 'no live candidate'} | best: {best_text} | {left_text}"
+        f"{base.name} @ {epochs} ep: {accs or 'no live candidate'} | {LEADING}: {best_text} | {left_text}"
     )
     return ProgressEvent(done, len(search.records), search.evaluations, base.name, epochs, best_text, left, line)

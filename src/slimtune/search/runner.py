@@ -14,7 +14,8 @@ from typing import Any
 
 from torch import nn
 
-from slimtune._io import write_text
+from slimtune._io import record_outputs, write_text
+from slimtune._outputs import read_manifest
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, OutputExistsError
 from slimtune.search import strategy
@@ -55,11 +56,16 @@ class Search:
         path = out / SEARCH_JSON
         if path.exists() and not resume and not force:
             raise OutputExistsError(f"'{out}' already holds a search; pass --resume to continue it or --force")
-        if not resume:
+        if not resume:  # only what an earlier search here wrote (listed in the folder's manifest) goes
+            listed = set((read_manifest(out) or {}).get("outputs", ()))
             for name in (SEARCH_JSON, WORK, BEST, PAGE):
                 target = out / name
-                shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                if name in listed:
+                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
+                elif target.exists() or target.is_symlink():
+                    raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
         out.mkdir(parents=True, exist_ok=True)
+        record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
         print_ = fingerprint(teacher)
         if resume and path.exists():
             self.state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))

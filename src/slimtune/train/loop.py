@@ -3,9 +3,11 @@ learning are tasks, callbacks and training sources plugged into ``fit``; there i
 
 Features: AdamW/SGD, cosine/step/constant LR, optimizer parameter groups (per-group LR scale and
 weight decay: discriminative fine-tuning), frozen parameters left out of the optimizer, early stopping
-on validation accuracy with the best weights restored, a checkpoint after every epoch and exact resume
-after a kill, a progress bar with ETA, and DistributedDataParallel when launched by ``torchrun`` (no
-code change for the user).
+on the source's validation metric (accuracy for classifiers, NLL for causal LMs) with the best weights
+restored, a checkpoint after every epoch and exact resume after a kill, a progress bar with ETA,
+gradient accumulation, activation checkpointing, training on any device (``device``) in fp32, bf16 or
+fp16 (``precision``; see :mod:`slimtune.train.device`), and DistributedDataParallel when launched by
+``torchrun`` (no code change for the user; NCCL on GPUs, gloo on the CPU).
 """
 
 from __future__ import annotations
@@ -24,16 +26,18 @@ from typing import Any, Literal
 import torch
 from torch import nn
 
-from slimtune._io import atomic_path
 from slimtune.config import Config, check
 from slimtune.data.core import DataSplits
-from slimtune.errors import ConfigError, DataError
+from slimtune.errors import ConfigError, DataError, TrainingDivergedError
 from slimtune.train import ddp
 from slimtune.train.callbacks import Callback, LoopState
+from slimtune.train.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
+from slimtune.train.device import PRECISIONS, model_device, resolve_device, to_device, training_device
 from slimtune.train.sources import SplitsSource, TrainSource, epoch_batches
+from slimtune.train.step import Amp, enable_checkpointing, forward_backward
 from slimtune.train.tasks import Task
 
-CHECKPOINT = "last.pt"
+__all__ = ["CHECKPOINT", "FitResult", "TrainConfig", "fit", "predict"]
 log = logging.getLogger("slimtune.train")
 
 
@@ -50,6 +54,10 @@ class TrainConfig(Config):
     patience: int | None = None
     restore_best: bool = True
     max_grad_norm: float | None = None
+    grad_accum: int = 1  # micro-batches per batch, gradients summed before one step (slimtune.train.step)
+    gradient_checkpointing: bool = False  # recompute activations in the backward (Hugging Face models)
+    device: str = "auto"  # auto | cpu | cuda | cuda:N (slimtune.train.device)
+    precision: Literal["fp32", "bf16", "fp16"] = "fp32"  # autocast; fp16 adds a GradScaler
 
     def __post_init__(self) -> None:
         check(self.epochs >= 0, f"epochs must be >= 0, got {self.epochs}")
@@ -57,13 +65,19 @@ class TrainConfig(Config):
         check(self.lr > 0, f"lr must be > 0, got {self.lr}")
         check(self.weight_decay >= 0, f"weight_decay must be >= 0, got {self.weight_decay}")
         check(self.patience is None or self.patience >= 1, f"patience must be >= 1, got {self.patience}")
+        check(self.grad_accum >= 1, f"grad_accum must be >= 1, got {self.grad_accum}")
+        check(self.grad_accum <= self.batch_size, f"grad_accum {self.grad_accum} > batch_size {self.batch_size}")
+        resolve_device(self.device, distributed=False)  # a bad string, or CUDA on a machine without: one line now
+        check(self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
 
 
 @dataclass
 class FitResult:
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = -1
-    best_val_accuracy: float = float("nan")
+    best_val_accuracy: float = float("nan")  # val_accuracy of the best epoch
+    monitor: str = "val_accuracy"  # the validation metric that picked the best epoch
+    best_value: float = float("nan")  # its value at the best epoch
 
 
 @torch.no_grad()
@@ -71,8 +85,9 @@ def predict(model: nn.Module, x: torch.Tensor, *, batch_size: int = 512) -> torc
     """Logits for every row of ``x``, in eval mode (the model's mode is restored after)."""
     was_training = model.training
     model.eval()
+    device = model_device(model)
     try:
-        outs = [model(x[i : i + batch_size]) for i in range(0, len(x), batch_size)]
+        outs = [model(x[i : i + batch_size].to(device)).to(x.device) for i in range(0, len(x), batch_size)]
     finally:
         model.train(was_training)
     return torch.cat(outs) if outs else torch.empty(0)
@@ -174,40 +189,33 @@ def fit(
 
         check_model_fits(model, data)  # one line, not a shape error deep in torch
     source: TrainSource = SplitsSource(data) if isinstance(data, DataSplits) else data
-    device = next(model.parameters(), torch.empty(0)).device
-    with ddp.process_group(device) as distributed:
-        return _fit(
-            model,
-            source,
-            config=config,
-            task=task or source.default_task(),
-            callbacks=callbacks,
-            checkpoint_dir=checkpoint_dir,
-            resume=resume,
-            progress=progress,
-            desc=desc,
-            distributed=distributed,
-            param_groups=param_groups,
-        )
-
-
-def _load_checkpoint(ckpt: Path | None, resume: bool, distributed: bool) -> dict[str, Any] | None:
-    """The checkpoint to resume from, or None. Under DDP rank 0 reads it and sends it to every rank
-    (an error reading it is raised on every rank, so none is left waiting)."""
-    if not resume or ckpt is None:
-        return None
-    if not distributed:
-        return torch.load(ckpt, map_location="cpu", weights_only=True) if ckpt.exists() else None
-    saved: dict[str, Any] | BaseException | None = None
-    if ddp.is_main() and ckpt.exists():
-        try:
-            saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        except Exception as exc:
-            saved = exc
-    saved = ddp.broadcast_object(saved)
-    if isinstance(saved, BaseException):
-        raise saved
-    return saved
+    origin = model_device(model)
+    device = training_device(model, config.device)
+    undo = None
+    try:
+        undo = enable_checkpointing(model) if config.gradient_checkpointing else None
+        model.to(device)
+        with ddp.process_group(device) as distributed:
+            if distributed and device.type == "cuda":
+                torch.cuda.set_device(device)
+            return _fit(
+                model,
+                source,
+                config=config,
+                task=task or source.default_task(),
+                callbacks=callbacks,
+                checkpoint_dir=checkpoint_dir,
+                resume=resume,
+                progress=progress,
+                desc=desc,
+                distributed=distributed,
+                param_groups=param_groups,
+                device=device,
+            )
+    finally:
+        model.to(origin)  # back where it came from: later stages (export, ORT) expect it there
+        if undo is not None:
+            undo()
 
 
 def _fit(
@@ -223,6 +231,7 @@ def _fit(
     desc: str,
     distributed: bool,
     param_groups: Sequence[ParamGroup] | None,
+    device: torch.device,
 ) -> FitResult:
     rank, world = ddp.world() if distributed else (0, 1)
     if distributed and rank == 0 and config.batch_size % world:
@@ -238,20 +247,24 @@ def _fit(
     steps_per_epoch = source.steps_per_epoch(config, world)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _lr_lambda(config, steps_per_epoch * config.epochs))
     state = LoopState(model=model, optimizer=optimizer)
-    result = FitResult()
+    amp = Amp(device, config.precision)
+    monitor, mode = getattr(source, "monitor", ("val_accuracy", "max"))
+    result = FitResult(monitor=monitor)
     best_state: dict[str, torch.Tensor] | None = None
     bad_epochs, start_epoch = 0, 0
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
-    saved = _load_checkpoint(ckpt, resume, distributed)
+    saved = load_checkpoint(ckpt, resume, distributed)
     if saved is not None:
         if saved["config"] != config.to_dict():
             raise ConfigError(f"cannot resume from {ckpt}: it was written with a different training config")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
         scheduler.load_state_dict(saved["scheduler"])
+        amp.load_state_dict(saved.get("scaler"))
         start_epoch, bad_epochs = saved["epoch"], saved["bad_epochs"]
         best_state, result.history = saved["best_state"], saved["history"]
         result.best_epoch, result.best_val_accuracy = saved["best_epoch"], saved["best_val_accuracy"]
+        result.best_value = saved.get("best_value", result.best_val_accuracy)
     net: nn.Module = model
     wrapped_for: tuple[bool, ...] | None = None  # which parameters required grad when DDP wrapped the model
     state.history = result.history
@@ -276,20 +289,27 @@ def _fit(
             raise ConfigError(NOTHING_TO_TRAIN)
         total, count = 0.0, 0
         for x, y, n in source.batches(config, epoch, rank, world):
-            loss, _ = task.loss(net, x, y)
             optimizer.zero_grad(set_to_none=True)
-            loss.backward()
+            x, y = to_device(x, device), to_device(y, device)
+            loss = forward_backward(net, task, x, y, amp=amp, accum=config.grad_accum, distributed=distributed)
+            amp.unscale(optimizer)
             for cb in callbacks:
                 cb.on_after_backward(state)
             if config.max_grad_norm:
                 nn.utils.clip_grad_norm_(params, config.max_grad_norm)
-            optimizer.step()
+            amp.step(optimizer)
             scheduler.step()
             state.step += 1
             state.global_step += 1
             for cb in callbacks:
                 cb.on_step_end(state)
-            total, count = total + loss.item() * n, count + n
+            value = float(loss)
+            if not math.isfinite(value) and amp.scaler is None:  # NaN/inf: every later step would only spread it
+                raise TrainingDivergedError(
+                    f"{desc or 'training'}: the loss became {value} in epoch {epoch + 1} (step {state.step}); "
+                    f"lower the learning rate (lr {config.lr:g}) or set max_grad_norm, and check the data for NaN"
+                )
+            total, count = total + value * n, count + n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / count:.4f}")
@@ -303,10 +323,11 @@ def _fit(
         # every rank takes rank 0's numbers, so early stopping and the best epoch agree everywhere
         metrics = ddp.broadcast_object(metrics)
         assert metrics is not None
-        val_acc = metrics["val_accuracy"]
+        value = metrics[monitor]
         result.history.append({"epoch": epoch + 1, "train_loss": total / max(count, 1), **metrics})
-        if best_state is None or val_acc > result.best_val_accuracy:
-            result.best_val_accuracy, result.best_epoch, bad_epochs = val_acc, epoch + 1, 0
+        if best_state is None or (value > result.best_value if mode == "max" else value < result.best_value):
+            result.best_value, result.best_epoch, bad_epochs = value, epoch + 1, 0
+            result.best_val_accuracy = metrics.get("val_accuracy", float("nan"))
             best_state = copy.deepcopy(model.state_dict())
         else:
             bad_epochs += 1
@@ -317,7 +338,8 @@ def _fit(
             _log_epoch(desc, result.history[-1], config.epochs, started, epoch + 1 - start_epoch)
         if ckpt is not None:
             if rank == 0:
-                _save_checkpoint(ckpt, model, optimizer, scheduler, config, epoch + 1, bad_epochs, best_state, result)
+                args = (model, optimizer, scheduler, config, epoch + 1, bad_epochs, best_state, result)
+                save_checkpoint(ckpt, *args, scaler=amp.state_dict())
             if distributed:
                 ddp.barrier()  # no rank moves on (or returns) before the checkpoint is on disk
         if stop:
@@ -331,40 +353,14 @@ def _fit(
     return result
 
 
-def _save_checkpoint(
-    path: Path,
-    model: nn.Module,
-    optimizer: torch.optim.Optimizer,
-    scheduler: Any,
-    config: TrainConfig,
-    epoch: int,
-    bad_epochs: int,
-    best_state: dict[str, torch.Tensor] | None,
-    result: FitResult,
-) -> None:
-    payload = {
-        "epoch": epoch,
-        "model": model.state_dict(),
-        "optimizer": optimizer.state_dict(),
-        "scheduler": scheduler.state_dict(),
-        "bad_epochs": bad_epochs,
-        "best_state": best_state,
-        "best_epoch": result.best_epoch,
-        "best_val_accuracy": result.best_val_accuracy,
-        "history": result.history,
-        "config": config.to_dict(),
-    }
-    with atomic_path(path) as tmp:
-        torch.save(payload, tmp)
-
-
 def _log_epoch(desc: str, row: dict[str, float], epochs: int, started: float, done: int) -> None:
     """One INFO line per epoch with an ETA (the CLI shows these; libraries stay quiet by default)."""
     elapsed = time.perf_counter() - started
     eta = elapsed / done * (epochs - row["epoch"])
+    ppl = f", val ppl {row['val_perplexity']:.2f}" if "val_perplexity" in row else ""
     log.info(
-        "%s epoch %d/%d: train loss %.4f, val loss %.4f, val acc %.2f%% (%.0fs, ETA %.0fs)",
-        desc, row["epoch"], epochs, row["train_loss"], row["val_loss"], 100 * row["val_accuracy"], elapsed, eta,
+        "%s epoch %d/%d: train loss %.4f, val loss %.4f%s, val acc %.2f%% (%.0fs, ETA %.0fs)",
+        desc, row["epoch"], epochs, row["train_loss"], row["val_loss"], ppl, 100 * row["val_accuracy"], elapsed, eta,
     )  # fmt: skip
 
 

@@ -20,6 +20,7 @@ from torch import nn
 
 from slimtune.data.core import DataSplits, Split
 from slimtune.errors import ConfigError, DataError
+from slimtune.train.device import model_device
 from slimtune.train.sources import permutation, shard
 from slimtune.train.tasks import Task
 
@@ -107,8 +108,10 @@ def evaluate_task(model: nn.Module, name: str, split: Split, loss: LossFn = F.cr
     assert isinstance(split.x, torch.Tensor)
     was_training = model.training
     model.eval()
+    device = model_device(model)
     try:
-        logits = torch.cat([model(split.x[i : i + 512])[name] for i in range(0, len(split), 512)])
+        chunks = [model(split.x[i : i + 512].to(device))[name] for i in range(0, len(split), 512)]
+        logits = torch.cat(chunks).float().cpu()
     finally:
         model.train(was_training)
     acc = (logits.argmax(1) == split.y).float().mean().item()

@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from slimtune.data.core import DataSplits, Split
+from slimtune.train.device import model_device
+from slimtune.train.lm import CausalLMTask, is_lm_data, lm_validation
 from slimtune.train.tasks import ClassificationTask, Task
 
 if TYPE_CHECKING:
@@ -34,7 +36,9 @@ class TrainSource(Protocol):
         ...
 
     def validate(self, model: nn.Module) -> dict[str, float]:
-        """Validation metrics; must hold ``val_accuracy`` (higher is better: early stopping) and ``val_loss``."""
+        """Validation metrics; must hold ``val_accuracy`` and ``val_loss``. Early stopping watches
+        ``val_accuracy`` (higher is better) unless the source has a ``monitor`` attribute
+        ``(metric, "max" | "min")``, as :class:`SplitsSource` does for causal-LM data (``val_loss``)."""
         ...
 
     def default_task(self) -> Task:
@@ -78,8 +82,10 @@ def evaluate_split(model: nn.Module, split: Split, *, batch_size: int = 512) -> 
     assert isinstance(split.x, torch.Tensor)
     was_training = model.training
     model.eval()
+    device = model_device(model)
     try:
-        logits = torch.cat([model(split.x[i : i + batch_size]) for i in range(0, len(split), batch_size)])
+        chunks = [model(split.x[i : i + batch_size].to(device)) for i in range(0, len(split), batch_size)]
+        logits = torch.cat(chunks).float().cpu()
     finally:
         model.train(was_training)
     loss = F.cross_entropy(logits, split.y).item()
@@ -105,9 +111,16 @@ class SplitsSource:
         for idx in self._indices(config, epoch, rank, world):
             yield train.x[idx], train.y[idx], len(idx)
 
+    @property
+    def monitor(self) -> tuple[str, str]:
+        """The validation metric early stopping and ``restore_best`` watch, and whether higher is better."""
+        return ("val_loss", "min") if is_lm_data(self.data) else ("val_accuracy", "max")
+
     def validate(self, model: nn.Module) -> dict[str, float]:
+        if is_lm_data(self.data):
+            return lm_validation(model, self.data.val)
         acc, loss = evaluate_split(model, self.data.val)
         return {"val_loss": loss, "val_accuracy": acc}
 
     def default_task(self) -> Task:
-        return ClassificationTask()
+        return CausalLMTask() if is_lm_data(self.data) else ClassificationTask()

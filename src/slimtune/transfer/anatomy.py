@@ -10,7 +10,11 @@ Blocks run from the input to the head (the head excluded):
   the layers join the last one); the head is the last Linear outside the base model, the modules beside
   it (``pre_classifier``, RoBERTa's ``dense``) train with it;
 * ``efficientnet-lite0``: the stem, then each stage (consecutive MBConv blocks of one width; the
-  1×1 head convolution joins the last).
+  1×1 head convolution joins the last);
+* Hugging Face causal LMs (any model with ``get_output_embeddings`` and a base model, e.g.
+  ``LlamaForCausalLM``, ``GPT2LMHeadModel``): the embeddings, then each decoder layer (the final norm
+  joins the last); the head is the LM head (``lm_head``). It is pretrained, not new, so LoRA leaves it
+  frozen; with tied embeddings it is the embedding matrix, and trains whenever the embeddings do.
 
 Other models: ``register_anatomy(cls, fn)``.
 """
@@ -32,6 +36,7 @@ class Anatomy:
     head: str
     blocks: list[list[str]]  # input → output
     head_extra: list[str] = field(default_factory=list)  # head-side modules that train with the head
+    lora_trains_head: bool = True  # a new classifier head trains beside LoRA adapters; an LM head does not
 
     def head_module(self, model: nn.Module) -> nn.Linear:
         head = model.get_submodule(self.head)
@@ -76,6 +81,9 @@ def anatomy(model: nn.Module) -> Anatomy:
     for cls in type(model).__mro__:
         if cls in _ANATOMIES:
             return _ANATOMIES[cls](model)
+    lm = _causal_lm(model)
+    if lm is not None:
+        return lm
     known = ", ".join(sorted(c.__name__ for c in _ANATOMIES))
     raise UnsupportedModelError(
         f"fine-tuning knows no head/block layout for {type(model).__name__} (known: {known}); "
@@ -129,11 +137,24 @@ def _hf(model: nn.Module) -> Anatomy:
     base = getattr(hf, prefix, None) if prefix else None
     if not isinstance(base, nn.Module):
         raise UnsupportedModelError(f"{type(hf).__name__}: no base model found under '{prefix}'")
+    blocks = _layer_blocks(base, f"model.{prefix}", type(hf).__name__)
+    head_side = [f"model.{n}" for n, _ in hf.named_children() if n != prefix]
+    linears = [f"{c}.{n}".rstrip(".") for c in head_side for n, _ in model.get_submodule(c).named_modules()]
+    linears = [p for p in linears if is_layer(model.get_submodule(p))]
+    if not linears:
+        raise UnsupportedModelError(f"{type(hf).__name__}: no Linear classification head outside the base model")
+    head = linears[-1]
+    extra = [c for c in head_side if not head.startswith(c + ".") and c != head] + linears[:-1]
+    return Anatomy(head=head, blocks=blocks, head_extra=extra)
+
+
+def _layer_blocks(base: nn.Module, root: str, what: str) -> list[list[str]]:
+    """Blocks of a Hugging Face base model at path ``root``: what comes before the longest ModuleList
+    (embeddings), then each of its layers (anything after the layers joins the last one)."""
     lists = [(n, len(m)) for n, m in base.named_modules() if isinstance(m, nn.ModuleList) and len(m) > 0]
     if not lists:
-        raise UnsupportedModelError(f"{type(hf).__name__}: no list of encoder layers found")
+        raise UnsupportedModelError(f"{what}: no list of encoder/decoder layers found")
     layers, count = max(lists, key=lambda nm: nm[1])
-    root = f"model.{prefix}"
     blocks: list[list[str]] = [[] for _ in range(count + 1)]
     after_layers = False
     for name, _ in base.named_parameters():  # registration order: embeddings, layers, then pooler/norm
@@ -146,14 +167,22 @@ def _hf(model: nn.Module) -> Anatomy:
             path, block = f"{root}.{owner}".rstrip("."), blocks[-1] if after_layers else blocks[0]
         if path not in block:
             block.append(path)
-    head_side = [f"model.{n}" for n, _ in hf.named_children() if n != prefix]
-    linears = [f"{c}.{n}".rstrip(".") for c in head_side for n, _ in model.get_submodule(c).named_modules()]
-    linears = [p for p in linears if is_layer(model.get_submodule(p))]
-    if not linears:
-        raise UnsupportedModelError(f"{type(hf).__name__}: no Linear classification head outside the base model")
-    head = linears[-1]
-    extra = [c for c in head_side if not head.startswith(c + ".") and c != head] + linears[:-1]
-    return Anatomy(head=head, blocks=[b for b in blocks if b], head_extra=extra)
+    return [b for b in blocks if b]
+
+
+def _causal_lm(model: nn.Module) -> Anatomy | None:
+    """The layout of a Hugging Face causal LM (duck-typed, so transformers is not imported), or None."""
+    get_head = getattr(model, "get_output_embeddings", None)
+    prefix = getattr(model, "base_model_prefix", "")
+    base = getattr(model, prefix, None) if prefix else None
+    if not callable(get_head) or not isinstance(base, nn.Module):
+        return None
+    head_module = get_head()
+    head = next((n for n, m in model.named_modules() if m is head_module and n), None)
+    if head is None or not is_layer(head_module):
+        return None
+    blocks = _layer_blocks(base, prefix, type(model).__name__)
+    return Anatomy(head=head, blocks=blocks, lora_trains_head=False)
 
 
 _builtins_done = False

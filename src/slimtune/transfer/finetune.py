@@ -1,5 +1,7 @@
 """Fine-tune a (pretrained) model on new data with the one training loop: a new head when the label
-count differs, a freeze policy, discriminative learning rates per depth, or LoRA adapters."""
+count differs, a freeze policy, discriminative learning rates per depth, or LoRA adapters. Causal LMs
+(``kind == "lm"`` data) fine-tune the same way with next-token cross-entropy (full, frozen blocks, or
+LoRA merged back into plain weights); they keep their LM head."""
 
 from __future__ import annotations
 
@@ -14,6 +16,7 @@ from slimtune.config import Config, check
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError
 from slimtune.train.callbacks import Callback
+from slimtune.train.lm import is_lm_data
 from slimtune.train.loop import FitResult, TrainConfig, fit
 from slimtune.train.tasks import Task
 from slimtune.transfer.freeze import FreezeCallback, depth_param_groups, freeze_, parse_freeze
@@ -51,7 +54,10 @@ def prepare_finetune_(
 ) -> tuple[list[dict[str, Any]], list[Callback]]:
     """Head, adapters and freezing for ``config``, in place; returns the ``fit`` parameter groups and
     callbacks. ``finetune_`` calls this; use it directly to train with your own ``fit`` call."""
-    if config.new_head or num_classes_of(model) != data.num_classes:
+    if is_lm_data(data):  # a causal LM keeps its (pretrained) LM head; the loop trains next-token CE
+        if config.new_head:
+            raise ConfigError("new_head: a causal LM keeps its LM head; drop new_head for LM data")
+    elif config.new_head or num_classes_of(model) != data.num_classes:
         replace_head_(model, data.num_classes, label_names=data.label_names, seed=config.train.seed)
     if config.lora is not None:
         add_lora_(model, config.lora)

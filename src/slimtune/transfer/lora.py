@@ -60,11 +60,17 @@ def _default_suffixes(model: nn.Module) -> tuple[str, ...] | None:
 
     if isinstance(model, TransformerClassifier):
         return ("attn.q", "attn.v")
-    if isinstance(model, HFClassifier):
+    hf = model.model if isinstance(model, HFClassifier) else model
+    model_type = getattr(getattr(hf, "config", None), "model_type", None)
+    if isinstance(model, HFClassifier) or model_type is not None:  # HF classifiers and causal LMs
         mapping = _peft().utils.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
-        model_type = getattr(getattr(model.model, "config", None), "model_type", None)
         return tuple(mapping.get(model_type, ("query", "value", "q_proj", "v_proj")))
     return None  # every Linear layer of the trunk
+
+
+def _hf_conv1d(m: nn.Module) -> bool:
+    """transformers' ``Conv1D`` (GPT-2's projections: a Linear with its weight transposed); peft adapts it."""
+    return type(m).__name__ == "Conv1D" and hasattr(m, "nf")
 
 
 def lora_targets(model: nn.Module, target_modules: tuple[str, ...] = ()) -> list[str]:
@@ -77,7 +83,7 @@ def lora_targets(model: nn.Module, target_modules: tuple[str, ...] = ()) -> list
     for name, m in model.named_modules():
         if not name or any(name == h or name.startswith(h + ".") for h in head_side):
             continue
-        if not isinstance(m, kinds) or name.endswith(".base_layer"):
+        if not (isinstance(m, kinds) or _hf_conv1d(m)) or name.endswith(".base_layer"):
             continue
         if suffixes is None or any(name == s or name.endswith("." + s) for s in suffixes):
             out.append(name)
@@ -91,8 +97,8 @@ def lora_targets(model: nn.Module, target_modules: tuple[str, ...] = ()) -> list
 
 
 def add_lora_(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
-    """Inject LoRA adapters in place; afterwards only the adapters and the head require grad.
-    Returns the adapted layers' names."""
+    """Inject LoRA adapters in place; afterwards only the adapters and the head require grad (only the
+    adapters for a causal LM, whose head is pretrained). Returns the adapted layers' names."""
     config = config or LoRAConfig()
     if has_lora(model):
         raise ConfigError("the model already has LoRA adapters; merge them first (merge_lora_)")
@@ -103,7 +109,7 @@ def add_lora_(model: nn.Module, config: LoRAConfig | None = None) -> list[str]:
     )
     peft.inject_adapter_in_model(peft_config, model)
     anat = anatomy(model)
-    head = {id(p) for p in anat.head_params(model)}
+    head = {id(p) for p in anat.head_params(model)} if anat.lora_trains_head else set()
     for name, p in model.named_parameters():
         p.requires_grad_(LORA_MARK in name or id(p) in head)
     return targets

@@ -77,17 +77,21 @@ class StructuredPruneConfig(Config):
             except re.error as exc:
                 raise ConfigError(f"exclude pattern {pattern!r} is not a valid regular expression: {exc}") from None
 
-    def multiple(self, target: str, units: int) -> int:
-        """Kept units of a group of ``target`` with ``units`` units are multiples of this. 'auto' rounds only
-        convolutions of at least two blocks: a smaller one would be kept whole."""
+    def multiple(self, target: str, units: int, unit: int = 1) -> int:
+        """Kept units of a group of ``target`` with ``units`` units of ``unit`` channels each (a grouped conv's
+        group) are multiples of this. 'auto' rounds only convolutions of at least two blocks: a smaller one
+        would be kept whole."""
         if target != "channels" or self.channel_round_to == 1:
             return self.round_to
         if self.channel_round_to == "auto":
             from slimtune.env import nchwc_block
 
             block = nchwc_block()
-            return math.lcm(self.round_to, block) if units >= 2 * block else self.round_to
-        return math.lcm(self.round_to, int(self.channel_round_to))
+            if units * unit < 2 * block:
+                return self.round_to
+        else:
+            block = int(self.channel_round_to)
+        return math.lcm(self.round_to, block // math.gcd(block, unit))  # in units: kept channels fill blocks
 
     @property
     def unit_targets(self) -> tuple[str, ...]:

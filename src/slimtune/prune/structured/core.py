@@ -3,6 +3,7 @@ keeps (a ratio, or the ratio that meets a MAC budget), and cut. The result is an
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -20,17 +21,32 @@ from slimtune.prune.structured.handlers import unsupported
 from slimtune.prune.structured.importance import taylor_saliency, unit_scores
 from slimtune.prune.structured.layers import choose, find_blocks, remove_blocks
 from slimtune.prune.structured.planning import apply_plan, fit_budget, plan
+from slimtune.prune.structured.summary import Outcome, outcomes, record
+from slimtune.prune.structured.summary import lines as summary_lines
+
+log = logging.getLogger("slimtune.prune")
 
 
 @dataclass
 class StructuredResult:
     """What was removed: per group (name, target) → (units before, units kept), the removed blocks, the
-    ratio used (found by bisection for ``target_macs``), and the groups left whole with the reason."""
+    ratio used (found by bisection for ``target_macs``), and the groups left whole with the reason.
+    ``outcomes``: every group, cut or whole, and why (``lines()`` for people, ``summary()`` for reports);
+    ``macs``: (before, after) on one example."""
 
     groups: dict[tuple[str, str], tuple[int, int]] = field(default_factory=dict)
     removed_layers: list[str] = field(default_factory=list)
     ratio: float = 0.0
     frozen: dict[str, str] = field(default_factory=dict)  # groups never cut, and why
+    outcomes: list[Outcome] = field(default_factory=list)
+    macs: tuple[int, int] | None = None
+    config: StructuredPruneConfig | None = None
+
+    def lines(self) -> list[str]:
+        return summary_lines(self, self.macs)
+
+    def summary(self) -> dict[str, Any]:
+        return record(self.config or StructuredPruneConfig(), self, self.macs)
 
 
 def example_input(model: nn.Module, data: DataSplits | None) -> torch.Tensor:
@@ -61,19 +77,22 @@ def check_exclude(model: nn.Module, exclude: tuple[str, ...]) -> None:
             )
 
 
-def prunable(groups: list[Group], config: StructuredPruneConfig) -> list[Group]:
-    """Groups to cut: not frozen, of a requested target, no excluded member; an unknown layer in one raises."""
-    chosen = []
+def prunable(groups: list[Group], config: StructuredPruneConfig) -> tuple[list[Group], dict[int, str]]:
+    """Groups to cut: not frozen, of a requested target, no excluded member (those: id → the pattern); an
+    unknown layer in one raises."""
+    chosen, excluded = [], {}
     for g in groups:
         if g.frozen or g.target not in config.unit_targets:
             continue
-        if any(re.search(p, name) for p in config.exclude for name in g.modules):
+        pattern = next((p for p in config.exclude for name in g.modules if re.search(p, name)), None)
+        if pattern is not None:
+            excluded[id(g)] = pattern
             continue
         if g.unknown:
             name, module = g.unknown[0]
             raise unsupported(name, module)
         chosen.append(g)
-    return chosen
+    return chosen, excluded
 
 
 def structured_prune(
@@ -95,8 +114,8 @@ def structured_prune(
     device = next(model.parameters(), torch.empty(0)).device
     x = x.to(device) if isinstance(x, torch.Tensor) else x
     one = x[:1] if isinstance(x, torch.Tensor) else x
-    result = StructuredResult()
-    full = count_macs(model, one) if config.target_macs is not None else 0
+    result = StructuredResult(config=config)
+    full = count_macs(model, one)
     undo: Callable[[], None] | None = None
     if "layers" in config.targets:
         blocks = find_blocks(model, x, config.exclude)
@@ -116,6 +135,9 @@ def structured_prune(
             if undo is not None:
                 undo()  # a failed call leaves the model as it was
             raise
+    result.macs = (full, count_macs(model, one))
+    for line in result.lines():
+        log.info("%s", line)
     return result
 
 
@@ -130,13 +152,15 @@ def _prune_units(
 ) -> None:
     every = build_groups(model, x)
     result.frozen = {g.name: g.frozen[0] for g in every if g.frozen}
-    groups = prunable(every, config)
+    groups, excluded = prunable(every, config)
     if not groups:
+        result.outcomes = outcomes(every, {}, excluded, set(), config, config.effective_ratio)
         if result.removed_layers:
             return
+        whole = [o.line() for o in result.outcomes if o.target in config.unit_targets][:2]
         raise UnsupportedModelError(
             f"structured pruning found no {'/'.join(config.unit_targets)} to remove in {type(model).__name__} "
-            "(every group is frozen, excluded or of another target)"
+            "(every group is frozen, excluded or of another target" + (f"; {'; '.join(whole)})" if whole else ")")
         )
     saliency = None
     if config.importance == "taylor":
@@ -158,3 +182,6 @@ def _prune_units(
     apply_plan(model, chosen)
     result.ratio = ratio
     result.groups = {(g.name, g.target): (g.units, len(k)) for g, k in chosen}
+    unscored = {id(g) for g, s in zip(groups, scores) if s is None}
+    kept = {id(g): len(k) for g, k in chosen}
+    result.outcomes = outcomes(every, kept, excluded, unscored, config, ratio)

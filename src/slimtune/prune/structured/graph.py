@@ -86,13 +86,14 @@ def build_groups(model: nn.Module, example: Any) -> list[Group]:
     heads = [n for s in spaces for n, t in s.producers if t == "heads"]
     heads += [n for n, (_, units) in inner.items() if any(u.target == "heads" for u in units)]
     attention_blocks = [b for b in {_block(model, n) for n in heads} if b]  # Linear units in these are 'ffn'
+    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     groups: list[Group] = []
     for space in spaces:
         if not space.producers:
             continue
         groups.append(
             Group(
-                name=space.producers[0][0],
+                name=min((n for n, _ in space.producers), key=lambda n: order.get(n, len(order))),  # the first
                 target=_target(space, attention_blocks),
                 size=space.size,
                 unit=space.unit,
@@ -105,5 +106,4 @@ def build_groups(model: nn.Module, example: Any) -> list[Group]:
         for u in units:
             members = [Member(name, u.produce), Member(name, u.consume)]
             groups.append(Group(name, u.target, u.size, u.unit, members))
-    order = {name: i for i, (name, _) in enumerate(model.named_modules())}
     return sorted(groups, key=lambda g: order.get(g.name, len(order)))

@@ -2,9 +2,10 @@
 
 A ``LayerHandler`` says, declaratively, which tensors of a layer are indexed by its output channels and
 which by its input channels (``Cut``), and which integer attributes hold those sizes. Built-in handlers
-cover Linear, Conv (plain and depthwise), ConvTranspose, BatchNorm, the attention of ``transformer-small``
-and Hugging Face BERT-family self-attention; Embedding, LayerNorm and ``nn.MultiheadAttention`` are known
-but never cut through. Teach a new layer with ``register_layer_handler(MyLayer, LayerHandler(...))``.
+cover Linear, Conv (plain; grouped and depthwise in whole groups), ConvTranspose, BatchNorm, the attention of
+``transformer-small``, Hugging Face BERT-family self-attention and (``attention.py``) attention owning its output
+projection (DistilBERT, ViT); Embedding, LayerNorm and ``nn.MultiheadAttention`` are known but never cut through.
+Teach a new layer with ``register_layer_handler(MyLayer, LayerHandler(...))``.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class Cut:
     params: Mapping[str, int] = field(default_factory=dict)
     attrs: tuple[str, ...] = ()
     unit_attrs: tuple[str, ...] = ()
+    groups_attr: str | None = None  # a grouped conv's group count, set to the kept channels / ``per_group``
+    per_group: int = 1  # channels per group: a follower cut this way removes whole groups
 
     def tensors(self, module: nn.Module) -> list[tuple[torch.Tensor, int]]:
         """The parameters (not buffers) on this axis, with their dim: what importance is computed from."""
@@ -61,6 +64,8 @@ class Cut:
         for path in self.unit_attrs:
             owner, leaf = _owner(module, path)
             setattr(owner, leaf, len(keep) // unit)
+        if self.groups_attr is not None:
+            setattr(module, self.groups_attr, len(keep) // self.per_group)
 
     def size(self, module: nn.Module) -> int | None:
         for path, dim in self.params.items():
@@ -105,6 +110,7 @@ class LayerHandler:
     scale: tuple[str, ...] = ()
     unit_attr: str | None = None
     target: str | None = None
+    reason: str = ""  # why a frozen layer is never cut, for the report
 
     def resolve(self, module: nn.Module) -> LayerHandler:
         """The handler for this instance (a conv's depends on its groups); override for such cases."""
@@ -129,17 +135,22 @@ FROZEN = LayerHandler(role="frozen", out=Cut(), inp=Cut())
 
 @dataclass(frozen=True)
 class ConvHandler(LayerHandler):
-    """Conv (and ConvTranspose, whose weight is laid out (in, out/groups, ...)): plain convs are layers,
-    depthwise convs followers; other grouped convs are never cut."""
+    """Conv (and ConvTranspose, whose weight is laid out (in, out/groups, ...)): plain convs are layers; grouped
+    convs with as many output as input channels per group (depthwise convs included) are followers cut in whole
+    groups (channel i out reads only group i // per_group in); other grouped convs are never cut."""
 
     def resolve(self, module: nn.Module) -> LayerHandler:
         assert isinstance(module, nn.modules.conv._ConvNd)
         if module.groups == 1:
             return self
-        if module.groups == module.in_channels == module.out_channels:
-            attrs = ("in_channels", "out_channels", "groups")
-            return replace(self, role="follower", out=Cut({"weight": 0, "bias": 0}, attrs), inp=Cut())
-        return FROZEN
+        if module.in_channels == module.out_channels:
+            per_group = module.in_channels // module.groups
+            attrs = ("in_channels", "out_channels")
+            cut = Cut({"weight": 0, "bias": 0}, attrs, groups_attr="groups", per_group=per_group)
+            return replace(self, role="follower", out=cut, inp=Cut())
+        per_in, per_out = module.in_channels // module.groups, module.out_channels // module.groups
+        why = f"a grouped conv with {per_in} input and {per_out} output channels per group cannot be cut"
+        return replace(self, role="frozen", out=Cut(), inp=Cut(), reason=why)
 
 
 @dataclass(frozen=True)
@@ -200,7 +211,15 @@ _HANDLERS: dict[type[nn.Module], LayerHandler] = {
     **dict.fromkeys((nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d), _BN),
     **dict.fromkeys((nn.Embedding, nn.EmbeddingBag, nn.LayerNorm, nn.GroupNorm, nn.MultiheadAttention), FROZEN),
 }
-_MATCHERS: list[tuple[Callable[[nn.Module], bool], LayerHandler]] = [(_is_bert_attention, _bert_attention())]
+_BERT_ATTENTION = _bert_attention()
+Matcher = Callable[[nn.Module], "LayerHandler | None"]
+_MATCHERS: list[Matcher] = [lambda m: _BERT_ATTENTION if _is_bert_attention(m) else None]
+
+
+def register_matcher(matcher: Matcher) -> None:
+    """Duck-typed handlers: ``matcher(module)`` returns a handler for modules of no registered type, else None
+    (how Hugging Face attention modules, one class per model family, are recognised)."""
+    _MATCHERS.append(matcher)
 
 
 def _register_builtin_attention() -> None:
@@ -242,7 +261,7 @@ def handler_for(module: nn.Module) -> LayerHandler | None:
                 found = base_handler
                 break
     if found is None:
-        found = next((h for match, h in _MATCHERS if match(module)), None)
+        found = next((h for h in (match(module) for match in _MATCHERS) if h is not None), None)
     return found.resolve(module) if found is not None else None
 
 

@@ -4,8 +4,9 @@ Elementwise ops keep it (and an add of two channel tensors couples their spaces:
 pools keep dim 1; reshape/flatten/view map it by the row-major layout (a flatten turns each channel into a
 block of columns); transpose/permute move it; reductions and softmax over other dims keep it. A cat along
 the channel axis makes a ``CatTrack`` of its inputs' spaces (each still cut on its own; the layers reading
-the concatenation are cut at each part's offset), which elementwise ops, pools and a flatten carry. Any
-other op touching a channel tensor (matmul, indexing...) freezes its space.
+the concatenation are cut at each part's offset), which elementwise ops, pools and a flatten carry; a gate
+as wide as the concatenation multiplied into it (squeeze-excitation) is cut with its parts. Any other op
+touching a channel tensor (matmul, indexing...) freezes its space.
 """
 
 from __future__ import annotations
@@ -183,6 +184,33 @@ def _carry_cat(
     return None
 
 
+def _binary_cat(tracer: Tracer, tensors: list[torch.Tensor], out: Any) -> bool:
+    """An elementwise op on one concatenation (not broadcast) with scalars, per-example constants or gates as
+    wide as it (``x * sigmoid(fc(pool(x)))``): the gates' spaces are cut with the parts (``Tracer.absorb``)."""
+    cats = {id(c): c for t in tensors if (c := tracer.cat(t)) is not None}
+    if len(cats) != 1 or not isinstance(out, torch.Tensor):
+        return False
+    cat = next(iter(cats.values()))
+    if not cat.plain or any(t.shape != out.shape for t in tensors if tracer.cat(t) is cat):
+        return False
+    gates: dict[int, Space] = {}
+    for t in tensors:
+        if tracer.cat(t) is not None:
+            continue
+        i, tr = cat.dim - (out.ndim - t.ndim), tracer.track(t)
+        if tr is None:
+            if i >= 0 and t.shape[i] != 1:
+                return False  # a per-channel constant that is not a layer's parameter
+        elif (tr.dim, tr.outer, tr.inner, tr.space.size, tr.space.unit) != (i, 1, 1, cat.size, 1):
+            return False
+        else:
+            gates[id(tr.space)] = tr.space
+    if not all(tracer.absorb(gate, cat) for gate in gates.values()):
+        return False
+    tracer.set(out, cat)
+    return True
+
+
 def on_op(tracer: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, Any], out: Any) -> None:
     leaves, _ = tree_flatten((args, kwargs))
     tensors = [t for t in leaves if isinstance(t, torch.Tensor)]
@@ -195,6 +223,8 @@ def on_op(tracer: Tracer, func: Any, args: tuple[Any, ...], kwargs: dict[str, An
         x = args[0] if args and isinstance(args[0], torch.Tensor) else None
         carried = None
         if name in LIKE:
+            return
+        if name in BINARY and _binary_cat(tracer, tensors, out):
             return
         if len(cats) == 1 and x is cats[0] and not any(tracer.track(t) is not None for t in tensors):
             carried = _carry_cat(name, tracer.cats[id(x)], x, args, kwargs, out)

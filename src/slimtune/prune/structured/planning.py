@@ -22,7 +22,7 @@ Plan = list[tuple[Group, torch.Tensor]]  # group, kept unit indices (sorted)
 
 
 def _keep_count(group: Group, removed: int, config: StructuredPruneConfig) -> int:
-    n, multiple = group.units, config.multiple(group.target, group.units)
+    n, multiple = group.units, config.multiple(group.target, group.units, group.unit)
     keep = max(n - removed, min(config.min_keep, n))
     return min(n, math.ceil(keep / multiple) * multiple)
 
@@ -89,7 +89,8 @@ def _top_up(scored: Scored, chosen: Plan, config: StructuredPruneConfig, budget:
     orders = [torch.sort(s, descending=True, stable=True).indices.tolist() for _, s in scored]
 
     def next_units(i: int) -> list[int]:
-        return [u for u in orders[i] if u not in keeps[i]][: config.multiple(chosen[i][0].target, chosen[i][0].units)]
+        g = chosen[i][0]
+        return [u for u in orders[i] if u not in keeps[i]][: config.multiple(g.target, g.units, g.unit)]
 
     def current(grow: int = -1, extra: tuple[int, ...] = ()) -> Plan:
         return [

@@ -12,124 +12,16 @@ Anything the rules do not understand freezes the spaces it touches: never cut, n
 from __future__ import annotations
 
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from typing import Any
 
 import torch
 from torch import nn
 from torch.overrides import TorchFunctionMode
 
-from slimtune.prune.structured.handlers import Cut, Inner, LayerHandler, handler_for
+from slimtune.prune.structured.handlers import Inner, LayerHandler, handler_for
+from slimtune.prune.structured.spaces import CatTrack, Layout, Member, Space, Track, merge
 
-
-@dataclass(eq=False)
-class Layout:
-    """The channel axis of a concatenation as one layer reads it: the current size of each part, in entries
-    (channels × their ``inner``), in order. Shared by the members cut in it, so each finds its part's offset
-    after the parts before it were cut."""
-
-    sizes: list[int]
-
-
-@dataclass(frozen=True)
-class Member:
-    """One module's share of a space: ``cut`` is applied with channel indices expanded by ``outer``/``inner``.
-    With a ``layout`` the space is part ``part`` of a concatenation the module reads."""
-
-    name: str
-    cut: Cut
-    outer: int = 1
-    inner: int = 1
-    scale: tuple[str, ...] = ()  # bn-scale parameters (followers)
-    layout: Layout | None = None
-    part: int = 0
-
-    def span(self, size: int) -> tuple[int, int]:
-        """(offset, width) of this member's part within one of the ``outer`` blocks, in entries."""
-        if self.layout is None:
-            return 0, size * self.inner
-        return sum(self.layout.sizes[: self.part]), sum(self.layout.sizes)
-
-
-@dataclass(eq=False)
-class Space:
-    size: int
-    unit: int = 1
-    members: list[Member] = field(default_factory=list)
-    producers: list[tuple[str, str]] = field(default_factory=list)  # (module name, target)
-    frozen: list[str] = field(default_factory=list)
-    unknown: list[tuple[str, nn.Module]] = field(default_factory=list)
-    parent: Space | None = None
-
-    def root(self) -> Space:
-        node = self
-        while node.parent is not None:
-            node = node.parent
-        if self.parent is not None and self.parent is not node:
-            self.parent = node
-        return node
-
-    def freeze(self, reason: str) -> None:
-        self.root().frozen.append(reason)
-
-
-def merge(a: Space, b: Space) -> Space:
-    ra, rb = a.root(), b.root()
-    if ra is rb:
-        return ra
-    if (ra.size, ra.unit) != (rb.size, rb.unit):
-        ra.frozen.append(f"channels of different sizes or units ({ra.size}/{ra.unit} vs {rb.size}/{rb.unit}) meet")
-    rb.parent = ra
-    ra.members += rb.members
-    ra.producers += rb.producers
-    ra.frozen += rb.frozen
-    ra.unknown += rb.unknown
-    return ra
-
-
-@dataclass(frozen=True)
-class Track:
-    """Where a tensor carries a space: along ``dim``, each channel as ``inner`` consecutive entries,
-    the whole pattern repeated ``outer`` times."""
-
-    space: Space
-    dim: int
-    outer: int = 1
-    inner: int = 1
-
-
-@dataclass(frozen=True)
-class CatTrack:
-    """A concatenation along ``dim``: its parts in order, each a space (None: entries nothing can cut, e.g.
-    the model's input), its channel count and ``inner`` (entries per channel); the whole axis repeated
-    ``outer`` times. It may pass elementwise ops, pools, reductions, followers and a flatten before a layer
-    reads it; anything else freezes its spaces."""
-
-    parts: tuple[tuple[Space | None, int, int], ...]
-    dim: int
-    outer: int = 1
-
-    @property
-    def size(self) -> int:
-        """Entries in one block."""
-        return sum(n * inner for _, n, inner in self.parts)
-
-    @property
-    def plain(self) -> bool:
-        """One entry per channel, no repeats: the layout of a channel-first activation."""
-        return self.outer == 1 and all(inner == 1 for *_, inner in self.parts)
-
-    def spaces(self) -> list[Space]:
-        return [s.root() for s, _, _ in self.parts if s is not None]
-
-    def members(self, name: str, cut: Cut, scale: tuple[str, ...] = ()) -> list[tuple[Space, Member]]:
-        """One member per cuttable part, sharing a fresh layout of this concatenation."""
-        layout = Layout([n * inner for _, n, inner in self.parts])
-        return [
-            (s.root(), Member(name, cut, self.outer, inner, scale, layout, i))
-            for i, (s, _, inner) in enumerate(self.parts)
-            if s is not None
-        ]
+__all__ = ["CatTrack", "Layout", "Member", "Space", "Track", "merge", "trace"]
 
 
 def first_tensor(value: Any) -> torch.Tensor | None:
@@ -161,6 +53,7 @@ class Tracer(TorchFunctionMode):
         self.produced: dict[str, Space] = {}
         self.consumed: dict[str, Space] = {}
         self.inner_units: dict[str, tuple[nn.Module, list[Inner]]] = {}
+        self.absorbed: list[tuple[Space, int, int, CatTrack]] = []  # gates cut with a concatenation's parts
 
     # tensor bookkeeping -------------------------------------------------------------------------------
     def track(self, t: torch.Tensor | None) -> Track | None:
@@ -184,6 +77,38 @@ class Tracer(TorchFunctionMode):
                 tr.space.freeze(reason)
             cat = self.cat(t)
             for space in cat.spaces() if cat is not None else ():
+                space.freeze(reason)
+
+    def absorb(self, gate: Space, cat: CatTrack) -> bool:
+        """A space as wide as a concatenation it gates elementwise (squeeze-excitation): every tensor of it is
+        cut at each part's offset instead, with that part's channels; the space itself is no longer a group."""
+        root = gate.root()
+        if any(root is g.root() for g, *_ in self.absorbed):
+            return False
+        if any(m.layout is not None or (m.outer, m.inner) != (1, 1) for m in root.members):
+            return False
+        for m in root.members:
+            layout = Layout([n for _, n, _ in cat.parts])
+            for i, (space, _, _) in enumerate(cat.parts):
+                if space is not None:
+                    space.root().members.append(Member(m.name, m.cut, 1, 1, m.scale, layout, i))
+        for space in cat.spaces():
+            space.frozen += root.frozen
+            space.unknown += root.unknown
+        self.absorbed.append((root, len(root.members), len(root.frozen), cat))
+        return True
+
+    def settle(self) -> None:
+        """Dissolve absorbed gates, or, when one gained members or reasons to stay whole after it was
+        absorbed (it is used elsewhere), freeze it and the concatenation's spaces."""
+        for gate, members, frozen, cat in self.absorbed:
+            root = gate.root()
+            if root is gate and len(root.members) == members and len(root.frozen) == frozen:
+                root.producers.clear()
+                continue
+            name = gate.producers[0][0] if gate.producers else "a gate"
+            reason = f"the gate '{name}' it is multiplied by is used elsewhere"
+            for space in (root, *cat.spaces()):
                 space.freeze(reason)
 
     def __torch_function__(self, func: Any, types: Any, args: tuple[Any, ...] = (), kwargs: Any = None) -> Any:
@@ -219,15 +144,15 @@ class Tracer(TorchFunctionMode):
                 if handler is None:
                     src.space.unknown.append((name, module))
                 else:
-                    src.space.freeze(f"it passes through {where}")
+                    src.space.freeze(f"it passes through {where}" + (f": {handler.reason}" if handler.reason else ""))
             if y is not None and y.ndim >= 1 and y.is_floating_point():
-                dim = 1 if (handler is None and y.ndim >= 3) else y.ndim - 1
+                dim = unknown_dim(module, y) if handler is None else handler.channel_dim % y.ndim
                 space = Space(int(y.shape[dim]))
                 if handler is None:
                     space.unknown.append((name, module))
                     space.producers.append((name, "channels" if dim == 1 else "neurons"))
                 else:
-                    space.freeze(f"it comes out of {where}")
+                    space.freeze(f"it comes out of {where}" + (f": {handler.reason}" if handler.reason else ""))
                 self.set(y, Track(space, dim))
             return
         if handler.role == "follower":
@@ -237,6 +162,8 @@ class Tracer(TorchFunctionMode):
             if (src.dim, src.outer, src.inner) != (dim, 1, 1) or y.ndim != x.ndim or y.shape[dim] != x.shape[dim]:
                 src.space.freeze(f"{where} reads it along another axis")
                 return
+            if not src.space.require_unit(handler.out.per_group):
+                src.space.freeze(f"the groups of {handler.out.per_group} channels of {where} do not fit its units")
             src.space.members.append(Member(name, handler.out, scale=handler.scale))
             self.set(y, Track(src.space, dim))
             return
@@ -281,7 +208,9 @@ class Tracer(TorchFunctionMode):
         role = handler.role if handler is not None else None
         dim = handler.channel_dim % x.ndim if handler is not None else -1
         if role == "follower" and handler is not None and y is not None:
-            if cat.plain and cat.dim == dim and y.shape == x.shape:
+            per_group = handler.out.per_group
+            whole_groups = all(n % per_group == 0 and (s is None or s.require_unit(per_group)) for s, n, _ in cat.parts)
+            if cat.plain and cat.dim == dim and y.shape == x.shape and whole_groups:
                 for space, member in cat.members(name, handler.out, handler.scale):
                     space.members.append(member)
                 self.set(y, cat)
@@ -300,6 +229,17 @@ class Tracer(TorchFunctionMode):
             self.set(y, cat)  # still frozen: its spaces are the same objects
             return True
         return False
+
+
+def unknown_dim(module: nn.Module, y: torch.Tensor) -> int:
+    """The channel dim of an unknown layer's output: 1 for conv-like (B, C, ...) outputs, the last for 2-d ones
+    and for (B, S, D) outputs whose D ends one of its parameters and whose S begins none (a Hugging Face
+    embedding module: cls token and position table (1, S, D))."""
+    if y.ndim < 3:
+        return y.ndim - 1
+    own = [p for p in module.parameters(recurse=False) if p.ndim > 0]
+    first, last = {int(p.shape[0]) for p in own}, {int(p.shape[-1]) for p in own}
+    return y.ndim - 1 if y.shape[-1] in last and y.shape[1] not in first else 1
 
 
 def leaves(model: nn.Module) -> list[tuple[str, nn.Module, LayerHandler | None]]:
@@ -346,5 +286,6 @@ def trace(model: nn.Module, example: Any) -> tuple[list[Space], dict[str, tuple[
         for m, training in modes:
             m.training = training
     tracer.freeze(all_tensors(output), "it is the model's output")
+    tracer.settle()
     roots = {id(tr.space.root()): tr.space.root() for tr in tracer.tracks.values()}
     return list(roots.values()), tracer.inner_units

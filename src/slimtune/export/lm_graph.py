@@ -1,0 +1,196 @@
+"""The decoder forward of a causal LM written out for ONNX export, with the KV cache as flat tensors.
+
+``KVDecoder(model)`` wraps a Hugging Face causal LM (Llama family: Llama, Mistral, Qwen2, Qwen3; and GPT-2) and
+computes exactly its forward, but takes and returns the cache as plain tensors::
+
+    (input_ids [b, s], attention_mask [b, past+s], position_ids [b, s],
+     past.0.key, past.0.value, ... [b, kv_heads_i, past, head_dim])
+        -> (logits [b, s, vocab], present.0.key, present.0.value, ... [b, kv_heads_i, past+s, head_dim])
+
+Every layer's head counts and widths are read from its own weights, so layers that differ (per-layer heads or
+KV heads or FFN width after structured pruning, fewer layers) export like uniform ones. The sub-modules
+(embeddings, norms, MLPs, projections, rotary embedding) are the model's own, called as they are; only the
+attention with its cache and mask is written here (one batched matmul per layer; grouped-query heads are
+served without repeating K/V).
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from slimtune.errors import UnsupportedModelError
+
+LLAMA_LIKE = ("llama", "mistral", "qwen2", "qwen3")
+SUPPORTED = (*LLAMA_LIKE, "gpt2")
+CausalLM = Any  # a transformers PreTrainedModel causal LM (attributes typed loosely on purpose)
+
+
+def model_type(model: CausalLM) -> str:
+    config = getattr(model, "config", None)
+    kind = str(getattr(config, "model_type", ""))
+    if kind not in SUPPORTED:
+        raise UnsupportedModelError(
+            f"KV-cache export supports causal LMs of type {', '.join(SUPPORTED)}; got "
+            f"'{kind or type(model).__name__}' (load a Llama-family or GPT-2 model)"
+        )
+    return kind
+
+
+def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+    half = x.shape[-1] // 2
+    return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
+
+
+def allowed_keys(attention_mask: torch.Tensor, q_len: Any, window: int | None = None) -> torch.Tensor:
+    """Boolean [b, 1, 1, s, past+s]: query i (at cache position past+i) may see key j when j <= past+i, the
+    key is not padding, and (sliding window) past+i - j < window."""
+    total = attention_mask.shape[1]
+    q_pos = torch.arange(q_len, device=attention_mask.device) + (total - q_len)
+    k_pos = torch.arange(total, device=attention_mask.device)
+    ok = k_pos[None, :] <= q_pos[:, None]
+    if window is not None:
+        ok = ok & (k_pos[None, :] > q_pos[:, None] - window)
+    return ok[None, None, None] & (attention_mask[:, None, None, None, :] > 0)
+
+
+def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scaling: float) -> torch.Tensor:
+    """Softmax attention of q [b, h, s, d] over k, v [b, kv, t, d] (h a multiple of kv) → [b, s, h*d].
+
+    Query heads are grouped under their KV head (head i uses KV head i // (h/kv), as repeat_kv does), so one
+    matmul per layer serves all groups and K/V are never copied. Masked scores get the dtype's minimum, so a
+    fully masked row (a left-padding position) stays finite."""
+    b, h, s, d = q.shape
+    kv = k.shape[1]
+    groups = h // kv
+    q5 = q.reshape(b, kv, groups * s, d)
+    scores = torch.matmul(q5, k.transpose(-1, -2)) * scaling
+    scores = scores.reshape(b, kv, groups, s, -1)
+    scores = torch.where(allowed, scores, torch.tensor(torch.finfo(scores.dtype).min, dtype=scores.dtype))
+    probs = torch.softmax(scores, dim=-1).reshape(b, kv, groups * s, -1)
+    out = torch.matmul(probs, v).reshape(b, h, s, d)
+    return out.transpose(1, 2).reshape(b, s, h * d)
+
+
+def _heads(proj: Any, head_dim: int, what: str) -> int:
+    width = int(proj.weight.shape[0])
+    if width % head_dim:
+        raise UnsupportedModelError(f"{what} has {width} outputs, not a multiple of head_dim {head_dim}")
+    return width // head_dim
+
+
+class KVDecoder(nn.Module):
+    """The flat-cache forward of a Llama-family or GPT-2 causal LM (see the module docstring)."""
+
+    def __init__(self, model: CausalLM) -> None:
+        super().__init__()
+        self.kind = model_type(model)
+        self.model: CausalLM = model
+        self.config = model.config
+        self.layer_shapes: list[tuple[int, int, int]] = []  # (query heads, kv heads, head_dim) per layer
+        if self.kind == "gpt2":
+            for block in model.transformer.h:
+                d = int(block.attn.head_dim)
+                width = int(block.attn.c_attn.weight.shape[1])  # Conv1D: weight is [in, out]
+                if width % (3 * d):
+                    raise UnsupportedModelError(f"GPT-2 c_attn width {width} is not 3 × heads × head_dim {d}")
+                self.layer_shapes.append((width // (3 * d), width // (3 * d), d))
+        else:
+            for i, layer in enumerate(model.model.layers):
+                attn = layer.self_attn
+                d = int(attn.head_dim)
+                heads = _heads(attn.q_proj, d, f"layer {i} q_proj")
+                kv = _heads(attn.k_proj, d, f"layer {i} k_proj")
+                if heads % kv:
+                    raise UnsupportedModelError(f"layer {i} has {heads} query heads, not a multiple of {kv} KV heads")
+                self.layer_shapes.append((heads, kv, d))
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.layer_shapes)
+
+    def _window(self, i: int) -> int | None:
+        window = getattr(self.config, "sliding_window", None)
+        types = getattr(self.config, "layer_types", None)
+        if not window or (types is not None and types[i] != "sliding_attention"):
+            return None
+        if self.kind == "qwen2" and not getattr(self.config, "use_sliding_window", False):
+            return None
+        return int(window)
+
+    def forward(
+        self, input_ids: torch.Tensor, attention_mask: torch.Tensor, position_ids: torch.Tensor, *past: torch.Tensor
+    ) -> tuple[torch.Tensor, ...]:
+        if len(past) != 2 * self.num_layers:
+            raise ValueError(f"expected {2 * self.num_layers} past tensors, got {len(past)}")
+        q_len = input_ids.shape[1]
+        masks: dict[int | None, torch.Tensor] = {}
+
+        def mask(window: int | None) -> torch.Tensor:
+            if window not in masks:
+                masks[window] = allowed_keys(attention_mask, q_len, window)
+            return masks[window]
+
+        if self.kind == "gpt2":
+            hidden, present = self._gpt2(input_ids, position_ids, past, mask)
+            head = self.model.lm_head
+        else:
+            hidden, present = self._llama(input_ids, position_ids, past, mask)
+            head = self.model.lm_head
+        return (self._logits(head, hidden), *present)
+
+    @staticmethod
+    def _logits(head: Any, hidden: torch.Tensor) -> torch.Tensor:
+        """lm_head as one 2-D Gemm on the [vocab, hidden] weight itself (transB), so a tied embedding is stored
+        once in the ONNX file rather than once more transposed."""
+        b, s, width = hidden.shape
+        weight = head.weight
+        bias = head.bias if getattr(head, "bias", None) is not None else torch.zeros(weight.shape[0])
+        return F.linear(hidden.reshape(-1, width), weight, bias).reshape(b, s, int(weight.shape[0]))
+
+    def _llama(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: tuple[torch.Tensor, ...], mask: Any):
+        body: Any = self.model.model
+        hidden = body.embed_tokens(input_ids)
+        cos, sin = body.rotary_emb(hidden, position_ids)
+        cos, sin = cos[:, None], sin[:, None]  # [b, 1, s, d]: broadcast over heads
+        present: list[torch.Tensor] = []
+        for i, layer in enumerate(body.layers):
+            attn = layer.self_attn
+            heads, kv, d = self.layer_shapes[i]
+            x = layer.input_layernorm(hidden)
+            b, s = x.shape[0], x.shape[1]
+            q = attn.q_proj(x).reshape(b, s, heads, d)
+            k = attn.k_proj(x).reshape(b, s, kv, d)
+            v = attn.v_proj(x).reshape(b, s, kv, d).transpose(1, 2)
+            if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
+                q, k = attn.q_norm(q), attn.k_norm(k)
+            q, k = q.transpose(1, 2), k.transpose(1, 2)
+            q = q * cos + _rotate_half(q) * sin
+            k = k * cos + _rotate_half(k) * sin
+            k = torch.cat((past[2 * i], k), dim=2)
+            v = torch.cat((past[2 * i + 1], v), dim=2)
+            present += [k, v]
+            out = attend(q, k, v, mask(self._window(i)), float(attn.scaling))
+            hidden = hidden + attn.o_proj(out)
+            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+        return body.norm(hidden), present
+
+    def _gpt2(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: tuple[torch.Tensor, ...], mask: Any):
+        body: Any = self.model.transformer
+        hidden = body.wte(input_ids) + body.wpe(position_ids)
+        present: list[torch.Tensor] = []
+        for i, block in enumerate(body.h):
+            heads, _, d = self.layer_shapes[i]
+            x = block.ln_1(hidden)
+            b, s = x.shape[0], x.shape[1]
+            q, k, v = (t.reshape(b, s, heads, d).transpose(1, 2) for t in block.attn.c_attn(x).split(heads * d, 2))
+            k = torch.cat((past[2 * i], k), dim=2)
+            v = torch.cat((past[2 * i + 1], v), dim=2)
+            present += [k, v]
+            out = attend(q, k, v, mask(None), float(block.attn.scaling))
+            hidden = hidden + block.attn.c_proj(out)
+            hidden = hidden + block.mlp(block.ln_2(hidden))
+        return body.ln_f(hidden), present

@@ -1,0 +1,140 @@
+"""Run a KV-cache decoder graph with ONNX Runtime + numpy: prefill, then one token per step.
+
+The graph (``slimtune.export.lm_onnx``, or any with the same names) takes ``input_ids``, ``attention_mask``
+[b, past+s], ``position_ids`` and ``past_key_values.{i}.key|value`` [b, kv_heads, past, head_dim]; it returns
+``logits`` and ``present.{i}.key|value``. Prompts of a batch are left-padded: padding is masked out and
+positions count only real tokens, so a padded row generates what it would alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from slimtune.errors import DataError, MissingDependencyError
+from slimtune.runtime.sampling import Sampling, next_tokens
+
+PAST = "past_key_values.{}.{}"
+PRESENT = "present.{}.{}"
+
+
+def ort_decoder_session(path: str | Path, *, threads: int | None = None) -> Any:
+    """An ONNX Runtime CPU session with every graph optimisation on."""
+    try:
+        import onnxruntime as ort
+    except ImportError as exc:
+        raise MissingDependencyError("the runtime needs onnxruntime: pip install onnxruntime") from exc
+    opts = ort.SessionOptions()
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    if threads:
+        opts.intra_op_num_threads = int(threads)
+    opts.log_severity_level = 3
+    return ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+
+@dataclass
+class Batch:
+    """Left-padded prompts: ids and mask [b, n]; ``lengths`` are the real prompt lengths."""
+
+    ids: np.ndarray
+    mask: np.ndarray
+    lengths: np.ndarray
+
+
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> Batch:
+    if not prompts or any(len(p) == 0 for p in prompts):
+        raise DataError("every prompt must have at least one token; pass non-empty text")
+    n = max(len(p) for p in prompts)
+    ids = np.full((len(prompts), n), pad_id, dtype=np.int64)
+    mask = np.zeros((len(prompts), n), dtype=np.int64)
+    for row, p in enumerate(prompts):
+        ids[row, n - len(p) :] = p
+        mask[row, n - len(p) :] = 1
+    return Batch(ids, mask, np.asarray([len(p) for p in prompts], dtype=np.int64))
+
+
+class Decoder:
+    """One KV-cache decoder graph: ``step`` runs it; ``generate`` loops it."""
+
+    def __init__(self, session: Any) -> None:
+        self.session = session
+        self.past_shapes: list[tuple[int, int]] = []  # (kv heads, head_dim) per past tensor, in input order
+        self.past_names: list[str] = []
+        for inp in session.get_inputs():
+            if inp.name.startswith("past_key_values."):
+                self.past_names.append(inp.name)
+                self.past_shapes.append((int(inp.shape[1]), int(inp.shape[3])))
+        if not self.past_names or {"input_ids", "attention_mask"} - {i.name for i in session.get_inputs()}:
+            raise DataError("this ONNX model is not a KV-cache decoder (no input_ids / past_key_values inputs)")
+        self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
+        self.uses_positions = "position_ids" in {i.name for i in session.get_inputs()}
+
+    @property
+    def num_layers(self) -> int:
+        return len(self.past_names) // 2
+
+    def empty_past(self, batch: int) -> list[np.ndarray]:
+        return [np.zeros((batch, kv, 0, d), dtype=np.float32) for kv, d in self.past_shapes]
+
+    def step(
+        self, ids: np.ndarray, mask: np.ndarray, positions: np.ndarray, past: list[np.ndarray]
+    ) -> tuple[np.ndarray, list[np.ndarray]]:
+        """Logits [b, s, vocab] and the new cache for ``ids`` [b, s] after ``past``; ``mask`` covers past + s."""
+        feed: dict[str, np.ndarray] = {"input_ids": ids, "attention_mask": mask}
+        if self.uses_positions:
+            feed["position_ids"] = positions
+        feed.update(zip(self.past_names, past))
+        outs = self.session.run(["logits", *self.present_names], feed)
+        return outs[0], outs[1:]
+
+    def prefill(self, batch: Batch) -> tuple[np.ndarray, list[np.ndarray], np.ndarray]:
+        """Run the prompts; returns last-position logits [b, vocab], the cache and each row's next position."""
+        positions = np.maximum(np.cumsum(batch.mask, axis=1) - 1, 0)
+        logits, past = self.step(batch.ids, batch.mask, positions, self.empty_past(len(batch.ids)))
+        return logits[:, -1], past, batch.lengths.copy()
+
+    def steps(
+        self,
+        prompts: Sequence[Sequence[int]],
+        *,
+        max_new_tokens: int,
+        sampling: Sampling | None = None,
+        eos_ids: Sequence[int] = (),
+        pad_id: int = 0,
+        active: np.ndarray | None = None,
+    ) -> Iterator[np.ndarray]:
+        """Yield each step's new tokens [b] for a left-padded batch of prompts (``pad_id`` where a row has
+        stopped). A row stops after yielding an EOS id, after ``max_new_tokens``, or when the caller sets it False
+        in ``active`` (a bool array [b] it passes in, e.g. on a stop string)."""
+        sampling = sampling or Sampling()
+        rng = sampling.rng()
+        batch = left_pad(prompts, pad_id)
+        active = np.ones(len(prompts), dtype=bool) if active is None else active
+        if max_new_tokens <= 0:
+            return
+        logits, past, positions = self.prefill(batch)
+        mask = batch.mask
+        eos = np.asarray(list(eos_ids), dtype=np.int64)
+        for step in range(max_new_tokens):
+            tokens = np.where(active, next_tokens(logits, sampling, rng), pad_id)
+            yield tokens
+            active &= ~np.isin(tokens, eos)
+            if not active.any() or step == max_new_tokens - 1:
+                return
+            mask = np.concatenate([mask, active[:, None].astype(np.int64)], axis=1)
+            step_logits, past = self.step(tokens[:, None], mask, positions[:, None], past)
+            logits = step_logits[:, -1]
+            positions = positions + 1
+
+    def generate(self, prompts: Sequence[Sequence[int]], **options: Any) -> list[list[int]]:
+        """New token ids per prompt (an EOS id that stopped a row is included); options as ``steps``."""
+        active = np.ones(len(prompts), dtype=bool)
+        out: list[list[int]] = [[] for _ in prompts]
+        for tokens in self.steps(prompts, active=active, **options):
+            for row in np.nonzero(active)[0]:
+                out[row].append(int(tokens[row]))
+        return out
