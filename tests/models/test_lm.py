@@ -206,3 +206,37 @@ def test_slimtune_list_shows_causal_lms_and_corpora(capsys: pytest.CaptureFixtur
     assert "causal language models:" in out and "text corpora (causal LMs):" in out
     for name in ("tiny-llama", "tiny-gpt2", "smollm2-135m", "hf-lm", "shakespeare"):
         assert f"  {name} " in out
+
+
+FAMILIES = {  # tiny configs of the decoder families transformers' Auto classes load
+    "qwen2": ("Qwen2Config", {}),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "mistral": ("MistralConfig", {}),
+    "gemma": ("GemmaConfig", {"head_dim": 16}),
+    "phi": ("PhiConfig", {}),
+    "phi3": ("Phi3Config", {}),  # fused qkv_proj: saved as configured (no per-block shapes)
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hf_folders_of_each_family_load_save_and_reload(family: str, tmp_path: Path) -> None:
+    import transformers
+
+    from slimtune.models.lm_tokenizer import tiny_tokenizer
+
+    cls, extra = FAMILIES[family]
+    tok = tiny_tokenizer(chat=True)
+    config = getattr(transformers, cls)(
+        vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, bos_token_id=tok.eos_id, **extra,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "hf")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, eos_token="<|endoftext|>").save_pretrained(
+        tmp_path / "hf"
+    )
+    model = load_lm(str(tmp_path / "hf"))
+    assert model.config.model_type == family
+    save_model(model, tmp_path / "m")
+    assert torch.equal(logits(load_model(tmp_path / "m")), logits(model))

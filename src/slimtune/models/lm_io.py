@@ -152,8 +152,11 @@ def cached_load(path: Path, *, name: str, make: Callable[[], nn.Module]) -> nn.M
 
 def spec_for_save(model: nn.Module, spec: dict[str, Any]) -> dict[str, Any]:
     """The spec to write: a config that matches the blocks as they are now, and their shapes."""
-    shapes = layer_shapes(model)
     config = plain_config(model.config)
+    try:
+        shapes = layer_shapes(model)
+    except UnsupportedModelError:  # a block layout without per-block shapes (e.g. fused qkv): as configured
+        return {**spec, "hf_config": config.to_dict()}
     sync_config(config, shapes)
     return {**spec, "hf_config": config.to_dict(), "lm_layers": shapes}
 
