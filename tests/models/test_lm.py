@@ -232,11 +232,13 @@ def test_hf_folders_of_each_family_load_save_and_reload(family: str, tmp_path: P
         eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, bos_token_id=tok.eos_id, **extra,
     )  # fmt: skip
     torch.manual_seed(0)
-    transformers.AutoModelForCausalLM.from_config(config).save_pretrained(tmp_path / "hf")
+    transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
     transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, eos_token="<|endoftext|>").save_pretrained(
         tmp_path / "hf"
     )
     model = load_lm(str(tmp_path / "hf"))
     assert model.config.model_type == family
+    assert model.slimtune_spec["source"]["precision"] == "bfloat16"  # recorded; the weights are fp32 now
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
     save_model(model, tmp_path / "m")
     assert torch.equal(logits(load_model(tmp_path / "m")), logits(model))
