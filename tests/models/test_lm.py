@@ -242,3 +242,26 @@ def test_hf_folders_of_each_family_load_save_and_reload(family: str, tmp_path: P
     assert {p.dtype for p in model.parameters()} == {torch.float32}
     save_model(model, tmp_path / "m")
     assert torch.equal(logits(load_model(tmp_path / "m")), logits(model))
+
+
+def test_cached_load_makes_once_and_replaces_stale_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from slimtune.models.lm_io import cached_load
+
+    monkeypatch.setenv("SLIMTUNE_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "weights.gguf"
+    source.write_bytes(b"stand-in for a GGUF file")
+    made: list[int] = []
+
+    def make() -> torch.nn.Module:
+        made.append(1)
+        return load_lm("tiny-llama")
+
+    first = cached_load(source, name="tiny", make=make)
+    again = cached_load(source, name="tiny", make=make)
+    assert len(made) == 1 and torch.equal(logits(again), logits(first))
+    assert again.slimtune_spec["name"] == "tiny-llama" and lm_tokenizer(again).chat_template
+    os.utime(source, ns=(10**9, 10**9))  # a reinstalled package: a new entry replaces the old one
+    cached_load(source, name="tiny", make=make)
+    assert len(made) == 2 and len(list((tmp_path / "cache" / "models").iterdir())) == 1

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ def cached_load(path: Path, *, name: str, make: Callable[[], nn.Module]) -> nn.M
         except DataError:
             pass  # an interrupted or damaged cache entry: rebuild it
     model = make()
+    for stale in folder.parent.glob(f"{name}-*"):  # copies of an older install of the same source
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
     with contextlib.suppress(OSError):
         save_model(model, folder, sparse=False)
     return model
