@@ -114,3 +114,14 @@ def test_ranks_take_their_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
     assert resolve_device("auto", distributed=True) == torch.device("cpu")
     with pytest.raises(ConfigError, match="device: cuda:2 but this machine has 2 GPU"):
         resolve_device("cuda", distributed=True)
+
+
+def test_multitask_batches_refuse_gradient_accumulation() -> None:
+    from slimtune.train.multitask import MultiTaskLoss
+    from slimtune.train.step import Amp, forward_backward
+
+    task = MultiTaskLoss(names=["a"], losses=[torch.nn.functional.cross_entropy])
+    x, y = torch.randn(4, 3), torch.zeros(4, 2, dtype=torch.long)
+    with pytest.raises(ConfigError, match="MultiTaskLoss batches cannot be cut into micro-batches"):
+        forward_backward(torch.nn.Linear(3, 2), task, x, y, amp=Amp(torch.device("cpu"), "fp32"), accum=2,
+                         distributed=False)  # fmt: skip

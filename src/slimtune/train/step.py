@@ -82,6 +82,10 @@ def micro_batches(x: Any, y: Any, k: int) -> list[tuple[Any, Any]]:
 def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, accum: int, distributed: bool) -> float:
     """Accumulate the gradients of ``task.loss`` over ``accum`` micro-batches of ``(x, y)`` into ``.grad``;
     returns the batch's loss (the weighted mean of the micro-batch losses)."""
+    if accum > 1 and not getattr(task, "splits_batches", True):
+        raise ConfigError(
+            f"grad_accum: {type(task).__name__} batches cannot be cut into micro-batches; set grad_accum: 1"
+        )
     chunks = micro_batches(x, y, accum)
     weights = [_weight(task, xs, ys) for xs, ys in chunks]
     total = sum(weights)
