@@ -129,6 +129,12 @@ def _checkpointable(model: nn.Module) -> list[Any]:
     return targets
 
 
+def _checkpointing_on(m: Any) -> bool:
+    if hasattr(type(m), "is_activation_checkpointing"):  # transformers >= 5.x (the old name warns)
+        return bool(m.is_activation_checkpointing)
+    return bool(getattr(m, "is_gradient_checkpointing", False))
+
+
 def enable_checkpointing(model: nn.Module) -> Callable[[], None]:
     """Turn on activation checkpointing (recompute each layer's activations in the backward instead of
     keeping them); returns the function that puts the model back as it was."""
@@ -138,9 +144,7 @@ def enable_checkpointing(model: nn.Module) -> Callable[[], None]:
             f"gradient_checkpointing: {type(model).__name__} cannot checkpoint activations (Hugging Face "
             "models can); set gradient_checkpointing: false"
         )
-    was_on = [
-        bool(getattr(m, "is_activation_checkpointing", getattr(m, "is_gradient_checkpointing", False))) for m in targets
-    ]
+    was_on = [bool(_checkpointing_on(m)) for m in targets]
     # non-reentrant: correct with frozen embeddings (LoRA) and without inputs that require grad
     kwargs = {"use_reentrant": False}
     for m in targets:
