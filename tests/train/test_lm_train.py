@@ -184,7 +184,7 @@ def test_lora_and_freezing_find_a_wrapped_causal_lm(markov: DataSplits) -> None:
     from slimtune.transfer.anatomy import anatomy
     from slimtune.transfer.lora import lora_targets
 
-    model = _Wrapper(tiny_llama(vocab=32))
+    model = _Wrapper(tiny_llama(tied=False, init=0.02, vocab=32))
     anat = anatomy(model)
     assert anat.head == "lm.lm_head" and anat.blocks[0] == ["lm.model.embed_tokens"] and len(anat.blocks) == 3
     assert lora_targets(model) == [f"lm.model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
