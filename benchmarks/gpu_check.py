@@ -28,7 +28,7 @@ import torch
 
 from slimtune.distill import LMKDConfig, distill_, teacher_kl
 from slimtune.env import collect
-from slimtune.testing.tiny_lm import markov_lm_data, tiny_llama
+from slimtune.testing.markov_lm import markov_lm_data, tiny_llama
 from slimtune.train import TrainConfig, fit
 from slimtune.train.device import resolve_device
 from slimtune.train.lm import evaluate_lm

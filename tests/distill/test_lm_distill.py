@@ -22,7 +22,7 @@ from slimtune.distill import (
 )
 from slimtune.distill.lm import as_lm_config
 from slimtune.errors import ConfigError
-from slimtune.testing.tiny_lm import markov_lm_data, tiny_llama
+from slimtune.testing.markov_lm import markov_lm_data, tiny_llama
 from slimtune.train import TrainConfig, fit
 from slimtune.train.lm import IGNORE_INDEX
 

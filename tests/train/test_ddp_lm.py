@@ -17,7 +17,7 @@ SCRIPT = textwrap.dedent(
     import json, os, sys
     import torch
     from slimtune.data.core import DataSplits, Split
-    from slimtune.testing.tiny_lm import markov_lm_data, tiny_llama
+    from slimtune.testing.markov_lm import markov_lm_data, tiny_llama
     from slimtune.train import TrainConfig, fit
 
     out = sys.argv[1]

@@ -9,7 +9,7 @@ import torch
 from slimtune.data import DataSplits
 from slimtune.errors import ConfigError
 from slimtune.models import build
-from slimtune.testing.tiny_lm import markov_lm_data, tiny_llama
+from slimtune.testing.markov_lm import markov_lm_data, tiny_llama
 from slimtune.train import ClassificationTask, TrainConfig, fit
 from slimtune.train.device import resolve_device
 from slimtune.train.lm import CausalLMTask, evaluate_lm

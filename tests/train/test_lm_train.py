@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from slimtune.data import DataSplits
 from slimtune.data.core import Split
 from slimtune.errors import ConfigError
-from slimtune.testing.tiny_lm import markov_lm_data, tiny_gpt2, tiny_llama
+from slimtune.testing.markov_lm import markov_lm_data, tiny_gpt2, tiny_llama
 from slimtune.train import Callback, LoopState, TrainConfig, fit
 from slimtune.train.lm import IGNORE_INDEX, CausalLMTask, evaluate_lm, lm_loss
 from slimtune.transfer import FinetuneConfig, LoRAConfig, finetune_

@@ -297,7 +297,7 @@ def _fit(
             state.global_step += 1
             for cb in callbacks:
                 cb.on_step_end(state)
-            total, count = total + loss * n, count + n
+            total, count = total + loss.item() * n, count + n
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(epoch=f"{epoch + 1}/{config.epochs}", loss=f"{total / count:.4f}")
