@@ -125,3 +125,19 @@ def test_multitask_batches_refuse_gradient_accumulation() -> None:
     with pytest.raises(ConfigError, match="MultiTaskLoss batches cannot be cut into micro-batches"):
         forward_backward(torch.nn.Linear(3, 2), task, x, y, amp=Amp(torch.device("cpu"), "fp32"), accum=2,
                          distributed=False)  # fmt: skip
+
+
+def test_checkpoint_from_before_the_new_keys_resumes(digits: DataSplits, tmp_path) -> None:
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=32)
+    fit(_mlp(digits), digits, config=TrainConfig(epochs=1, lr=1e-2, batch_size=32), checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    for key in ("grad_accum", "gradient_checkpointing", "device", "precision"):  # as an older slimtune wrote it
+        del saved["config"][key]
+    saved["config"]["epochs"] = 2
+    del saved["scaler"]
+    torch.save(saved, tmp_path / "last.pt")
+    result = fit(_mlp(digits), digits, config=cfg, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(ConfigError, match="different training config"):
+        fit(_mlp(digits), digits, config=TrainConfig(epochs=2, lr=1e-2, batch_size=32, precision="bf16"),
+            checkpoint_dir=tmp_path, resume=True)  # fmt: skip

@@ -255,7 +255,7 @@ def _fit(
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     saved = load_checkpoint(ckpt, resume, distributed)
     if saved is not None:
-        if saved["config"] != config.to_dict():
+        if {**TrainConfig().to_dict(), **saved["config"]} != config.to_dict():  # keys added since: defaults
             raise ConfigError(f"cannot resume from {ckpt}: it was written with a different training config")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])
