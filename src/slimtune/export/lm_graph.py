@@ -100,10 +100,23 @@ def _heads(proj: Any, head_dim: int, what: str) -> int:
     return width // head_dim
 
 
+def _fused(module: Any, *names: str) -> nn.Linear:
+    """One Linear computing the named Linears of ``module`` side by side (outputs concatenated in order)."""
+    parts = [getattr(module, n) for n in names]
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=parts[0].bias is not None)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        if fused.bias is not None:
+            fused.bias.copy_(torch.cat([p.bias for p in parts]))
+    return fused.to(parts[0].weight.dtype)
+
+
 class KVDecoder(nn.Module):
     """The flat-cache forward of a Llama-family or GPT-2 causal LM (see the module docstring)."""
 
-    def __init__(self, model: CausalLM) -> None:
+    def __init__(self, model: CausalLM, *, fuse: bool = False) -> None:
+        """``fuse``: for export, Llama-family q/k/v projections become one matmul and the MLP's gate/up another
+        (concatenated copies of the weights; the model is not changed)."""
         super().__init__()
         self.kind = model_type(model)
         self.model: CausalLM = model
@@ -125,6 +138,20 @@ class KVDecoder(nn.Module):
                 if heads % kv:
                     raise UnsupportedModelError(f"layer {i} has {heads} query heads, not a multiple of {kv} KV heads")
                 self.layer_shapes.append((heads, kv, d))
+        self.qkv = nn.ModuleList(_fused(l.self_attn, "q_proj", "k_proj", "v_proj") for l in self._fusable(fuse))
+        self.gate_up = nn.ModuleList(_fused(l.mlp, "gate_proj", "up_proj") for l in self._fusable(fuse, mlp=True))
+
+    def _fusable(self, fuse: bool, *, mlp: bool = False) -> list[Any]:
+        """The layers to fuse: all Llama-family layers when ``fuse`` (and, for the MLP, when every layer has the
+        gate/up/down + act_fn structure), else none."""
+        if not fuse or self.kind == "gpt2":
+            return []
+        layers = list(self.model.model.layers)
+        if mlp and not all(
+            all(hasattr(l.mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")) for l in layers
+        ):
+            return []
+        return layers
 
     @property
     def num_layers(self) -> int:
@@ -179,9 +206,12 @@ class KVDecoder(nn.Module):
             attn = layer.self_attn
             heads, kv, d = self.layer_shapes[i]
             x = layer.input_layernorm(hidden)
-            q = reshape(attn.q_proj(x), 0, -1, heads, d)
-            k = reshape(attn.k_proj(x), 0, -1, kv, d)
-            v = reshape(attn.v_proj(x), 0, -1, kv, d).transpose(1, 2)
+            if len(self.qkv):
+                q, k, v = self.qkv[i](x).split([heads * d, kv * d, kv * d], dim=-1)
+            else:
+                q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+            q, k = reshape(q, 0, -1, heads, d), reshape(k, 0, -1, kv, d)
+            v = reshape(v, 0, -1, kv, d).transpose(1, 2)
             if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
@@ -192,7 +222,12 @@ class KVDecoder(nn.Module):
             present += [k, v]
             out = attend(q, k, v, mask(self._window(i), heads // kv), float(attn.scaling))
             hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            x = layer.post_attention_layernorm(hidden)
+            if len(self.gate_up):
+                gate, up = self.gate_up[i](x).chunk(2, dim=-1)
+                hidden = hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            else:
+                hidden = hidden + layer.mlp(x)
         return body.norm(hidden), present
 
     def _gpt2(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: tuple[torch.Tensor, ...], mask: Any):
