@@ -122,7 +122,7 @@ def test_lm_demo_recipe_runs_on_tiny_llama(plays: Path, tmp_path: Path) -> None:
     assert [r.name for r in report.rows] == ["pretrained", "lora-shakespeare", "onnx-bundle"]
     assert report.rows[1].extra["finetune"]["lora"]["r"] == 8
     made = report.rows[-1].extra["generated"]
-    assert made["prompt"] == "ROMEO:\n" and isinstance(made["text"], str)
+    assert made["prompt"].startswith("ROMEO:\n") and isinstance(made["text"], str)
     assert report.rows[-1].parity["greedy_identical"] and report.rows[-1].parity["top1_agreement"] >= 0.99
 
 
