@@ -63,6 +63,18 @@ def is_hf_folder(path: str) -> bool:
     return (folder / "config.json").is_file() and not (folder / "spec.json").is_file()
 
 
+def _is_causal_lm_folder(path: str) -> bool:
+    """A Hugging Face folder whose config names a ``...ForCausalLM`` / ``...LMHeadModel`` architecture."""
+    import json
+    from pathlib import Path
+
+    try:
+        archs = json.loads((Path(path) / "config.json").read_text()).get("architectures") or []
+    except (OSError, ValueError, AttributeError):
+        return False
+    return any(str(a).endswith(("ForCausalLM", "LMHeadModel")) for a in archs)
+
+
 def data_dict(args: argparse.Namespace) -> dict[str, Any]:
     """The recipe's ``data:`` mapping from ``--data``, ``--limit`` and ``--data-option key=value``."""
     data: dict[str, Any] = {"name": args.data, **({"limit": args.limit} if args.limit is not None else {})}
@@ -93,8 +105,11 @@ def stage_recipe(args: argparse.Namespace) -> dict[str, Any]:
         raise ConfigError("--option sets a registered model's options; it does not apply to --load")
     model: dict[str, Any] = {"load": args.load} if args.load else {"name": args.model}
     options = parse_sets(args.option, flag="--option") if args.option else {}
-    if hf_folder:  # a Hugging Face folder is the registered model 'hf' with its path
-        model = {"name": "hf", "options": {**options, "path": str(args.load)}}
+    if hf_folder:  # a Hugging Face folder is the registered model 'hf' (or 'hf-lm': a causal LM) with its path
+        model = {
+            "name": "hf-lm" if _is_causal_lm_folder(args.load) else "hf",
+            "options": {**options, "path": str(args.load)},
+        }
     elif options:
         model["options"] = options
     data = data_dict(args)

@@ -23,6 +23,10 @@ def _fmt_parity(parity: dict[str, Any]) -> str:
 
 def model_card(manifest: dict[str, Any], report: Any) -> str:
     inp = manifest["input"]
+    if inp["kind"] == "lm":
+        from slimtune.export.lm_card import lm_model_card
+
+        return lm_model_card(manifest, report)
     labels = manifest["output"]["labels"]
     if inp["kind"] == "text":
         tok = inp["tokenizer"]

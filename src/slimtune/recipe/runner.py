@@ -47,13 +47,19 @@ def run_recipe(
     inputs = recipe_inputs(recipe)
     stage_dirs = [f"{i:02d}-{spec.label}" for i, spec in enumerate(recipe.stages, 1)]
     check_inputs_clear(Path(out), [RECIPE_COPY, *REPORT_FILES, *stage_dirs], inputs)
-    data, preprocess = load_data(recipe.data, recipe.model)
-    say(f"data: {data.summary()}")
-    model = load_start_model(recipe.model, data, preprocess)
+    if recipe.is_lm:  # a causal LM first: its tokenizer packs the corpus into windows
+        from slimtune.recipe.lm import load_lm_inputs
+
+        data, model = load_lm_inputs(recipe.data, recipe.model)
+        say(f"data: {data.summary()}")
+    else:
+        data, preprocess = load_data(recipe.data, recipe.model)
+        say(f"data: {data.summary()}")
+        model = load_start_model(recipe.model, data, preprocess)
     out_dir = prepare_out_dir(out, force=force, resume=resume, inputs=inputs)
     record_outputs(out_dir, RECIPE_COPY)
     _check_same_recipe(out_dir / RECIPE_COPY, recipe, resume=resume)
-    ctx = Context(data=data, model=model, resume=resume, progress=progress)
+    ctx = Context(data=data, model=model, resume=resume, progress=progress, measure=recipe.measure)
     report = Report(env=envinfo.collect())
     for i, spec in enumerate(recipe.stages, 1):
         stage_dir = out_dir / stage_dirs[i - 1]
@@ -136,7 +142,11 @@ def _check_same_recipe(path: Path, recipe: Recipe, *, resume: bool) -> None:
 
 
 def _measure(label: str, result: StageOutput, ctx: Context) -> StageRow:
-    if result.onnx is not None:
+    if ctx.data.kind == "lm":
+        from slimtune.recipe.lm import measure_lm_stage
+
+        row = measure_lm_stage(label, result, ctx)
+    elif result.onnx is not None:
         row = measure_onnx(label, result.onnx, ctx.model, ctx.data, parity=result.parity)
     else:
         row = measure_torch(label, ctx.model, ctx.data, artifact=result.artifact)

@@ -28,10 +28,13 @@ class DataRef(Config):
     drop_empty: bool = False  # drop rows with an empty text or label (counted) instead of failing
     min_class_rows: int | None = None  # a class in fewer rows is an error (merged rows); default 3
     image_size: int | list[int] | None = None  # image folders: resize to [height, width] (or a square side)
+    window: int | None = None  # causal LMs: tokens per window (default 128); limit counts windows per split
+    packing: bool = False  # causal LMs: concatenate documents into windows (else one document per window)
 
     def __post_init__(self) -> None:
         check(self.limit is None or self.limit >= 10, f"data.limit must be >= 10, got {self.limit}")
         check(self.max_length >= 2, f"data.max_length must be >= 2, got {self.max_length}")
+        check(self.window is None or self.window >= 2, f"data.window must be >= 2 tokens, got {self.window}")
         check(self.min_class_rows is None or self.min_class_rows >= 1,
               f"data.min_class_rows must be >= 1, got {self.min_class_rows}")  # fmt: skip
         size = self.image_size
@@ -43,9 +46,9 @@ class DataRef(Config):
             check(ok, f"data.label_map: map raw labels to class names ({{0: negative}}), got {raw!r}: {name!r}")
 
         if self.file_options():
-            from slimtune.data import DATASETS
+            from slimtune.data import CORPORA, DATASETS
 
-            check(self.name not in DATASETS,
+            check(self.name not in DATASETS and self.name not in CORPORA,
                   f"data: {', '.join(self.file_options())} only apply to your own data files, not to dataset "
                   f"'{self.name}'; remove them or give a file path")  # fmt: skip
 
@@ -96,9 +99,14 @@ class Recipe:
     source: str = "<dict>"
     raw: dict[str, Any] = field(default_factory=dict, compare=False)
     warn_drop: float | None = DEFAULT_WARN_DROP  # points a stage may lose before the log and report warn
+    measure: Any = None  # causal LMs: what each row measures (slimtune.recipe.lm.LMMeasureConfig)
+
+    @property
+    def is_lm(self) -> bool:
+        return self.measure is not None
 
 
-TOP_KEYS = ("name", "data", "model", "stages", "warn_drop")
+TOP_KEYS = ("name", "data", "model", "stages", "warn_drop", "measure")
 
 
 def _warn_drop(value: Any, *, where: str) -> float | None:
@@ -128,6 +136,12 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
     model = ModelRef.from_dict(raw["model"], where="model")
     if model.name is not None:
         check_model_options(model.name, model.options, where="model")
+    from slimtune.recipe.lm import LMMeasureConfig, is_lm_ref, lm_stage_kind
+
+    lm = is_lm_ref(model)
+    if "measure" in raw and not lm:
+        raise ConfigError(f"{source}: 'measure' sets what causal-LM rows measure; this recipe's model is no LM")
+    measure = LMMeasureConfig.from_dict(raw.get("measure") or {}, where="measure") if lm else None
     if not isinstance(raw["stages"], list) or not raw["stages"]:
         raise ConfigError(f"{source}: 'stages' must be a non-empty list")
     stages = []
@@ -144,6 +158,8 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         if "warn_drop" in entry:
             warn = _warn_drop(entry.pop("warn_drop"), where=where)
             warn = math.inf if warn is None else warn
+        if lm:  # an LM recipe's export/bundle run their LM variants; stages without LM support are refused
+            kind = lm_stage_kind(kind, where=where)
         check_stage_keys(kind, entry, where=where)  # every key, with a did-you-mean
         try:
             config = STAGES.get(kind).parse(entry, where=where)
@@ -159,7 +175,14 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
         raise ConfigError(f"stage labels must be unique; give a 'label:' to repeated stages {sorted(dupes)}")
     warn_drop = _warn_drop(raw["warn_drop"], where=source) if "warn_drop" in raw else DEFAULT_WARN_DROP
     return Recipe(
-        str(raw.get("name", Path(source).stem)), data, model, tuple(stages), source, raw=raw, warn_drop=warn_drop
+        str(raw.get("name", Path(source).stem)),
+        data,
+        model,
+        tuple(stages),
+        source,
+        raw=raw,
+        warn_drop=warn_drop,
+        measure=measure,
     )
 
 
@@ -177,11 +200,11 @@ def check_model_options(name: Any, options: dict[str, Any], *, where: str) -> No
     """A registered model's options are checked against its builder before anything runs."""
     import inspect
 
-    from slimtune.models import MODELS
+    from slimtune.models import CAUSAL_LMS, MODELS
 
     if not isinstance(name, str):
         raise ConfigError(f"{where}.name: a model name is a word like 'mlp', got {type(name).__name__}")
-    builder = MODELS.get(name)
+    builder = CAUSAL_LMS.get(name) if name in CAUSAL_LMS else MODELS.get(name)
     try:
         params = inspect.signature(builder).parameters
     except (TypeError, ValueError):

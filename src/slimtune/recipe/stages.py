@@ -48,6 +48,7 @@ class Context:
     masks: dict[str, torch.Tensor] | None = None  # pruning masks that later training must keep
     onnx: Path | None = None  # the latest checked ONNX artefact of the current model (int8, QDQ, fp32)
     onnx_parity: dict[str, float] | None = None
+    measure: Any = None  # causal LMs: what each row measures (slimtune.recipe.lm.LMMeasureConfig)
 
 
 @dataclass
@@ -246,6 +247,10 @@ def _parse_hint(raw: Any, *, where: str) -> Config:
 
 
 def _student(ctx: Context, ref: StudentRef) -> nn.Module:
+    if ctx.data.kind == "lm":
+        from slimtune.recipe.lm import lm_student_for
+
+        return lm_student_for(ctx.model, ref.name, ref.options, ref.from_teacher)
     if ref.from_teacher is not None:
         return build_student(ctx.model, ref.from_teacher)
     assert ref.name is not None
@@ -377,5 +382,6 @@ STAGES.add("quantize", QuantizeStage(), help="int8 in ONNX Runtime with a parity
 STAGES.add("qat", QATStage(), help="quantization-aware training (kd: distilled), int8 QDQ ONNX with a parity check")
 from slimtune.recipe import stages_compress as _stages_compress  # noqa: E402,F401  (registers compress, lowbit)
 from slimtune.recipe import stages_deploy as _stages_deploy  # noqa: E402,F401  (registers deployment stages)
+from slimtune.recipe import stages_lm as _stages_lm  # noqa: E402,F401  (registers evaluate, lm-export, lm-bundle)
 from slimtune.recipe import stages_search as _stages_search  # noqa: E402,F401  (registers the search stage)
 from slimtune.recipe import stages_transfer as _stages_transfer  # noqa: E402,F401  (registers finetune, multitask)
