@@ -3,7 +3,8 @@
 For each group of layers that read the same input (q/k/v after the attention norm; gate/up after the MLP norm;
 o after v; down after up — GPT-2: c_attn after ln_1, the attention c_proj after c_attn's value slice, c_fc after
 ln_2), the scale is s = x̄^r, normalised by √(max·min), with r on a grid of ratios; each candidate fake-quantizes
-W·s and divides by s, and the block's output error against the fp32 block picks r (r = 0, s = 1, is plain RTN).
+W·s and divides by s, and the block's output error against the fp32 block on the first calibration batch picks r
+(r = 0, s = 1, is plain RTN).
 The winner is folded exactly: 1/s into the previous norm (weight and bias) or the previous Linear's output rows,
 s into the layer's input columns, so the fp32 model computes the same function before rounding. Under
 grouped-query attention, o's input channels follow v's KV heads, so their scales are shared per KV head.
@@ -19,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimtune.models.blocks import BlockContext, linear_weight, set_linear_weight
+from slimtune.models.blocks import BlockContext, BlockInputs, linear_weight, set_linear_weight
 from slimtune.quantize.weight_only.grid import rtn
 
 
@@ -132,7 +133,7 @@ class AWQ:
 
     def search(self, ctx: BlockContext, group: FoldGroup, ref: list[torch.Tensor]) -> torch.Tensor:
         """The best scale of ``group`` on the ratio grid, by the block output error (others left fp32)."""
-        block = ctx.block
+        block, sample = ctx.block, BlockInputs(ctx.inputs.hidden[:1], ctx.inputs.kwargs[:1])  # first batch only
         layers = {n: block.get_submodule(n) for n in group.targets}
         originals = {n: linear_weight(m).clone() for n, m in layers.items()}
         xbar = tie_to_prev(group, self.stats[group.targets[0]].mean().clamp_min(1e-8))
@@ -143,7 +144,7 @@ class AWQ:
                 s = (s / (s.max() * s.min()).sqrt()).clamp_min(1e-4)
                 for n, m in layers.items():
                     set_linear_weight(m, self._q(originals[n] * s.unsqueeze(0)) / s.unsqueeze(0))
-                err = _mse(ctx.inputs.run(block), ref)
+                err = _mse(sample.run(block), ref[:1])
                 if err < best_err:
                     best, best_err = s, err
         finally:

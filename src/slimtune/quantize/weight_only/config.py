@@ -86,7 +86,7 @@ class GPTQConfig(CalibratedConfig):
 @dataclass(frozen=True, kw_only=True)
 class AWQConfig(CalibratedConfig):
     """AWQ: per-input-channel scales s = x̄^r (normalised), r searched on a ``grid`` of ratios by the block output
-    error; 1/s is folded into the previous norm or Linear, s into the quantized weight."""
+    error on the first calibration batch; 1/s is folded into the previous norm or Linear, s into the weight."""
 
     grid: int = 20
 
