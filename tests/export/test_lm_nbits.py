@@ -103,3 +103,29 @@ def test_int4_bundle_generates_without_torch(tmp_path: Path) -> None:
     res = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
     assert res.returncode == 0, res.stderr
     assert "OK int4 True" in res.stdout
+
+
+def test_quantized_lm_head_exports_too(tmp_path: Path) -> None:
+    for make, layers in ((tiny_llama, 15), (tiny_gpt2, 9)):
+        model = make()
+        quantize_lm_(model, RTNConfig(bits=4, group_size=32, lm_head=True))
+        report = export_lm(model, tmp_path / "h.onnx", config=CHECK)
+        assert report["matmul_nbits"] == layers and report["max_abs_diff"] < 1e-4 and report["greedy_identical"]
+
+
+def test_onnxruntime_without_matmul_nbits_is_one_line(monkeypatch: pytest.MonkeyPatch) -> None:
+    import onnxruntime as ort
+
+    from slimtune.errors import MissingDependencyError
+    from slimtune.export.lm_nbits import check_matmul_nbits
+
+    check_matmul_nbits()  # the installed onnxruntime has it
+
+    class NoContribOps:
+        def __init__(self, *a: object, **k: object) -> None:
+            raise RuntimeError("Could not find an implementation for MatMulNBits(1) node with name ''")
+
+    monkeypatch.setattr(ort, "InferenceSession", NoContribOps)
+    with pytest.raises(MissingDependencyError, match=r"cannot run MatMulNBits .*pip install -U onnxruntime") as err:
+        check_matmul_nbits()
+    assert "\n" not in str(err.value)

@@ -69,6 +69,32 @@ def pack(qw: QuantizedWeight) -> dict[str, Any]:
     return out
 
 
+def check_matmul_nbits() -> None:
+    """Raise ``MissingDependencyError`` (one line) when this onnxruntime cannot run a MatMulNBits node."""
+    try:
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+    except ImportError as exc:
+        raise MissingDependencyError("MatMulNBits export needs onnx and onnxruntime: pip install onnxruntime") from exc
+    b = numpy_helper.from_array(np.zeros((1, 1, 8), dtype=np.uint8), "B")
+    s = numpy_helper.from_array(np.ones(1, dtype=np.float32), "S")
+    node = helper.make_node("MatMulNBits", ["A", "B", "S"], ["Y"], domain="com.microsoft", K=16, N=1, bits=4,
+                            block_size=16)  # fmt: skip
+    graph = helper.make_graph([node], "probe", [helper.make_tensor_value_info("A", TensorProto.FLOAT, [1, 16])],
+                              [helper.make_tensor_value_info("Y", TensorProto.FLOAT, [1, 1])], [b, s])  # fmt: skip
+    proto = helper.make_model(
+        graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)]
+    )
+    try:
+        sess = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+        sess.run(None, {"A": np.ones((1, 16), dtype=np.float32)})
+    except Exception as exc:
+        raise MissingDependencyError(
+            f"onnxruntime {getattr(ort, '__version__', '?')} cannot run MatMulNBits ({str(exc).splitlines()[0][:80]}); "
+            "install onnxruntime >= 1.17 (`pip install -U onnxruntime`)"
+        ) from None
+
+
 def _attr(node: Any, name: str, default: float) -> float:
     for a in node.attribute:
         if a.name == name:
@@ -225,6 +251,7 @@ def export_nbits_checked(
     from slimtune.errors import ParityError
     from slimtune.export.lm_parity import check_lm_parity, lm_parity
 
+    check_matmul_nbits()
     path = Path(onnx_path)
     external = path.with_name(f"{path.name}.data").is_file()
     changed = rewrite_matmul_nbits(model, path, accuracy_level=0, external_data=external)
