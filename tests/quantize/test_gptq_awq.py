@@ -96,3 +96,27 @@ def test_awq_is_never_worse_than_rtn_on_the_block_output() -> None:
             quantize_lm_(awq, AWQConfig(bits=bits, group_size=group, samples=8, grid=10), calibration=ids)
             quantize_lm_(plain, RTNConfig(bits=bits, group_size=group))
             assert _block0_error(awq, base, ids) <= _block0_error(plain, base, ids) * (1 + 1e-5)
+
+
+def test_awq_clip_search_never_raises_a_group_error_and_clips_some() -> None:
+    from slimtune.quantize.weight_only.awq_clip import clip_ratios, clippable, group_errors
+
+    model = tiny_llama(hidden=128)
+    rec = Collect()
+    calibration_pass(model, text_ids(), rec, progress=False)
+    x = torch.cat(rec.x[(1, "mlp.down_proj")])
+    w = linear_weight(model.model.layers[1].mlp.down_proj).float()
+    for bits in (3, 4):
+        ratios = clip_ratios(w, x, bits=bits, group_size=32, symmetric=True)
+        assert bool((ratios <= 1).all()) and bool((ratios >= 0.5).all()) and bool((ratios < 1).any())
+        plain = rtn(w, bits=bits, group_size=32, symmetric=True).dequantize()
+        clipped = rtn(w, bits=bits, group_size=32, symmetric=True, clip=ratios).dequantize()
+        assert bool((group_errors(w, clipped, x, 32) <= group_errors(w, plain, x, 32) + 1e-6).all())
+    assert not clippable("self_attn.q_proj") and not clippable("attn.c_attn") and clippable("mlp.down_proj")
+    ids = text_ids()
+    for make in (tiny_llama, tiny_gpt2):
+        base = make()
+        awq, plain_model = copy.deepcopy(base), copy.deepcopy(base)
+        quantize_lm_(awq, AWQConfig(bits=3, group_size=32, samples=8, grid=5, clip=True), calibration=ids)
+        quantize_lm_(plain_model, RTNConfig(bits=3, group_size=32))
+        assert _block0_error(awq, base, ids) <= _block0_error(plain_model, base, ids) * (1 + 1e-5)

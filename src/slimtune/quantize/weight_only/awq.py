@@ -8,6 +8,7 @@ W·s and divides by s, and the block's output error against the fp32 block on th
 The winner is folded exactly: 1/s into the previous norm (weight and bias) or the previous Linear's output rows,
 s into the layer's input columns, so the fp32 model computes the same function before rounding. Under
 grouped-query attention, o's input channels follow v's KV heads, so their scales are shared per KV head.
+With ``clip``, each group's range is then shrunk where that lowers the layer output error (``awq_clip``).
 At the end the block is kept only if it beats plain RTN on the block output; otherwise RTN is used.
 """
 
@@ -121,8 +122,8 @@ def _mse(a: list[torch.Tensor], b: list[torch.Tensor]) -> float:
 class AWQ:
     """The block algorithm (see the module docstring); the targets end up RTN-quantized on the scaled weights."""
 
-    def __init__(self, *, bits: int, group_size: int, symmetric: bool, grid: int = 20) -> None:
-        self.bits, self.group_size, self.symmetric, self.grid = bits, group_size, symmetric, grid
+    def __init__(self, *, bits: int, group_size: int, symmetric: bool, grid: int = 20, clip: bool = False) -> None:
+        self.bits, self.group_size, self.symmetric, self.grid, self.clip = bits, group_size, symmetric, grid, clip
         self.stats: dict[str, AbsMeanStats] = {}
 
     def observe(self, name: str, layer: nn.Module, x: torch.Tensor) -> None:
@@ -161,8 +162,19 @@ class AWQ:
         for group in fold_groups(block):
             if all(n in targets and n in self.stats for n in group.targets):
                 apply_scale_(block, group, self.search(ctx, group, ref))
-        awq = {n: rtn(linear_weight(m).float(), bits=self.bits, group_size=self.group_size,
-                      symmetric=self.symmetric, method="awq") for n, m in targets.items()}  # fmt: skip
+        clips: dict[str, torch.Tensor] = {}
+        if self.clip:
+            from slimtune.quantize.weight_only.awq_clip import capture_inputs, clip_ratios, clippable
+
+            sample = BlockInputs(ctx.inputs.hidden[:1], ctx.inputs.kwargs[:1])
+            xs = capture_inputs(block, {n: m for n, m in targets.items() if clippable(n)}, sample)
+            clips = {n: clip_ratios(linear_weight(targets[n]).float(), x, bits=self.bits, group_size=self.group_size,
+                                    symmetric=self.symmetric) for n, x in xs.items()}  # fmt: skip
+        awq = {
+            n: rtn(linear_weight(m).float(), bits=self.bits, group_size=self.group_size, symmetric=self.symmetric,
+                   method="awq", clip=clips.get(n))
+            for n, m in targets.items()
+        }  # fmt: skip
         for n, m in targets.items():
             set_linear_weight(m, awq[n].dequantize())
         awq_err = _mse(ctx.inputs.run(block), ref)

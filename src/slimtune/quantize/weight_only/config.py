@@ -89,6 +89,7 @@ class AWQConfig(CalibratedConfig):
     error on the first calibration batch; 1/s is folded into the previous norm or Linear, s into the weight."""
 
     grid: int = 20
+    clip: bool = False  # also search a per-group range shrink (1 → 0.5) on the layer output error (not q/k)
 
     def __post_init__(self) -> None:
         super().__post_init__()

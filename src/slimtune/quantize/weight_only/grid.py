@@ -72,11 +72,15 @@ def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, g
     return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).reshape(out, width)
 
 
-def rtn(w: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, method: str = "rtn") -> QuantizedWeight:
-    """Round-to-nearest of an (out, in) weight on the per-group min/max grid."""
+def rtn(
+    w: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, method: str = "rtn",
+    clip: torch.Tensor | None = None,
+) -> QuantizedWeight:  # fmt: skip
+    """Round-to-nearest of an (out, in) weight on the per-group min/max grid; ``clip`` (out, groups) in (0, 1]
+    shrinks each group's range first (values outside it saturate)."""
     group = resolve_group(group_size, w.shape[1])
     g = _groups(w.float(), group)
-    scale, zero = qparams(g, bits=bits, symmetric=symmetric)
+    scale, zero = qparams(g if clip is None else g * clip.unsqueeze(-1), bits=bits, symmetric=symmetric)
     codes = encode(g, scale, zero, bits).reshape(w.shape)
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, method)
 

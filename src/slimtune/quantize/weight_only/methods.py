@@ -66,7 +66,8 @@ def _gptq(model: nn.Module, config: GPTQConfig, calibration: torch.Tensor | None
 @register_lm_quantizer("awq", AWQConfig, help="AWQ: activation-aware channel scales folded into the previous op")
 def _awq(model: nn.Module, config: AWQConfig, calibration: torch.Tensor | None) -> None:
     assert calibration is not None
-    algo = AWQ(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, grid=config.grid)
+    algo = AWQ(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, grid=config.grid,
+               clip=config.clip)  # fmt: skip
     calibration_pass(model, calibration, algo, batch_size=config.batch_size)
 
 
