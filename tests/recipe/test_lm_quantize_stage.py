@@ -50,3 +50,22 @@ def test_lm_quantize_options_are_checked_before_anything_runs(digits) -> None:  
     cfg = stage.parse({"method": "rtn"}, where="s")
     with pytest.raises(ConfigError, match="is for causal LMs"):
         stage.run(Context(data=digits, model=tiny_llama()), cfg, Path("unused"))
+
+
+def test_padded_windows_are_left_out_of_calibration(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import slimtune.quantize.weight_only as wo
+
+    data = markov_lm_data(vocab=32, length=16, train=16, val=4, test=4)
+    data.train.y[:8, -3:] = -100  # the first 8 windows end in padding
+    seen = {}
+    real = wo.quantize_lm_
+
+    def spy(model, config, *, calibration=None):  # type: ignore[no-untyped-def]
+        seen["ids"] = calibration
+        real(model, config, calibration=calibration)
+
+    monkeypatch.setattr(wo, "quantize_lm_", spy)
+    stage = STAGES.get("quantize")
+    cfg = stage.parse({"method": "awq", "group_size": 32, "samples": 8, "grid": 2, "export": EXPORT}, where="s")
+    stage.run(Context(data=data, model=tiny_llama()), cfg, tmp_path)
+    assert seen["ids"].equal(data.train.x[8:16])

@@ -47,8 +47,11 @@ class LMQuantizeStage:
 
         if getattr(ctx.data, "kind", None) != "lm":
             raise ConfigError(f"quantize method '{cfg.method}' is for causal LMs; the recipe data is not text")
-        train = ctx.data.train.x
+        train, labels = ctx.data.train.x, ctx.data.train.y
+        unpadded = train[~(labels == -100).any(dim=1)]  # padding would skew the statistics: prefer full windows
         samples = int(getattr(cfg.config, "samples", 0))
+        if len(unpadded) >= samples:
+            train = unpadded
         if samples and len(train) < samples:
             raise DataError(
                 f"the calibration set has {len(train)} windows but {samples} samples were requested; "
