@@ -45,10 +45,10 @@ def main() -> None:
         common = {"bits": bits, "group_size": group, "symmetric": sym}
         configs = {
             "rtn": RTNConfig(**common),
-            "hqq": HQQConfig(**common),
             "gptq": GPTQConfig(**common, samples=args.calib, batch_size=4),
-            "gptq-act-order": GPTQConfig(**common, samples=args.calib, batch_size=4, act_order=True),
             "awq": AWQConfig(**common, samples=args.calib, batch_size=4),
+            "hqq": HQQConfig(**common),
+            "gptq-act-order": GPTQConfig(**common, samples=args.calib, batch_size=4, act_order=True),
         }
         for name, cfg in configs.items():
             model = copy.deepcopy(base)
@@ -60,6 +60,10 @@ def main() -> None:
                          "seconds": secs})  # fmt: skip
             print(f"{grid} {name}: ppl {ppl:.2f} ({100 * (ppl / ref - 1):+.1f}%), {secs:.1f} s", flush=True)
             del model
+            write(args, test, calib, rows)  # after every row: a long run that is stopped keeps what it measured
+
+
+def write(args: argparse.Namespace, test: torch.Tensor, calib: torch.Tensor, rows: list[dict]) -> None:
     setup = {"model": "smollm2-135m", "eval_tokens": int(test.numel()), "calib_tokens": int(calib.numel()),
              "window": args.window, "threads": args.threads}  # fmt: skip
     OUT.mkdir(exist_ok=True)
