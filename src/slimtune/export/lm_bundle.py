@@ -45,8 +45,13 @@ def export_lm(
     config = config or LMExportConfig()
     out = export_lm_onnx(model, path, opset=config.opset, external_data=config.external_data)
     try:
-        report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
-        check_lm_parity(report, config)
+        if any(hasattr(m, "slimtune_qweight") for m in model.modules()):  # weight-only quantized: MatMulNBits
+            from slimtune.export.lm_nbits import export_nbits_checked
+
+            report = export_nbits_checked(model, out, windows=windows, prompts=prompts, config=config)
+        else:
+            report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
+            check_lm_parity(report, config)
     except BaseException:
         out.unlink(missing_ok=True)
         out.with_name(f"{out.name}.data").unlink(missing_ok=True)
@@ -122,7 +127,7 @@ def export_lm_bundle(
             "format_version": FORMAT_VERSION,
             "slimtune_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "precision": "fp32",
+            "precision": report.get("precision", "fp32"),
             "input": {
                 "kind": LM_KIND,
                 "names": io_names(len(shapes))[0],
