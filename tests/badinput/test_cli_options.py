@@ -27,6 +27,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("stage-model-option-typo", ["stage", "train", "--model", "mlp", "--option", "hiden=[8]", "--data", "digits"],
      ("model.options", "did you mean 'hidden'")),
     ("stage-method-as-list", ["stage", "prune", *STAGE[2:], "--set", "method=[magnitude]"], ("method name",)),
+    ("stage-set-duplicate-key", ["stage", "distill", *STAGE[2:], "--set", "kd={alpha: 0.1, alpha: 0.9}"],
+     ("--set", "duplicate key 'alpha'")),
     ("search-lr-nan", [*SEARCH, "--lr", "nan"], ("lr", "finite")),
     ("search-lr-inf", [*SEARCH, "--lr", "inf"], ("lr", "finite")),
     ("search-negative-train-epochs", [*SEARCH, "--train-epochs", "-1"], ("epochs must be >= 0",)),

@@ -203,7 +203,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
-    from slimtune._outputs import check_inputs_clear
+    from slimtune._outputs import check_inputs_clear, record_files
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
@@ -242,6 +242,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             fit(model, data, config=train, desc="teacher")
             record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
+            record_files(out, teacher_dir.name)
     result = search(
         model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
     )

@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from slimtune._io import record_outputs, write_text
+from slimtune._io import record_outputs, remove_outputs, write_text
 from slimtune._outputs import read_manifest
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, OutputExistsError
@@ -60,10 +60,9 @@ class Search:
             listed = set((read_manifest(out) or {}).get("outputs", ()))
             for name in (SEARCH_JSON, WORK, BEST, PAGE):
                 target = out / name
-                if name in listed:
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-                elif target.exists() or target.is_symlink():
+                if name not in listed and (target.exists() or target.is_symlink()):
                     raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
+            remove_outputs(out, only=(SEARCH_JSON, WORK, BEST, PAGE))
         out.mkdir(parents=True, exist_ok=True)
         record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
         print_ = fingerprint(teacher)
