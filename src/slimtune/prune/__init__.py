@@ -2,10 +2,12 @@
 
 Unstructured methods: ``magnitude`` (one-shot), ``random`` (baseline), ``movement``, ``gradual`` and
 ``iterative`` (schedules) and ``l1`` (sparsity training); they leave exact zeros in the weights.
+Causal LMs (calibration text): ``wanda`` and ``sparsegpt`` (unstructured or N:M, one-shot).
 Structured: ``structured`` physically removes neurons, channels, heads, FFN units and layers.
 """
 
 from slimtune.prune.api import PRUNERS, PruneContext, PruneSummary, prune_, prune_summarized_, register_pruner
+from slimtune.prune.lm_sparse import SparseGPTConfig, WandaConfig
 from slimtune.prune.schedules import (
     GradualPruneCallback,
     GradualPruneConfig,
@@ -57,8 +59,10 @@ __all__ = [
     "PruneContext",
     "PruneSummary",
     "RandomPruneConfig",
+    "SparseGPTConfig",
     "StructuredPruneConfig",
     "StructuredResult",
+    "WandaConfig",
     "apply_masks_",
     "iterative_sparsity",
     "magnitude_masks",
