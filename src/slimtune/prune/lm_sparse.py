@@ -25,6 +25,8 @@ from slimtune.models.blocks import BlockContext, calibration_pass, linear_weight
 from slimtune.prune.api import PruneContext, PruneSummary, register_pruner
 from slimtune.prune.lm_sparse_math import row_keep, sparsegpt, wanda_scores
 
+LM_METHODS = ("wanda", "sparsegpt", "lm-structured")  # prune methods for causal LMs only (they need text)
+
 
 @dataclass(frozen=True, kw_only=True)
 class LMSparsityConfig(Config):
