@@ -38,9 +38,11 @@ class HessianStats:
 
 def gptq(
     w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01,
-    block_size: int = 128, act_order: bool = False, name: str = "layer",
+    block_size: int = 128, act_order: bool = False, name: str = "layer", mask: torch.Tensor | None = None,
 ) -> QuantizedWeight:  # fmt: skip
-    """Quantize the (out, in) weight ``w`` with the Hessian ``h`` (in, in); see the module docstring."""
+    """Quantize the (out, in) weight ``w`` with the Hessian ``h`` (in, in); see the module docstring.
+    ``mask`` (bool, (out, in)): weights where it is False (a pruned model's zeros) stay exactly zero (code = zero
+    point) and their error feeds the later columns like any rounding error."""
     w = w.detach().clone().float()
     h = h.detach().clone().float()
     out, width = w.shape
@@ -52,6 +54,7 @@ def gptq(
     scale, zero = qparams(w.reshape(out, width // group, group), bits=bits, symmetric=symmetric)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
     w, h = w[:, perm], h[perm][:, perm]
+    keep = None if mask is None else mask[:, perm]
     col_group = perm // group  # the group of each (permuted) column in the original order
     h += torch.eye(width) * (damp * torch.mean(torch.diag(h)))
     try:
@@ -72,6 +75,8 @@ def gptq(
             gi = col_group[i1 + j]
             s, z = scale[:, gi], zero[:, gi]
             q = encode(col.unsqueeze(-1), s, z, bits).squeeze(-1)
+            if keep is not None:
+                q = torch.where(keep[:, i1 + j], q, z)
             codes[:, i1 + j] = q
             deq = (q - z) * s
             err = (col - deq) / hb[j, j]

@@ -51,9 +51,11 @@ class GPTQ:
         c = self.config
         for name, layer in targets.items():
             stats = self.stats.pop(name)
-            qw = gptq(linear_weight(layer), stats.h, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric,
+            w = linear_weight(layer)
+            zeros = w != 0  # a pruned layer keeps its zeros (mask-aware GPTQ)
+            qw = gptq(w, stats.h, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric,
                       damp=c.damp, block_size=c.block_size, act_order=c.act_order,
-                      name=f"{ctx.name}.{name}")  # fmt: skip
+                      name=f"{ctx.name}.{name}", mask=None if bool(zeros.all()) else zeros)  # fmt: skip
             store_(layer, qw)
 
 
