@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -225,3 +225,24 @@ def _remove(target: Path, protected: list[Path]) -> bool:
     for child in list(target.iterdir()):  # a folder that holds an input: keep the input, remove the rest
         _remove(child, protected)
     return False
+
+
+@contextlib.contextmanager
+def undo_on_failure(folder: Path, *, existed: bool) -> Iterator[None]:
+    """Run a block that writes into ``folder`` (already prepared); if it fails, remove only the entries it
+    added — never a file that was there before (a user's file, the run's own input) — and the folder itself
+    when this run created it and nothing else is left in it."""
+    before = {p.name for p in folder.iterdir()}
+    try:
+        yield
+    except BaseException:
+        for entry in folder.iterdir():
+            if entry.name in before:
+                continue
+            with contextlib.suppress(OSError):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if not existed and {p.name for p in folder.iterdir()} <= {MANIFEST}:
+            with contextlib.suppress(OSError):
+                (folder / MANIFEST).unlink(missing_ok=True)
+                folder.rmdir()
+        raise
