@@ -105,6 +105,11 @@ def check_out_dir(path: str | os.PathLike[str], *, force: bool = False, resume: 
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path '{out}' is a file; choose a folder path for --out")
     if not out.exists():
+        blocker = next((p for p in out.parents if p.exists() or p.is_symlink()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise OutputError(
+                f"cannot create output folder '{out}': '{blocker}' is a file; choose a folder path for --out"
+            )
         return out
     entries = [p for p in out.iterdir() if p.name != MANIFEST]
     if not entries:
@@ -147,7 +152,7 @@ def prepare_out_dir(
             remove_outputs(out, keep=inputs)
         out.mkdir(parents=True, exist_ok=True)
         record_outputs(out)
-    except PermissionError as exc:
+    except OSError as exc:  # permission, read-only or missing file system, a path that cannot be a folder
         raise OutputError(
             f"cannot write to output folder '{out}' ({exc.strerror}); pick a folder you can write to with --out"
         ) from None
