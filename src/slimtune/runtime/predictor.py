@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from slimtune.errors import DataError, MissingDependencyError
+from slimtune.errors import ConfigError, DataError, MissingDependencyError
 from slimtune.runtime.bundle import Manifest, open_session, read_manifest
 from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
 from slimtune.runtime.text import word_ids
@@ -202,8 +202,10 @@ class Predictor:
 
     def predict(self, inputs: Any, *, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per input: ``label``, ``index``, ``probability`` and the ``top`` k (label, probability) pairs."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k (--top-k) must be a whole number >= 1, got {top_k!r}; e.g. --top-k 3")
         probs = self.predict_proba(inputs)
-        k = max(1, min(int(top_k), probs.shape[1]))
+        k = min(top_k, probs.shape[1])  # more than there are labels: all of them
         out = []
         for row in probs:
             order = np.argsort(-row)[:k]
