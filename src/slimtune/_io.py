@@ -8,9 +8,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from slimtune._outputs import check_out_dir, prepare_out_dir, record_outputs, remove_outputs
+from slimtune._outputs import check_out_dir, prepare_out_dir, record_outputs, remove_outputs, undo_on_failure
 
-__all__ = ["atomic_path", "check_out_dir", "path_bytes", "prepare_out_dir", "record_outputs", "remove_outputs"]
+__all__ = [
+    "atomic_path",
+    "check_out_dir",
+    "path_bytes",
+    "prepare_out_dir",
+    "record_outputs",
+    "remove_outputs",
+    "undo_on_failure",
+]
 
 
 def _umask() -> int:

@@ -14,7 +14,7 @@ import contextlib
 import json
 import os
 import shutil
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -105,6 +105,11 @@ def check_out_dir(path: str | os.PathLike[str], *, force: bool = False, resume: 
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path '{out}' is a file; choose a folder path for --out")
     if not out.exists():
+        blocker = next((p for p in out.parents if p.exists() or p.is_symlink()), None)
+        if blocker is not None and not blocker.is_dir():
+            raise OutputError(
+                f"cannot create output folder '{out}': '{blocker}' is a file; choose a folder path for --out"
+            )
         return out
     entries = [p for p in out.iterdir() if p.name != MANIFEST]
     if not entries:
@@ -147,7 +152,7 @@ def prepare_out_dir(
             remove_outputs(out, keep=inputs)
         out.mkdir(parents=True, exist_ok=True)
         record_outputs(out)
-    except PermissionError as exc:
+    except OSError as exc:  # permission, read-only or missing file system, a path that cannot be a folder
         raise OutputError(
             f"cannot write to output folder '{out}' ({exc.strerror}); pick a folder you can write to with --out"
         ) from None
@@ -225,3 +230,24 @@ def _remove(target: Path, protected: list[Path]) -> bool:
     for child in list(target.iterdir()):  # a folder that holds an input: keep the input, remove the rest
         _remove(child, protected)
     return False
+
+
+@contextlib.contextmanager
+def undo_on_failure(folder: Path, *, existed: bool) -> Iterator[None]:
+    """Run a block that writes into ``folder`` (already prepared); if it fails, remove only the entries it
+    added — never a file that was there before (a user's file, the run's own input) — and the folder itself
+    when this run created it and nothing else is left in it."""
+    before = {p.name for p in folder.iterdir()}
+    try:
+        yield
+    except BaseException:
+        for entry in folder.iterdir():
+            if entry.name in before:
+                continue
+            with contextlib.suppress(OSError):
+                shutil.rmtree(entry) if entry.is_dir() and not entry.is_symlink() else entry.unlink()
+        if not existed and {p.name for p in folder.iterdir()} <= {MANIFEST}:
+            with contextlib.suppress(OSError):
+                (folder / MANIFEST).unlink(missing_ok=True)
+                folder.rmdir()
+        raise

@@ -50,6 +50,25 @@ def test_out_that_is_a_file(tmp_path: Path, cli, one_line_error) -> None:
     assert (tmp_path / "out").read_text() == "mine"
 
 
+@pytest.mark.parametrize("out", ["afile/sub", "afile/sub/deeper"])
+def test_out_below_a_file_is_one_line_and_keeps_the_file(out: str, tmp_path: Path, cli, one_line_error) -> None:
+    (tmp_path / "afile").write_text("mine")
+    one_line_error(cli(*STAGE, "--out", out, cwd=tmp_path), "'afile' is a file")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {name: digits}\nmodel: {name: mlp}\nstages: [{stage: train}]\n")
+    one_line_error(cli("run", str(recipe), "--out", out, cwd=tmp_path), "cannot create output folder")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    from slimtune._io import prepare_out_dir
+    from slimtune.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write to output folder '/proc/slimtune-out'"):
+        prepare_out_dir("/proc/slimtune-out")  # a file system where no folder can be made
+
+
 @pytest.mark.parametrize("argv", [["env", "--json", "--no-torch"], ["list"]], ids=["env-json", "list"])
 def test_a_closed_pipe_ends_quietly(argv: list[str]) -> None:
     proc = subprocess.Popen(

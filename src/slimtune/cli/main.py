@@ -390,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         return 141  # 128 + SIGPIPE, what a shell tool stopped by the closed pipe reports
     except SlimtuneError as exc:
-        print(f"slimtune: error: {exc}", file=sys.stderr)
+        print("slimtune: error: " + " ".join(str(exc).split()), file=sys.stderr)  # always ONE line
         return 2
     except PermissionError as exc:  # a file or folder of another user, wherever it is met
         where = f" on '{exc.filename}'" if exc.filename else ""

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from slimtune import __version__
-from slimtune._io import prepare_out_dir, write_text
+from slimtune._io import prepare_out_dir, undo_on_failure, write_text
 from slimtune.errors import ConfigError
 from slimtune.export.lm_graph import CausalLM, KVDecoder
 from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_onnx, io_names
@@ -110,8 +109,9 @@ def export_lm_bundle(
     config = config or LMExportConfig()
     backend, template, strings = _backend(tokenizer)
     defaults = _generation(model, generation)
+    existed = Path(out).exists()
     folder = prepare_out_dir(out, force=force)
-    try:
+    with undo_on_failure(folder, existed=existed):  # never leave a half-written bundle behind
         ids = [list(backend.encode(p).ids) for p in prompts] if prompts is not None else None
         report = export_lm(model, folder / "model.onnx", windows=windows, prompts=ids, config=config)
         write_text(folder / "tokenizer.json", backend.to_str())
@@ -151,7 +151,4 @@ def export_lm_bundle(
             "provenance": provenance or {},
         }
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # never leave a half-written bundle behind
-        raise
     return folder

@@ -202,8 +202,9 @@ class Search:
         brec["folder"] = os.path.relpath(folder, self.out)
         self.evaluations += 1
         self.save()
-        if old and (self.out / old).parent != folder:
-            shutil.rmtree((self.out / old).parent, ignore_errors=True)  # only the latest model of a base is kept
+        stale = stale_model_folder(self.out, base.id, old)
+        if stale is not None and stale != folder.resolve():
+            shutil.rmtree(stale, ignore_errors=True)  # only the latest model of a base is kept
         if self.progress is not None:
             self.progress(progress_event(self, base, epochs))
 
@@ -260,3 +261,13 @@ class Search:
 
 
 __all__ = ["BEST", "PAGE", "SEARCH_JSON", "WORK", "Search", "fingerprint"]
+
+
+def stale_model_folder(out: Path, base_id: str, model_dir: Any) -> Path | None:
+    """The folder of a base's previous model (``model_dir`` as the state file records it), or None unless it
+    lies inside that base's own work folder: an edited state file can never make the search delete elsewhere."""
+    if not isinstance(model_dir, str) or not model_dir:
+        return None
+    stale = (out / model_dir).parent.resolve()
+    work = (out / WORK / base_id).resolve()
+    return stale if work in stale.parents else None
