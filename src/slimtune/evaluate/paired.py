@@ -67,7 +67,8 @@ def verdict(values: Sequence[float], *, band: float) -> Verdict:
 class Decision:
     """``winner``: the chosen key; ``ratio``: per key, its per-round ratio to the reference (median, low,
     high, rounds); ``ties``: keys judged as fast as the winner (it was listed before them);
-    ``declared``: pairs still unsure after ``max_rounds``, declared ties; ``rounds``: rounds timed."""
+    ``declared``: pairs still unsure after ``max_rounds``, declared ties; ``rounds``: rounds timed;
+    ``times``: per key, its ms per call in every round that timed it; ``load``: the load average."""
 
     winner: str
     ratio: dict[str, dict[str, float]]
@@ -75,6 +76,7 @@ class Decision:
     declared: list[str] = field(default_factory=list)
     rounds: int = 0
     load: dict[str, float] = field(default_factory=dict)
+    times: dict[str, list[float]] = field(default_factory=dict)
 
     def summary(self) -> dict[str, Any]:
         return {"winner": self.winner, "ties": self.ties, "declared_ties": self.declared,
@@ -115,15 +117,17 @@ def decide(
     rounds: int = 15,
     max_rounds: int = 60,
     band: float = 0.03,
+    also: Sequence[str] = (),
 ) -> Decision:
     """The fastest of ``keys`` (listed most preferred first: ties go to the earlier one), timed against
     ``reference`` in rounds of ``time_round``; ``rounds`` first, then more rounds of the still unsure keys
-    (with the current best and the reference) until every pair separates or ``max_rounds`` are in."""
+    (with the current best and the reference) until every pair separates or ``max_rounds`` are in.
+    ``also``: keys timed in the first rounds only, for the record (their ratios are reported, not judged)."""
     if not keys:
         raise ConfigError("decide: no candidates to compare; pass at least one key")
     if rounds < 1 or max_rounds < rounds or not 0 <= band < 1:
         raise ConfigError(f"need 1 <= rounds <= max_rounds and 0 <= band < 1, got {rounds}, {max_rounds}, {band}")
-    everyone = list(dict.fromkeys([reference, *keys]))
+    everyone = list(dict.fromkeys([reference, *keys, *also]))
     timed: list[Mapping[str, float]] = []
     load = machine_load()
     for r in range(rounds):
@@ -138,8 +142,9 @@ def decide(
     if load and after:
         load = {"load_average": max(load["load_average"], after["load_average"]),
                 "load_per_cpu": max(load["load_per_cpu"], after["load_per_cpu"])}  # fmt: skip
-    ratio = {k: ratio_stats(ratios(timed, k, reference)) for k in keys}
-    return Decision(best, ratio, ties + unsure, list(unsure), len(timed), load)
+    ratio = {k: ratio_stats(ratios(timed, k, reference)) for k in dict.fromkeys([*keys, *also])}
+    times = {k: [r[k] for r in timed if k in r] for k in everyone}
+    return Decision(best, ratio, ties + unsure, list(unsure), len(timed), load, times)
 
 
 def loaded_warning(decision: Decision, *, spread: float = 0.25) -> str:
