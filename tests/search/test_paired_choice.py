@@ -57,3 +57,20 @@ def test_candidates_within_the_tie_band_go_to_the_more_accurate_then_smaller() -
     assert all(set(s["ties"]) == {"int8-static", "pruned"} for _, s in picks)
     recs[2]["val_accuracy"] = 0.95  # all equally accurate: the smallest file
     assert {_pick(costs, recs, seed, noise=0.02)[0] for seed in range(12)} == {"int8-static"}
+
+
+def test_real_onnx_runtime_rounds(tmp_path: Path) -> None:
+    """The default timer runs real ONNX Runtime sessions: the small MLP wins on speed although the wide one
+    is listed first (it claims the smaller file), so it had to be measured faster."""
+    from slimtune.export import export_onnx
+    from slimtune.models import build
+
+    x = torch.rand(4, 16)
+    paths = {}
+    for name, hidden in (("teacher", [256, 256]), ("small", [8]), ("wide", [512, 512])):
+        model = build("mlp", input_shape=(16,), num_classes=3, hidden=hidden).eval()
+        paths[name] = export_onnx(model, x[:1], tmp_path / f"{name}.onnx")
+    recs = [{"id": "wide", "val_accuracy": 0.9, "bytes": 1}, {"id": "small", "val_accuracy": 0.9, "bytes": 2}]
+    chosen, summary = paired_choice(recs, paths, x, reference="teacher", rounds=5, max_rounds=10)
+    assert chosen["id"] == "small" and 5 <= summary["rounds"] <= 10
+    assert summary["ratio_to_reference"]["small"]["median"] < 1
