@@ -16,7 +16,7 @@ import numpy as np
 from slimtune.errors import ConfigError, DataError, MissingDependencyError
 from slimtune.runtime.bundle import Manifest, open_session, read_manifest
 from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
-from slimtune.runtime.text import word_ids
+from slimtune.runtime.text import length_buckets, word_ids
 
 DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention"}
 
@@ -188,10 +188,29 @@ class Predictor:
             )
         return (x.astype(np.float32) * np.float32(scale)).astype(np.float32)
 
+    def _trim_pad_id(self) -> int | None:
+        """The pad id when export verified the model masks its padding (batches may be cut), else None."""
+        spec = self.manifest.input.get("tokenizer", {})
+        if self.kind != "text" or not spec.get("trim_padding"):
+            return None
+        if isinstance(self._tokenizer, dict):
+            return 0
+        pad = (self._tokenizer.padding or {}).get("pad_id")
+        return None if pad is None else int(pad)
+
     def logits(self, inputs: Any, *, batch_size: int = 256) -> np.ndarray:
         x = self.preprocess(inputs)
         if self.row_by_row:
             batch_size = 1  # dynamic int8: a batch shares activation scales, so rows run alone
+        pad = self._trim_pad_id()
+        if pad is not None and len(x) > 1:  # length buckets: each batch padded only to its own longest text
+            out: np.ndarray | None = None
+            for rows, ids in length_buckets(x.tolist(), pad, batch_size):
+                got = self.session.run(None, {self.input_name: np.asarray(ids, dtype=x.dtype)})[0]
+                out = np.empty((len(x), *got.shape[1:]), got.dtype) if out is None else out
+                out[rows] = got
+            assert out is not None
+            return out
         outs = [
             self.session.run(None, {self.input_name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
         ]
