@@ -32,6 +32,9 @@ def main() -> None:
     ap.add_argument("--calib", type=int, default=16)
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grids", nargs="+", default=["int4-g64-sym", "int3-g64-asym"])
+    ap.add_argument("--methods", nargs="+", default=["rtn", "gptq", "awq", "hqq", "gptq-act-order"])
+    ap.add_argument("--awq-grid", type=int, default=20)
+    ap.add_argument("--append", action="store_true", help="add rows to the results already written")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
     base = load_lm("smollm2-135m")
@@ -39,6 +42,8 @@ def main() -> None:
     test, calib = data.test.x[: args.eval], data.train.x[: args.calib]
     ref = perplexity(base, test, batch_size=4)["perplexity"]
     rows = [{"method": "fp32", "grid": "-", "perplexity": ref, "delta_pct": 0.0, "seconds": 0.0}]
+    if args.append and (OUT / "lm_quantization.json").is_file():
+        rows = json.loads((OUT / "lm_quantization.json").read_text())["rows"]
     print(f"fp32 ppl {ref:.2f}", flush=True)
     for grid in args.grids:
         bits, group, sym = int(grid[3]), int(grid.split("-g")[1].split("-")[0]), grid.endswith("-sym")
@@ -46,18 +51,18 @@ def main() -> None:
         configs = {
             "rtn": RTNConfig(**common),
             "gptq": GPTQConfig(**common, samples=args.calib, batch_size=4),
-            "awq": AWQConfig(**common, samples=args.calib, batch_size=4),
+            "awq": AWQConfig(**common, samples=args.calib, batch_size=4, grid=args.awq_grid),
             "hqq": HQQConfig(**common),
             "gptq-act-order": GPTQConfig(**common, samples=args.calib, batch_size=4, act_order=True),
         }
-        for name, cfg in configs.items():
+        for name, cfg in ((k, v) for k, v in configs.items() if k in args.methods):
             model = copy.deepcopy(base)
             t0 = time.perf_counter()
             quantize_lm_(model, cfg, calibration=calib)
             secs = time.perf_counter() - t0
             ppl = perplexity(model, test, batch_size=4)["perplexity"]
             rows.append({"method": name, "grid": grid, "perplexity": ppl, "delta_pct": 100 * (ppl / ref - 1),
-                         "seconds": secs})  # fmt: skip
+                         "seconds": secs, "options": cfg.to_dict()})  # fmt: skip
             print(f"{grid} {name}: ppl {ppl:.2f} ({100 * (ppl / ref - 1):+.1f}%), {secs:.1f} s", flush=True)
             del model
             write(args, test, calib, rows)  # after every row: a long run that is stopped keeps what it measured
