@@ -161,3 +161,22 @@ def test_recipe_prune_stage_sparsegpt_on_text_holds_zeros_through_recovery(tmp_p
         assert bool((zero.reshape(out, width // 4, 4).sum(-1) == 2).all()), name
     with pytest.raises(ConfigError, match="pattern must be N:M"):
         stage.parse({"method": "wanda", "pattern": 124}, where="stages[0]")
+
+
+def test_owl_gives_blocks_different_ratios_that_average_the_target() -> None:
+    from slimtune.prune.api import prune_summarized_
+    from slimtune.prune.lm_sparse import owl_ratios
+
+    assert owl_ratios([0.01, 0.03, 0.02], target=0.6, lam=0.1) == pytest.approx([0.7, 0.5, 0.6])
+    model = tiny_llama(layers=3)
+    with torch.no_grad():  # block 1 gets strong outlier input channels
+        model.model.layers[1].input_layernorm.weight[:4] = 30.0
+    done = prune_summarized_(model, WandaConfig(sparsity=0.6, samples=8, owl=True, owl_lambda=0.1), data=text_data())
+    ratios = done.record["block_sparsity"]
+    assert ratios[1] == min(ratios) and max(ratios) - min(ratios) == pytest.approx(0.2)
+    assert sum(ratios) / 3 == pytest.approx(0.6)
+    for i, block in enumerate(model.model.layers):  # each block's rows hold exactly its own ratio
+        w = block.self_attn.q_proj.weight
+        assert bool(((w == 0).sum(1) == int(ratios[i] * w.shape[1])).all())
+    with pytest.raises(ConfigError, match="owl sets unstructured per-block ratios"):
+        SparseGPTConfig(pattern="2:4", owl=True)

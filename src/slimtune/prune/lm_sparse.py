@@ -37,8 +37,13 @@ class LMSparsityConfig(Config):
     pattern: str | int | None = None
     samples: int = 32
     batch_size: int = 8
+    owl: bool = False  # outlier-weighted per-block ratios (Yin et al. 2024) around the target, ± owl_lambda
+    owl_lambda: float = 0.08
+    owl_m: float = 5.0
 
     def __post_init__(self) -> None:
+        check(not (self.owl and self.pattern is not None), "owl sets unstructured per-block ratios: drop pattern")
+        check(0 <= self.owl_lambda < 0.5 and self.owl_m > 0, "owl_lambda must be in [0, 0.5) and owl_m > 0")
         check(
             self.sparsity is None or self.pattern is None,
             f"give sparsity or pattern, not both (pattern {self.pattern} sets the sparsity to N/M)",
@@ -98,6 +103,11 @@ class _Wanda:
         self.config = config
         self.sums: dict[str, torch.Tensor] = {}
         self.counts: dict[str, int] = {}
+        self.block_sparsity: list[float] | None = None  # OWL's per-block ratios
+        self.outliers: list[float] = []  # OWL's probe: the outlier ratio of each block's Wanda scores
+
+    def sparsity(self, index: int) -> float:
+        return self.config.target if self.block_sparsity is None else self.block_sparsity[index]
 
     def observe(self, name: str, layer: nn.Module, x: torch.Tensor) -> None:
         self.sums[name] = self.sums.get(name, 0) + (x.float() ** 2).sum(dim=0)  # type: ignore[operator]
@@ -108,8 +118,28 @@ class _Wanda:
         for name, layer in targets.items():
             w = linear_weight(layer)
             scores = wanda_scores(w, self.sums.pop(name) / self.counts.pop(name))
-            keep = row_keep(scores, sparsity=self.config.target, n=n, m=m)
+            keep = row_keep(scores, sparsity=self.sparsity(ctx.index), n=n, m=m)
             set_linear_weight(layer, w * keep.to(w.dtype))
+
+
+class _OWLProbe(_Wanda):
+    """Measures each block's outlier ratio (Wanda scores above ``owl_m`` × their mean) without pruning."""
+
+    def compress_block(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
+        scores = [wanda_scores(linear_weight(layer), self.sums.pop(n) / self.counts.pop(n)).flatten()
+                  for n, layer in targets.items()]  # fmt: skip
+        flat = torch.cat(scores)
+        self.outliers.append(float((flat > self.config.owl_m * flat.mean()).float().mean()))
+
+
+def owl_ratios(outliers: list[float], *, target: float, lam: float) -> list[float]:
+    """OWL: blocks with more outliers keep more weights; ratios in target ± lam, averaging ``target``."""
+    d = torch.tensor(outliers)
+    span = float(d.max() - d.min())
+    norm = (d - d.min()) / span if span > 0 else torch.zeros_like(d)
+    s = target + lam - 2 * lam * norm
+    s = s + (target - s.mean())
+    return [min(max(float(v), 0.0), 0.99) for v in s]
 
 
 class _SparseGPT:
@@ -119,6 +149,7 @@ class _SparseGPT:
         self.config = config
         self.stats: dict[str, HessianStats] = {}
         self._stats_cls = HessianStats
+        self.block_sparsity: list[float] | None = None
 
     def observe(self, name: str, layer: nn.Module, x: torch.Tensor) -> None:
         self.stats.setdefault(name, self._stats_cls(x.shape[-1])).add(x)
@@ -128,7 +159,8 @@ class _SparseGPT:
         n, m = c.nm
         for name, layer in targets.items():
             w = linear_weight(layer)
-            new, _ = sparsegpt(w, self.stats.pop(name).h, sparsity=c.target, n=n, m=m, block_size=c.block_size,
+            s = c.target if self.block_sparsity is None else self.block_sparsity[ctx.index]
+            new, _ = sparsegpt(w, self.stats.pop(name).h, sparsity=s, n=n, m=m, block_size=c.block_size,
                                damp=c.damp, name=f"{ctx.name}.{name}")  # fmt: skip
             set_linear_weight(layer, new.to(w.dtype))
 
@@ -172,6 +204,11 @@ def check_lm_targets(model: nn.Module, config: LMSparsityConfig, calibration: to
 def _prune_lm(model: nn.Module, config: LMSparsityConfig, ctx: PruneContext, method: str, algo: Any) -> None:
     ids = lm_calibration(ctx, method, config)
     widths = check_lm_targets(model, config, ids)
+    ratios = None
+    if config.owl:  # a first pass on the dense model measures every block's outliers
+        probe = _OWLProbe(config)
+        calibration_pass(model, ids, probe, batch_size=config.batch_size, progress=bool(ctx.progress))
+        ratios = algo.block_sparsity = owl_ratios(probe.outliers, target=config.target, lam=config.owl_lambda)
     calibration_pass(model, ids, algo, batch_size=config.batch_size, progress=bool(ctx.progress))
     zeros = total = 0
     from slimtune.quantize.weight_only.api import block_targets
@@ -180,7 +217,7 @@ def _prune_lm(model: nn.Module, config: LMSparsityConfig, ctx: PruneContext, met
         w = linear_weight(layer)
         zeros, total = zeros + int((w == 0).sum()), total + w.numel()
     record = {"method": method, **config.to_dict(), "target_sparsity": config.target, "layers": len(widths),
-              "sparsity": zeros / max(total, 1)}  # fmt: skip
+              "sparsity": zeros / max(total, 1), **({"block_sparsity": ratios} if ratios else {})}  # fmt: skip
     ctx.summary = PruneSummary(record, lines=[f"{method}: {len(widths)} layers at {zeros / max(total, 1):.1%} zeros"])
 
 
