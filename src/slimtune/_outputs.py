@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
-from slimtune.errors import OutputError, OutputExistsError
+from slimtune.errors import ConfigError, OutputError, OutputExistsError
 
 MANIFEST = ".slimtune-manifest.json"
 FORMAT = "slimtune-output"
@@ -101,6 +101,8 @@ def _contains(parent: Path, child: Path) -> bool:
 
 def check_out_dir(path: str | os.PathLike[str], *, force: bool = False, resume: bool = False) -> Path:
     """Check that ``path`` may be used as an output folder, without creating or changing anything."""
+    if force and resume:
+        raise ConfigError("--force (start over) and --resume (continue) contradict each other; pass only one")
     out = Path(path)
     if out.exists() and not out.is_dir():
         raise OutputExistsError(f"output path '{out}' is a file; choose a folder path for --out")

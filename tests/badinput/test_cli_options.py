@@ -50,6 +50,12 @@ def test_out_that_is_a_file(tmp_path: Path, cli, one_line_error) -> None:
     assert (tmp_path / "out").read_text() == "mine"
 
 
+@pytest.mark.parametrize("command", [STAGE, SEARCH], ids=["stage", "search"])
+def test_force_and_resume_together_are_refused(command: list[str], tmp_path: Path, cli, one_line_error) -> None:
+    one_line_error(cli(*command, "--out", "out", "--force", "--resume", cwd=tmp_path), "--force", "--resume")
+    assert not (tmp_path / "out").exists()
+
+
 @pytest.mark.parametrize("out", ["afile/sub", "afile/sub/deeper"])
 def test_out_below_a_file_is_one_line_and_keeps_the_file(out: str, tmp_path: Path, cli, one_line_error) -> None:
     (tmp_path / "afile").write_text("mine")

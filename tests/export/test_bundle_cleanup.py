@@ -21,6 +21,8 @@ def test_failed_export_keeps_users_files_in_a_forced_slimtune_folder(tmp_path: P
         export_bundle(model, out, data=data, onnx=tmp_path / "missing.onnx", force=True)
     assert (out / "notes.txt").read_text() == "mine"
     assert (out / "graphs" / "keep.onnx").read_bytes() == b"user graph"
+    # the earlier bundle's files were replaced by force: no stale half of a bundle is left to be served
+    assert not (out / "bundle.json").exists() and not (out / "model.onnx").exists()
 
 
 def test_failed_export_into_a_new_folder_leaves_nothing_behind(tmp_path: Path) -> None:

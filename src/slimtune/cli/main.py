@@ -171,9 +171,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import Predictor
-    from slimtune.threads import parse_threads
+    from slimtune.threads import thread_count
 
-    threads = None if args.threads is None else int(parse_threads(args.threads, flag="--threads"))
+    threads = None if args.threads is None else thread_count(args.threads, flag="--threads")
     predictor = Predictor(args.bundle, threads=threads)
     inputs, names = _read_inputs(args)
     results = predictor.predict(inputs, top_k=args.top_k)
@@ -193,9 +193,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from slimtune.cli.generate import bench_lm, is_lm_bundle
     from slimtune.runtime import bench, format_table
-    from slimtune.threads import parse_threads
+    from slimtune.threads import thread_count
 
-    threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
+    threads: list[int | None] = [thread_count(t, flag="--threads") for t in args.threads or []]
     if is_lm_bundle(args.bundle):  # an LM bundle: prefill / decode tokens/s and time to first token
         args.threads = threads or None
         return bench_lm(args)
@@ -301,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
-    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1)")
+    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1, or auto)")
     pred.add_argument("--json", action="store_true", help="print JSON")
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimtune import __version__
-from slimtune._io import prepare_out_dir, undo_on_failure, write_text
+from slimtune._io import prepare_out_dir, record_outputs, undo_on_failure, write_text
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, DataError
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
@@ -138,7 +138,8 @@ def export_bundle(
     whose ``parity_report`` is recorded) instead of exporting ``model`` in fp32 with a parity check here."""
     export = export or ExportConfig()
     existed = Path(out).exists()
-    folder = prepare_out_dir(out, force=force)
+    given = [] if onnx is None else [Path(onnx), Path(onnx).with_name(f"{Path(onnx).name}.data")]
+    folder = prepare_out_dir(out, force=force, inputs=given)  # --force removes a prior bundle, never the graph given
     with undo_on_failure(folder, existed=existed):  # never leave a half-written bundle behind
         inp, files = _input_spec(model, data, folder)
         x_test = data.test.x if data is not None and isinstance(data.test.x, torch.Tensor) else None
@@ -181,6 +182,8 @@ def export_bundle(
             "provenance": provenance or {},
         }
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
+        weights = [f"{path.name}.data"] if (folder / f"{path.name}.data").is_file() else []
+        record_outputs(folder, MANIFEST, *files.values(), *weights)  # what a later force=True may replace
     return folder
 
 
@@ -190,5 +193,6 @@ def finish_bundle(folder: str | Path, report: Any) -> None:
 
     root = Path(folder)
     report.write(root)
+    record_outputs(root, "report.json", "report.md", "report.html", "MODEL_CARD.md")
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     write_text(root / "MODEL_CARD.md", model_card(manifest, report))
