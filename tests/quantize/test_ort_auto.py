@@ -54,7 +54,8 @@ def test_grid_choice_and_reason(
 ) -> None:
     src, calibration = fp32
     config = OrtAutoInt8Config()
-    expected = [("dynamic", rr, True, "quint8") for rr in config.reduce_range_options]
+    expected = [("dynamic", rr, pc, "quint8") for rr in config.reduce_range_options
+                for pc in config.per_channel_options]  # fmt: skip
     expected += [("static", *s) for s in itertools.product(
         config.reduce_range_options, config.per_channel_options, config.activation_type_options)]  # fmt: skip
     n = len(expected)
@@ -85,7 +86,7 @@ def test_no_faithful_candidate_is_one_parity_error(
 ) -> None:
     src, calibration = fp32
     Fake(monkeypatch, [10.0, 5.0, 6.0], [0.90, 0.95])  # dynamic rr=False, then rr=True
-    config = OrtAutoInt8Config(kinds=("dynamic",))
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
     with pytest.raises(ParityError) as err:
         quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
     message = str(err.value)
@@ -103,7 +104,8 @@ def test_excused_near_ties_do_not_pick_a_less_faithful_variant(
     Fake(monkeypatch, [10.0, 6.0, 5.0], [])
     grades = iter([(0.995, 0.999), (0.995, 0.95)])  # (excused, raw): rr=False, then rr=True
     monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(grades))
-    info = quantize_onnx(src, tmp_path / "int8.onnx", OrtAutoInt8Config(kinds=("dynamic",)), calibration=calibration)
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
     assert info["chosen"] == "dynamic, reduce_range=False, per_channel=True"
     assert "raw 99.90%" in info["reason"] and [r["raw_agreement"] for r in info["candidates"][1:]] == [0.999, 0.95]
 
@@ -189,7 +191,8 @@ def test_a_speed_tie_goes_to_the_more_faithful_variant(
         return time_round
 
     monkeypatch.setattr(ort_auto, "_round_timer", timer)
-    info = quantize_onnx(src, tmp_path / "int8.onnx", OrtAutoInt8Config(kinds=("dynamic",)), calibration=calibration)
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
     assert info["reduce_range"] is chosen_rr
     assert info["timing"]["rounds"] >= 15 and set(info["timing"]["ratio_to_reference"]) == {
         r["candidate"] for r in info["candidates"][1:]
@@ -208,3 +211,17 @@ def test_ops_is_a_dimension_on_conv_nets(digits: DataSplits, tmp_path: Path) -> 
     conv = search_space(config, lambda o: resolve_ops(o, src)[0])
     assert [c.ops for c in conv] == ["weights", "chain"] and conv[1].label.endswith("ops=chain")
     assert [c.ops for c in search_space(config)] == ["weights"]  # without a conv graph auto is weights: once
+
+
+def test_dynamic_defaults_match_the_library_call(fp32: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+    """slimtune's dynamic int8 with per_channel=False (its default) and reduce_range=False writes the same
+    file as onnxruntime's quantize_dynamic with its defaults: it cannot lose to the call it wraps."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from slimtune.quantize import OrtDynamicInt8Config
+
+    src, _ = fp32
+    quantize_dynamic(str(src), str(tmp_path / "library.onnx"))
+    info = quantize_onnx(src, tmp_path / "ours.onnx", OrtDynamicInt8Config(reduce_range=False))
+    assert info["per_channel"] is False
+    assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "library.onnx").read_bytes()

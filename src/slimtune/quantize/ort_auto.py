@@ -1,13 +1,14 @@
 """Pick the int8 settings by measurement on this CPU instead of hard-coding them.
 
-The search space is a grid. For each kind in ``kinds`` and each value in ``reduce_range_options``: dynamic
-candidates keep per-channel weights and uint8 activations (ONNX Runtime quantizes them to uint8 at run time,
-so the activation type does not apply to them); static candidates (QDQ, int8 weights) also try every value in
-``per_channel_options`` × ``activation_type_options`` (uint8 or int8 activations) × ``ops_options`` (which ops
-static int8 quantizes: ``weights``, ``chain``, or ``auto``, resolved on the graph: on a conv net ``auto`` is
-the full int8 chain, elsewhere it equals ``weights`` and is tried once). The defaults give 2 dynamic + 8
-static = 10 candidates (16 static on a conv net), each one an ORT quantization (a calibration run for static
-ones) plus its share of the timing rounds: narrow the tuples to search faster. Repeated values are tried once.
+The search space is a grid. For each kind in ``kinds`` and each value in ``reduce_range_options`` ×
+``per_channel_options``: dynamic candidates use uint8 activations (ONNX Runtime quantizes them at run time,
+so the activation type does not apply to them; per_channel=False, reduce_range=False is exactly ORT's
+``quantize_dynamic`` defaults); static candidates (QDQ, int8 weights) also try every value in
+``activation_type_options`` (uint8 or int8 activations) × ``ops_options`` (which ops static int8 quantizes:
+``weights``, ``chain``, or ``auto``, resolved on the graph: on a conv net ``auto`` is the full int8 chain,
+elsewhere it equals ``weights`` and is tried once). The defaults give 4 dynamic + 8 static = 12 candidates
+(16 static on a conv net), each one an ORT quantization (a calibration run for static ones) plus its share of
+the timing rounds: narrow the tuples to search faster. Repeated values are tried once.
 
 Each candidate is built, run in ONNX Runtime on the calibration inputs, compared with the fp32 graph (argmax
 agreement, near ties excused as in parity checks); all are then timed at ``batch_size`` in rounds together
@@ -55,7 +56,7 @@ class OrtAutoInt8Config(Config):
 
     kinds: tuple[Kind, ...] = ("dynamic", "static")
     reduce_range_options: tuple[bool, ...] = (False, True)
-    per_channel_options: tuple[bool, ...] = (True, False)  # static candidates only
+    per_channel_options: tuple[bool, ...] = (True, False)
     activation_type_options: tuple[ActivationType, ...] = ("quint8", "qint8")  # static candidates only
     min_agreement: float = 0.99
     batch_size: int = 8
@@ -111,7 +112,7 @@ def search_space(config: OrtAutoInt8Config, resolve: Callable[[OpsChoice], str] 
     for kind in dict.fromkeys(config.kinds):
         for rr in dict.fromkeys(config.reduce_range_options):
             if kind == "dynamic":
-                out.append(Candidate("dynamic", rr))
+                out += [Candidate("dynamic", rr, pc) for pc in dict.fromkeys(config.per_channel_options)]
                 continue
             for pc in dict.fromkeys(config.per_channel_options):
                 for act in dict.fromkeys(config.activation_type_options):
@@ -149,7 +150,9 @@ def _agreement(session: Any, x: np.ndarray, ref: np.ndarray, min_agreement: floa
 
 def _build(c: Candidate, src: Path, path: Path, config: OrtAutoInt8Config, calibration: torch.Tensor) -> None:
     if c.kind == "dynamic":
-        dynamic = OrtDynamicInt8Config(reduce_range=c.reduce_range, exclude_layers=config.exclude_layers)
+        dynamic = OrtDynamicInt8Config(
+            reduce_range=c.reduce_range, per_channel=c.per_channel, exclude_layers=config.exclude_layers
+        )
         quantize_dynamic_onnx(src, path, dynamic, None)
     else:
         static = OrtStaticInt8Config(

@@ -18,10 +18,13 @@ class OrtDynamicInt8Config(Config):
     """``reduce_range=None`` decides from the CPU: 7-bit weights on CPUs without VNNI (u8·s8 saturation).
     ``exclude_layers``: torch layer names (``net.3``) whose MatMul/Gemm nodes stay fp32. Conv layers always
     stay fp32: ONNX Runtime's dynamic ConvInteger (+ casts) ran 5–10× slower than fp32 convolutions
-    (benchmarks/results/search_vs_peers.md); static int8 is the path for conv nets."""
+    (benchmarks/results/search_vs_peers.md); static int8 is the path for conv nets. With ``per_channel=False``
+    and ``reduce_range=False`` the file is byte-identical to ``onnxruntime.quantization.quantize_dynamic``
+    with its defaults (tested); ``per_channel=True`` was the only other difference behind slimtune's int8
+    MiniLM trailing the library call (×1.36 vs ×1.48 at batch 1, benchmarks/results/minilm_int8.md)."""
 
     reduce_range: bool | None = None
-    per_channel: bool = True
+    per_channel: bool = False  # ORT's default: per-column scales cost speed at batch 1 (#22, Deliver 3)
     weight_type: Literal["qint8", "quint8"] = "qint8"
     exclude_layers: tuple[str, ...] = ()
 
