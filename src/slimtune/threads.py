@@ -57,6 +57,13 @@ def parse_threads(value: Any, *, flag: str = "--threads") -> int | str:
     return number
 
 
+def thread_count(value: Any, *, flag: str = "--threads") -> int:
+    """A thread count for ONNX Runtime sessions (``predict``/``bench``): a number, or ``auto`` resolved as
+    training resolves it (``auto_threads``)."""
+    parsed = parse_threads(value, flag=flag)
+    return auto_threads() if parsed == AUTO else int(parsed)
+
+
 def set_threads(threads: int | str = AUTO) -> dict[str, Any]:
     """Set torch's intra-op threads (ONNX Runtime sessions made for measuring follow them) and return the
     setting as the report records it: ``{"threads": n, "requested": ..., "cores": ..., "load_average": ...}``."""

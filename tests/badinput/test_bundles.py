@@ -66,7 +66,7 @@ CASES: list[tuple[str, Callable[[Path], None], str, str]] = [
     ("shape-edited", _set("input", "shape", [32]), "x64", "input.shape [32] does not match the ONNX model"),
     ("shape-edited-input-fits-it", _set("input", "shape", [32]), "x32", "does not match the ONNX model"),
     ("shape-edited-to-image", _set("input", "shape", [1, 8, 8]), "x64", "does not match the ONNX model"),
-    ("kind-unknown", _set("input", "kind", "audio"), "x64", "input kind must be image, text or tabular"),
+    ("kind-unknown", _set("input", "kind", "audio"), "x64", "input kind must be image, text, tabular or lm"),
     ("kind-text-without-tokenizer", _set("input", "kind", "text"), "x64", "input.tokenizer needs"),
     ("pixel-scale-not-a-number", _set("input", "pixel_scale", "big"), "x64", "pixel_scale must be a positive"),
     ("model-file-lost", _drop("files", "model"), "x64", "files.model"),

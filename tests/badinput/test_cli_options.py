@@ -27,6 +27,8 @@ CASES: list[tuple[str, list[str], tuple[str, ...]]] = [
     ("stage-model-option-typo", ["stage", "train", "--model", "mlp", "--option", "hiden=[8]", "--data", "digits"],
      ("model.options", "did you mean 'hidden'")),
     ("stage-method-as-list", ["stage", "prune", *STAGE[2:], "--set", "method=[magnitude]"], ("method name",)),
+    ("stage-set-duplicate-key", ["stage", "distill", *STAGE[2:], "--set", "kd={alpha: 0.1, alpha: 0.9}"],
+     ("--set", "duplicate key 'alpha'")),
     ("search-lr-nan", [*SEARCH, "--lr", "nan"], ("lr", "finite")),
     ("search-lr-inf", [*SEARCH, "--lr", "inf"], ("lr", "finite")),
     ("search-negative-train-epochs", [*SEARCH, "--train-epochs", "-1"], ("epochs must be >= 0",)),
@@ -46,6 +48,31 @@ def test_out_that_is_a_file(tmp_path: Path, cli, one_line_error) -> None:
     (tmp_path / "out").write_text("mine")
     one_line_error(cli(*STAGE, "--out", "out", cwd=tmp_path), "is a file")
     assert (tmp_path / "out").read_text() == "mine"
+
+
+@pytest.mark.parametrize("command", [STAGE, SEARCH], ids=["stage", "search"])
+def test_force_and_resume_together_are_refused(command: list[str], tmp_path: Path, cli, one_line_error) -> None:
+    one_line_error(cli(*command, "--out", "out", "--force", "--resume", cwd=tmp_path), "--force", "--resume")
+    assert not (tmp_path / "out").exists()
+
+
+@pytest.mark.parametrize("out", ["afile/sub", "afile/sub/deeper"])
+def test_out_below_a_file_is_one_line_and_keeps_the_file(out: str, tmp_path: Path, cli, one_line_error) -> None:
+    (tmp_path / "afile").write_text("mine")
+    one_line_error(cli(*STAGE, "--out", out, cwd=tmp_path), "'afile' is a file")
+    recipe = tmp_path / "r.yaml"
+    recipe.write_text("data: {name: digits}\nmodel: {name: mlp}\nstages: [{stage: train}]\n")
+    one_line_error(cli("run", str(recipe), "--out", out, cwd=tmp_path), "cannot create output folder")
+    assert (tmp_path / "afile").read_text() == "mine"
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux /proc")
+def test_an_output_folder_that_cannot_be_created_is_one_line(tmp_path: Path) -> None:
+    from slimtune._io import prepare_out_dir
+    from slimtune.errors import OutputError
+
+    with pytest.raises(OutputError, match="cannot write to output folder '/proc/slimtune-out'"):
+        prepare_out_dir("/proc/slimtune-out")  # a file system where no folder can be made
 
 
 @pytest.mark.parametrize("argv", [["env", "--json", "--no-torch"], ["list"]], ids=["env-json", "list"])

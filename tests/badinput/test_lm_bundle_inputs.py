@@ -24,7 +24,7 @@ def lm_bundle(tmp_path_factory: pytest.TempPathFactory) -> Path:
 def classifier_bundle(tmp_path: Path) -> Path:
     folder = tmp_path / "clf"
     folder.mkdir()
-    manifest = {"format": "slimtune-bundle", "format_version": 1, "input": {"kind": "text"},
+    manifest = {"format": "slimtune-bundle", "format_version": 1, "input": {"kind": "image", "shape": [1, 8, 8]},
                 "output": {"labels": ["neg", "pos"]}, "files": {"model": "model.onnx"}}  # fmt: skip
     (folder / "bundle.json").write_text(json.dumps(manifest))
     return folder

@@ -94,6 +94,7 @@ SAVED_CASES: list[tuple[str, Callable[[Path], None], str]] = [
     ("spec-bad-options", _edit_spec(lambda s: s["options"].update(depth=3)), "cannot rebuild"),
     ("spec-options-a-list", _edit_spec(lambda s: s.update(options=[8])), "'options' must be a JSON object"),
     ("spec-layers-damaged", _edit_spec(lambda s: s["layers"]["net.1"].pop("out")), "cannot rebuild"),
+    ("spec-sparse-layout-damaged", _edit_spec(lambda s: s.update(sparse={"net.1.weight": {}})), "sparse layout"),
     ("spec-declares-other-shape", _edit_spec(lambda s: s.update(input_shape=[32])), "takes inputs shaped (32,)"),
     ("empty-folder", lambda f: _empty(f), "no spec.json in"),
     ("your-own-module", _custom, "custom=MyNet"),
@@ -254,3 +255,16 @@ def test_stage_load_takes_a_hugging_face_folder(hf_area: Path, tmp_path: Path, c
     recipe = json.loads((tmp_path / "out" / "recipe.json").read_text())
     assert recipe["model"] == {"name": "hf", "options": {"path": str(hf_area / "bert")}}
     assert (tmp_path / "out" / "01-train" / "model" / "spec.json").is_file()
+
+
+def test_fit_refuses_data_the_model_spec_cannot_take(area: Path) -> None:
+    """From the API too: a model built or loaded for 64 features does not train on 32, nor on more classes."""
+    from slimtune.data import load
+    from slimtune.errors import DataError
+    from slimtune.models import load_model
+    from slimtune.train import TrainConfig, fit
+
+    model = load_model(area / "saved")
+    for name, message in (("d32.npz", r"takes inputs shaped \(64,\), but d32 gives"), ("d64c6.npz", "predicts 4")):
+        with pytest.raises(DataError, match=message):
+            fit(model, load(str(area / name), seed=0), config=TrainConfig(epochs=1))

@@ -79,8 +79,9 @@ def test_bad_data_options_are_config_errors(options: dict[str, object], message:
 
 def test_cli_limit_zero_is_refused_not_ignored(reviews: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     out = tmp_path / "o"
-    code = main(["stage", "train", "--model", "mlp", "--data", "digits", "--limit", "0", "--out", str(out)])
-    assert code == 2 and "data.limit must be >= 10, got 0" in capsys.readouterr().err and not out.exists()
+    with pytest.raises(SystemExit) as exc:  # argparse refuses it before anything runs
+        main(["stage", "train", "--model", "mlp", "--data", "digits", "--limit", "0", "--out", str(out)])
+    assert exc.value.code == 2 and "must be a positive count, got 0" in capsys.readouterr().err and not out.exists()
 
 
 def test_search_takes_data_options_and_checks_them_first(reviews: Path, tmp_path: Path, capsys) -> None:

@@ -64,3 +64,16 @@ def test_stage_runs_end_to_end_and_refuses_bad_input(tmp_path: Path, capsys: pyt
     assert main([*argv[:-1], str(tmp_path / "o3"), "--set", "stage=prune"]) == 2
     assert "do not --set stage" in capsys.readouterr().err
     assert not (tmp_path / "o3").exists()
+
+
+def test_load_of_a_hugging_face_folder_is_the_hf_model(tmp_path: Path) -> None:
+    """``--load`` takes a Hugging Face folder (config.json, no spec.json), as its help says: model 'hf', its path."""
+    (tmp_path / "bert").mkdir()
+    (tmp_path / "bert" / "config.json").write_text("{}")
+    argv = ["stage", "finetune", "--load", str(tmp_path / "bert"), "--data", "reviews.csv", "--out", "o"]
+    raw = stage_recipe(build_parser().parse_args([*argv, "--option", "label_names=[a, b]"]))
+    assert raw["model"] == {"name": "hf", "options": {"label_names": ["a", "b"], "path": str(tmp_path / "bert")}}
+    (tmp_path / "bert" / "spec.json").write_text("{}")  # a saved slimtune model stays a saved model
+    assert stage_recipe(build_parser().parse_args(argv))["model"] == {"load": str(tmp_path / "bert")}
+    stage_help = build_parser()._subparsers._group_actions[0].choices["stage"].format_help()  # type: ignore[union-attr]
+    assert "or a Hugging Face folder (config.json)" in " ".join(stage_help.split())

@@ -27,7 +27,7 @@ class Ranged(Config):
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"epochs": "3"}, r"^TrainConfig\.epochs: expected an integer, got str '3'$"),
+        ({"epochs": "3"}, r"^TrainConfig\.epochs: expected an integer, got '3'$"),
         ({"lr": float("inf")}, r"^TrainConfig\.lr: inf is not a finite number"),
         ({"lr": float("nan")}, r"^TrainConfig\.lr: nan is not a finite number"),
         ({"max_grad_norm": float("-inf")}, r"TrainConfig\.max_grad_norm: -inf is not a finite number"),

@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 from slimtune._io import prepare_out_dir, record_outputs, remove_outputs, write_text
-from slimtune._outputs import MANIFEST
+from slimtune._outputs import MANIFEST, record_files
 from slimtune.cli.main import main
 from slimtune.errors import OutputExistsError
 
@@ -86,10 +86,14 @@ def test_force_replaces_a_prior_output_and_keeps_inputs_inside_out(
         (out / name).rename(sub / name)
     recipe = _recipe(sub, data=str(sub / "rows.npz"))
     inputs = {n: (sub / n).read_bytes() for n in ("recipe.yaml", "rows.npz")}
-    (sub / "01-train" / "stale.bin").write_bytes(b"old")
+    (sub / "01-train" / "notes.txt").write_text("mine")  # the user's file inside slimtune's stage folder
+    (sub / "02-old" / "model").mkdir(parents=True)  # a stage of an earlier, longer recipe
+    (sub / "02-old" / "model" / "w.bin").write_bytes(b"old")
+    record_files(sub, "02-old")
     assert main(["run", str(recipe), "--out", str(sub), "--force"]) == 0, capsys.readouterr().err
     assert {n: (sub / n).read_bytes() for n in inputs} == inputs  # the run's own inputs survive --force
-    assert not (sub / "01-train" / "stale.bin").exists() and (sub / "report.json").is_file()
+    assert not (sub / "02-old").exists() and (sub / "report.json").is_file()  # the prior output was replaced
+    assert (sub / "01-train" / "notes.txt").read_text() == "mine"
     listed = json.loads((sub / MANIFEST).read_text())["outputs"]
     assert "01-train" in listed and "recipe.yaml" not in listed and "rows.npz" not in listed
 
@@ -99,7 +103,13 @@ def test_force_keeps_a_loaded_model_inside_the_folder_it_replaces(
 ) -> None:
     out = tmp_path / "run"
     base = ["--model", "mlp", "--option", "hidden=[8]", "--data", "digits", *TINY, "--set", "train.epochs=1"]
-    assert main(["stage", "train", *base, "--out", str(out)]) == 0
+    old = os.umask(0o022)
+    try:
+        assert main(["stage", "train", *base, "--out", str(out)]) == 0
+    finally:
+        os.umask(old)
+    modes = {str(p.relative_to(out)): stat.S_IMODE(p.stat().st_mode) for p in out.rglob("*")}
+    assert modes and all(m == (0o755 if (out / p).is_dir() else 0o644) for p, m in modes.items()), modes
     model = out / "01-train" / "model"
     weights = {p.name: p.read_bytes() for p in model.iterdir()}
     argv = ["stage", "train", "--load", str(model), "--data", "digits", *TINY, "--set", "train.epochs=1"]
@@ -186,3 +196,38 @@ def test_search_refuses_a_load_input_where_it_writes(tmp_path: Path, capsys: pyt
     assert main([*argv, "--force"]) == 2
     assert "lies where this run writes 'work'" in capsys.readouterr().err
     assert (tmp_path / "out" / "work" / "m").is_dir()
+
+
+def test_search_api_with_force_never_removes_a_users_folder_of_the_same_name(tmp_path: Path, digits) -> None:
+    from slimtune.models import build
+    from slimtune.search import search
+
+    (tmp_path / "work").mkdir()
+    (tmp_path / "work" / "thesis.tex").write_text("mine")
+    model = build("mlp", input_shape=digits.input_shape, num_classes=digits.num_classes, hidden=[8])
+    with pytest.raises(OutputExistsError, match="was not written by slimtune"):
+        search(model, digits, out=tmp_path, force=True)
+    assert (tmp_path / "work" / "thesis.tex").read_text() == "mine"
+
+
+def test_a_finished_folder_loses_only_its_recorded_files_a_crashed_one_goes_whole(tmp_path: Path) -> None:
+    out = prepare_out_dir(tmp_path / "out")
+    record_outputs(out, "01-done", "02-crashed")
+    (out / "01-done" / "model").mkdir(parents=True)
+    (out / "01-done" / "model" / "w.bin").write_bytes(b"w")
+    (out / "01-done" / "stage.json").write_text("{}")
+    record_files(out, "01-done")  # the stage finished
+    (out / "01-done" / "model" / "mine.txt").write_text("added later by the user")
+    (out / "02-crashed" / "checkpoints").mkdir(parents=True)
+    (out / "02-crashed" / "checkpoints" / "last.pt").write_bytes(b"half")
+    prepare_out_dir(out, force=True)
+    assert sorted(str(p.relative_to(out)) for p in out.rglob("*")) == [
+        MANIFEST,
+        "01-done",
+        "01-done/model",
+        "01-done/model/mine.txt",
+    ]
+    listed = json.loads((out / MANIFEST).read_text())
+    assert listed["outputs"] == ["01-done"] and listed["files"] == {"01-done": []}
+    prepare_out_dir(out, force=True)  # again: the user's file still stays
+    assert (out / "01-done" / "model" / "mine.txt").is_file()

@@ -45,3 +45,10 @@ def test_set_threads_applies_and_is_recorded_in_env(monkeypatch: pytest.MonkeyPa
         assert auto["requested"].startswith("auto") and auto["threads"] == torch.get_num_threads() >= 1
     finally:
         torch.set_num_threads(before)
+
+
+def test_thread_count_resolves_auto_for_onnx_runtime(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(threads, "auto_threads", lambda: 3)
+    assert threads.thread_count("auto") == 3 and threads.thread_count("2") == 2 and threads.thread_count(4) == 4
+    with pytest.raises(ConfigError, match="--threads must be a whole number >= 1 or 'auto'"):
+        threads.thread_count("-1")

@@ -80,7 +80,7 @@ class _Balance(HTMLParser):
 
 def test_to_dict_schema() -> None:
     data = _report().to_dict()
-    assert set(data) == {"stages", "env"}
+    assert set(data) == {"stages", "env", "warnings"} and data["warnings"] == []
     stage = data["stages"][2]
     for key in (
         "name",

@@ -206,3 +206,62 @@ def test_slimtune_list_shows_causal_lms_and_corpora(capsys: pytest.CaptureFixtur
     assert "causal language models:" in out and "text corpora (causal LMs):" in out
     for name in ("tiny-llama", "tiny-gpt2", "smollm2-135m", "hf-lm", "shakespeare"):
         assert f"  {name} " in out
+
+
+FAMILIES = {  # tiny configs of the decoder families transformers' Auto classes load
+    "qwen2": ("Qwen2Config", {}),
+    "qwen3": ("Qwen3Config", {"head_dim": 16}),
+    "mistral": ("MistralConfig", {}),
+    "gemma": ("GemmaConfig", {"head_dim": 16}),
+    "phi": ("PhiConfig", {}),
+    "phi3": ("Phi3Config", {}),  # fused qkv_proj: saved as configured (no per-block shapes)
+}
+
+
+@pytest.mark.parametrize("family", sorted(FAMILIES))
+def test_hf_folders_of_each_family_load_save_and_reload(family: str, tmp_path: Path) -> None:
+    import transformers
+
+    from slimtune.models.lm_tokenizer import tiny_tokenizer
+
+    cls, extra = FAMILIES[family]
+    tok = tiny_tokenizer(chat=True)
+    config = getattr(transformers, cls)(
+        vocab_size=tok.vocab_size, hidden_size=64, intermediate_size=96, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=128,
+        eos_token_id=tok.eos_id, pad_token_id=tok.pad_id, bos_token_id=tok.eos_id, **extra,
+    )  # fmt: skip
+    torch.manual_seed(0)
+    transformers.AutoModelForCausalLM.from_config(config).to(torch.bfloat16).save_pretrained(tmp_path / "hf")
+    transformers.PreTrainedTokenizerFast(tokenizer_object=tok.tokenizer, eos_token="<|endoftext|>").save_pretrained(
+        tmp_path / "hf"
+    )
+    model = load_lm(str(tmp_path / "hf"))
+    assert model.config.model_type == family
+    assert model.slimtune_spec["source"]["precision"] == "bfloat16"  # recorded; the weights are fp32 now
+    assert {p.dtype for p in model.parameters()} == {torch.float32}
+    save_model(model, tmp_path / "m")
+    assert torch.equal(logits(load_model(tmp_path / "m")), logits(model))
+
+
+def test_cached_load_makes_once_and_replaces_stale_copies(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    from slimtune.models.lm_io import cached_load
+
+    monkeypatch.setenv("SLIMTUNE_CACHE", str(tmp_path / "cache"))
+    source = tmp_path / "weights.gguf"
+    source.write_bytes(b"stand-in for a GGUF file")
+    made: list[int] = []
+
+    def make() -> torch.nn.Module:
+        made.append(1)
+        return load_lm("tiny-llama")
+
+    first = cached_load(source, name="tiny", make=make)
+    again = cached_load(source, name="tiny", make=make)
+    assert len(made) == 1 and torch.equal(logits(again), logits(first))
+    assert again.slimtune_spec["name"] == "tiny-llama" and lm_tokenizer(again).chat_template
+    os.utime(source, ns=(10**9, 10**9))  # a reinstalled package: a new entry replaces the old one
+    cached_load(source, name="tiny", make=make)
+    assert len(made) == 2 and len(list((tmp_path / "cache" / "models").iterdir())) == 1

@@ -31,11 +31,17 @@ def fp32(digits: DataSplits, tmp_path: Path) -> tuple[Path, torch.Tensor]:
 
 
 class Fake:
-    """Latencies and agreements handed out in call order: fp32 is timed first, then each candidate."""
+    """Latencies and agreements handed out in build order: fp32 first, then each candidate ONNX Runtime
+    built; every timing round sees the same ms per call."""
 
     def __init__(self, monkeypatch: pytest.MonkeyPatch, latencies: list[float], agreements: list[float]) -> None:
-        self.latencies, self.agreements = iter(latencies), iter(agreements)
-        monkeypatch.setattr(ort_auto, "_time_ms", lambda *_: next(self.latencies))
+        self.latencies, self.agreements = latencies, iter(agreements)
+
+        def timer(sessions: dict[str, Any], *_: Any) -> Any:
+            table = dict(zip(sessions, self.latencies, strict=True))
+            return lambda keys: {k: table[k] for k in keys}
+
+        monkeypatch.setattr(ort_auto, "_round_timer", timer)
         monkeypatch.setattr(ort_auto, "_agreement", lambda *_: (a := next(self.agreements), a))
 
 
@@ -48,7 +54,8 @@ def test_grid_choice_and_reason(
 ) -> None:
     src, calibration = fp32
     config = OrtAutoInt8Config()
-    expected = [("dynamic", rr, True, "quint8") for rr in config.reduce_range_options]
+    expected = [("dynamic", rr, pc, "quint8") for rr in config.reduce_range_options
+                for pc in config.per_channel_options]  # fmt: skip
     expected += [("static", *s) for s in itertools.product(
         config.reduce_range_options, config.per_channel_options, config.activation_type_options)]  # fmt: skip
     n = len(expected)
@@ -79,7 +86,7 @@ def test_no_faithful_candidate_is_one_parity_error(
 ) -> None:
     src, calibration = fp32
     Fake(monkeypatch, [10.0, 5.0, 6.0], [0.90, 0.95])  # dynamic rr=False, then rr=True
-    config = OrtAutoInt8Config(kinds=("dynamic",))
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
     with pytest.raises(ParityError) as err:
         quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
     message = str(err.value)
@@ -97,7 +104,8 @@ def test_excused_near_ties_do_not_pick_a_less_faithful_variant(
     Fake(monkeypatch, [10.0, 6.0, 5.0], [])
     grades = iter([(0.995, 0.999), (0.995, 0.95)])  # (excused, raw): rr=False, then rr=True
     monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(grades))
-    info = quantize_onnx(src, tmp_path / "int8.onnx", OrtAutoInt8Config(kinds=("dynamic",)), calibration=calibration)
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
     assert info["chosen"] == "dynamic, reduce_range=False, per_channel=True"
     assert "raw 99.90%" in info["reason"] and [r["raw_agreement"] for r in info["candidates"][1:]] == [0.999, 0.95]
 
@@ -156,3 +164,64 @@ def test_bad_search_space_is_one_config_error(options: dict[str, Any], match: st
     with pytest.raises(ConfigError, match=key) as err:  # built in Python: __post_init__ checks it too
         OrtAutoInt8Config(**{key: tuple(value)})  # type: ignore[arg-type]
     assert "\n" not in str(err.value)
+
+
+@pytest.mark.parametrize(("faster_ms", "chosen_rr"), [(4.9, False), (4.0, True)])
+def test_a_speed_tie_goes_to_the_more_faithful_variant(
+    fp32: tuple[Path, torch.Tensor],
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    faster_ms: float,
+    chosen_rr: bool,
+) -> None:
+    """rr=True is a little less faithful: 2% faster is inside the 3% tie band (the faithful one ships),
+    20% faster is not (the faster one ships). The timings carry a per-round load the ratios cancel."""
+    src, calibration = fp32
+    grades = iter([(1.0, 1.0), (0.998, 0.995)])
+    monkeypatch.setattr(ort_auto, "_agreement", lambda *_: next(grades))
+    rng = random.Random(0)
+
+    def timer(sessions: dict[str, Any], *_: Any) -> Any:
+        table = dict(zip(sessions, [10.0, 5.0, faster_ms], strict=True))
+
+        def time_round(keys: list[str]) -> dict[str, float]:
+            load = rng.choice([0.5, 1.0, 3.0])  # one load per round, ±0.5% jitter per call
+            return {k: table[k] * load * rng.uniform(0.995, 1.005) for k in keys}
+
+        return time_round
+
+    monkeypatch.setattr(ort_auto, "_round_timer", timer)
+    config = OrtAutoInt8Config(kinds=("dynamic",), per_channel_options=(True,))
+    info = quantize_onnx(src, tmp_path / "int8.onnx", config, calibration=calibration)
+    assert info["reduce_range"] is chosen_rr
+    assert info["timing"]["rounds"] >= 15 and set(info["timing"]["ratio_to_reference"]) == {
+        r["candidate"] for r in info["candidates"][1:]
+    }
+    assert ("as fast as it" in info["reason"]) is (not chosen_rr)
+
+
+def test_ops_is_a_dimension_on_conv_nets(digits: DataSplits, tmp_path: Path) -> None:
+    assert isinstance(digits.train.x, torch.Tensor)
+    model = build("lenet5", input_shape=digits.input_shape, num_classes=10).eval()
+    src = export_onnx(model, digits.train.x[:1], tmp_path / "conv.onnx")
+    config = OrtAutoInt8Config(kinds=("static",), reduce_range_options=(True,), per_channel_options=(True,),
+                               activation_type_options=("quint8",))  # fmt: skip
+    from slimtune.quantize.qdq_graph import resolve_ops
+
+    conv = search_space(config, lambda o: resolve_ops(o, src)[0])
+    assert [c.ops for c in conv] == ["weights", "chain"] and conv[1].label.endswith("ops=chain")
+    assert [c.ops for c in search_space(config)] == ["weights"]  # without a conv graph auto is weights: once
+
+
+def test_dynamic_defaults_match_the_library_call(fp32: tuple[Path, torch.Tensor], tmp_path: Path) -> None:
+    """slimtune's dynamic int8 with per_channel=False (its default) and reduce_range=False writes the same
+    file as onnxruntime's quantize_dynamic with its defaults: it cannot lose to the call it wraps."""
+    from onnxruntime.quantization import quantize_dynamic
+
+    from slimtune.quantize import OrtDynamicInt8Config
+
+    src, _ = fp32
+    quantize_dynamic(str(src), str(tmp_path / "library.onnx"))
+    info = quantize_onnx(src, tmp_path / "ours.onnx", OrtDynamicInt8Config(reduce_range=False))
+    assert info["per_channel"] is False
+    assert (tmp_path / "ours.onnx").read_bytes() == (tmp_path / "library.onnx").read_bytes()

@@ -65,11 +65,16 @@ def test_int8_method_on_architecture(arch: str, method: str, trained: dict, tmp_
     assert "reduce_range" in info
     ops = {n.op_type for n in onnx.load(str(tmp_path / "int8.onnx")).graph.node}
     assert ops & {"QuantizeLinear", "DynamicQuantizeLinear", "MatMulInteger", "ConvInteger", "QLinearConv"}
-    precision = onnx_precision(tmp_path / "int8.onnx", layer_modules(model))  # as ONNX Runtime runs it
-    assert set(precision.values()) == {"int8"} and len(precision) == len(layer_modules(model))
+    layers = layer_modules(model)
+    precision = onnx_precision(tmp_path / "int8.onnx", layers)  # as ONNX Runtime runs it
+    # dynamic int8 leaves convolutions fp32 (ConvInteger is slower than fp32 convolutions)
+    dynamic = "dynamic" in method or str(info.get("chosen", "")).startswith("dynamic")
+    expected = {k: "fp32" if dynamic and isinstance(m, nn.Conv2d) else "int8" for k, m in layers.items()}
+    assert precision == expected
     report = parity(model, tmp_path / "int8.onnx", data.test.x)
     check_parity(report, what=f"{arch}/{method}", max_abs_diff=None, min_argmax_agreement=0.99)
-    assert (tmp_path / "int8.onnx").stat().st_size < fp32.stat().st_size
+    if "fp32" not in expected.values():  # a conv net under dynamic int8 keeps its (bulk of) conv weights fp32
+        assert (tmp_path / "int8.onnx").stat().st_size < fp32.stat().st_size
 
 
 def test_static_int8_needs_calibration(tmp_path: Path) -> None:

@@ -126,7 +126,7 @@ def test_sensitivity_on_convs_and_errors() -> None:
     results = layer_sensitivity(model, x, bits=4, weight_spec=QuantSpec(bits=4, symmetric=True), activations=True)
     assert {r.name for r in results} == {"features.0", "features.3", "classifier.1", "classifier.3", "classifier.5"}
     assert [r.sqnr_db for r in results] == sorted(r.sqnr_db for r in results)
-    with pytest.raises(DataError, match="sensitivity needs tensor inputs; encode text first"):
+    with pytest.raises(DataError, match="sensitivity needs tensor inputs; tokenize text first"):
         layer_sensitivity(model, Split(["a", "b"], torch.zeros(2, dtype=torch.long)))
     with pytest.raises(ConfigError, match=r"bits must be in 1\.\.8, got 9"):
         layer_sensitivity(model, x, bits=9)

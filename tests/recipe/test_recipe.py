@@ -95,10 +95,12 @@ def test_existing_output_is_not_overwritten_without_force(tmp_path: Path) -> Non
     with pytest.raises(OutputExistsError, match="--force"):
         run_recipe(parse_recipe(raw), out)
     (out / "keep.txt").write_text("precious")  # the user's own file beside slimtune's outputs
-    (out / "01-teacher" / "stale.txt").write_text("old")  # inside a folder slimtune made
+    (out / "01-teacher" / "notes.txt").write_text("mine")  # and one inside a folder slimtune made
+    (out / "01-teacher" / "model" / "spec.json").write_text("{}")  # slimtune's own file, now stale
     run_recipe(parse_recipe(raw), out, force=True)
     assert (out / "keep.txt").read_text() == "precious" and (out / "report.json").exists()
-    assert not (out / "01-teacher" / "stale.txt").exists()  # the earlier output was replaced
+    assert (out / "01-teacher" / "notes.txt").read_text() == "mine"
+    assert json.loads((out / "01-teacher" / "model" / "spec.json").read_text())["arch"]  # replaced
 
 
 def test_resume_skips_finished_stages(tmp_path: Path) -> None:

@@ -83,6 +83,7 @@ def test_a_collapsing_student_warns_in_the_log_and_the_report(tmp_path: Path) ->
     saved = json.loads((tmp_path / "o" / "report.json").read_text())
     rows = {r["name"]: r for r in saved["stages"]}
     assert any("lost" in w for w in rows["student"]["extra"]["warnings"])
+    assert saved["warnings"][0].startswith("stage 'student' lost")  # the top-level list: accuracy drops first
     assert not any("lost" in w for w in rows["teacher"]["extra"].get("warnings", []))  # timing ones may be there
     assert saved["env"]["threads"]["threads"] == 1 and saved["env"]["threads"]["requested"] == "--threads"
     assert "⚠ WARNING" in (tmp_path / "o" / "report.md").read_text()

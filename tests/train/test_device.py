@@ -100,3 +100,44 @@ def test_model_comes_back_on_its_device(digits: DataSplits) -> None:
     model = _mlp(digits)
     fit(model, digits, config=TrainConfig(epochs=1, device="cpu"))
     assert all(p.device.type == "cpu" for p in model.parameters())
+
+
+def test_ranks_take_their_own_gpu(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert resolve_device("auto", distributed=True) == torch.device("cuda", 1)
+    assert resolve_device("cuda", distributed=True) == torch.device("cuda", 1)
+    assert resolve_device("cuda:0", distributed=True) == torch.device("cuda", 0)
+    assert resolve_device("auto", distributed=False) == torch.device("cuda", 0)
+    monkeypatch.setenv("LOCAL_RANK", "2")  # more ranks than GPUs
+    assert resolve_device("auto", distributed=True) == torch.device("cpu")
+    with pytest.raises(ConfigError, match="device: cuda:2 but this machine has 2 GPU"):
+        resolve_device("cuda", distributed=True)
+
+
+def test_multitask_batches_refuse_gradient_accumulation() -> None:
+    from slimtune.train.multitask import MultiTaskLoss
+    from slimtune.train.step import Amp, forward_backward
+
+    task = MultiTaskLoss(names=["a"], losses=[torch.nn.functional.cross_entropy])
+    x, y = torch.randn(4, 3), torch.zeros(4, 2, dtype=torch.long)
+    with pytest.raises(ConfigError, match="MultiTaskLoss batches cannot be cut into micro-batches"):
+        forward_backward(torch.nn.Linear(3, 2), task, x, y, amp=Amp(torch.device("cpu"), "fp32"), accum=2,
+                         distributed=False)  # fmt: skip
+
+
+def test_checkpoint_from_before_the_new_keys_resumes(digits: DataSplits, tmp_path) -> None:
+    cfg = TrainConfig(epochs=2, lr=1e-2, batch_size=32)
+    fit(_mlp(digits), digits, config=TrainConfig(epochs=1, lr=1e-2, batch_size=32), checkpoint_dir=tmp_path)
+    saved = torch.load(tmp_path / "last.pt", weights_only=True)
+    for key in ("grad_accum", "gradient_checkpointing", "device", "precision"):  # as an older slimtune wrote it
+        del saved["config"][key]
+    saved["config"]["epochs"] = 2
+    del saved["scaler"]
+    torch.save(saved, tmp_path / "last.pt")
+    result = fit(_mlp(digits), digits, config=cfg, checkpoint_dir=tmp_path, resume=True)
+    assert [h["epoch"] for h in result.history] == [1, 2]
+    with pytest.raises(ConfigError, match="different training config"):
+        fit(_mlp(digits), digits, config=TrainConfig(epochs=2, lr=1e-2, batch_size=32, precision="bf16"),
+            checkpoint_dir=tmp_path, resume=True)  # fmt: skip

@@ -167,3 +167,30 @@ def test_causal_lm_task_rejects_a_classifier(digits: DataSplits) -> None:
     model = build("mlp", input_shape=(4,), num_classes=3, hidden=[8])
     with pytest.raises(UnsupportedModelError, match="causal LM must return logits"):
         CausalLMTask().loss(model, torch.randn(2, 4), torch.zeros(2, 4, dtype=torch.long))
+
+
+class _Wrapper(torch.nn.Module):
+    """A causal LM inside a wrapper that returns plain logits (as a model registry might build it)."""
+
+    def __init__(self, lm: torch.nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.lm(x, use_cache=False).logits
+
+
+def test_lora_and_freezing_find_a_wrapped_causal_lm(markov: DataSplits) -> None:
+    from slimtune.transfer.anatomy import anatomy
+    from slimtune.transfer.lora import lora_targets
+
+    model = _Wrapper(tiny_llama(tied=False, init=0.02, vocab=32))
+    anat = anatomy(model)
+    assert anat.head == "lm.lm_head" and anat.blocks[0] == ["lm.model.embed_tokens"] and len(anat.blocks) == 3
+    assert lora_targets(model) == [f"lm.model.layers.{i}.self_attn.{p}" for i in range(2) for p in ("q_proj", "v_proj")]
+    before = evaluate_lm(model, markov.val)["loss"]
+    cfg = FinetuneConfig(freeze="all-but-last-1", train=TrainConfig(epochs=1, batch_size=16, lr=3e-3))
+    embed = model.lm.model.embed_tokens.weight.detach().clone()
+    finetune_(model, markov, cfg)
+    assert torch.equal(model.lm.model.embed_tokens.weight, embed)  # frozen block untouched
+    assert evaluate_lm(model, markov.val)["loss"] < before

@@ -171,9 +171,9 @@ def _cmd_predict(args: argparse.Namespace) -> int:
     import json
 
     from slimtune.runtime import Predictor
-    from slimtune.threads import parse_threads
+    from slimtune.threads import thread_count
 
-    threads = None if args.threads is None else int(parse_threads(args.threads, flag="--threads"))
+    threads = None if args.threads is None else thread_count(args.threads, flag="--threads")
     predictor = Predictor(args.bundle, threads=threads)
     inputs, names = _read_inputs(args)
     results = predictor.predict(inputs, top_k=args.top_k)
@@ -193,9 +193,9 @@ def _cmd_bench(args: argparse.Namespace) -> int:
 
     from slimtune.cli.generate import bench_lm, is_lm_bundle
     from slimtune.runtime import bench, format_table
-    from slimtune.threads import parse_threads
+    from slimtune.threads import thread_count
 
-    threads: list[int | None] = [int(parse_threads(t, flag="--threads")) for t in args.threads or []]
+    threads: list[int | None] = [thread_count(t, flag="--threads") for t in args.threads or []]
     if is_lm_bundle(args.bundle):  # an LM bundle: prefill / decode tokens/s and time to first token
         args.threads = threads or None
         return bench_lm(args)
@@ -209,7 +209,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
-    from slimtune._outputs import check_inputs_clear
+    from slimtune._outputs import check_inputs_clear, record_files
     from slimtune.errors import ConfigError
     from slimtune.models import load_model, save_model
     from slimtune.models.inputs import load_data, load_start_model
@@ -248,6 +248,7 @@ def _cmd_search(args: argparse.Namespace) -> int:
             fit(model, data, config=train, desc="teacher")
             record_outputs(out, teacher_dir.name)
             save_model(model, teacher_dir)
+            record_files(out, teacher_dir.name)
     result = search(
         model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
     )
@@ -300,7 +301,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     pred.add_argument("--text", action="append", help="a text to classify (repeatable)")
     pred.add_argument("--top-k", type=int, default=1, help="also show the next k-1 labels")
-    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1)")
+    pred.add_argument("--threads", default=None, help="ONNX Runtime intra-op threads (a number >= 1, or auto)")
     pred.add_argument("--json", action="store_true", help="print JSON")
     pred.set_defaults(func=_cmd_predict)
     bch = sub.add_parser("bench", help="latency p50/p90/p99, throughput, start-up and peak RSS of a bundle")
@@ -389,7 +390,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         _drop_stdout()
         return 141  # 128 + SIGPIPE, what a shell tool stopped by the closed pipe reports
     except SlimtuneError as exc:
-        print(f"slimtune: error: {exc}", file=sys.stderr)
+        print("slimtune: error: " + " ".join(str(exc).split()), file=sys.stderr)  # always ONE line
         return 2
     except PermissionError as exc:  # a file or folder of another user, wherever it is met
         where = f" on '{exc.filename}'" if exc.filename else ""

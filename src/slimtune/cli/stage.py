@@ -23,17 +23,17 @@ from slimtune.errors import ConfigError
 
 def parse_sets(items: list[str], *, flag: str = "--set") -> dict[str, Any]:
     """``["train.epochs=3", "ratio=0.5"]`` → ``{"train": {"epochs": 3}, "ratio": 0.5}`` (values as YAML)."""
-    import yaml
+    from slimtune.recipe.yamlio import parse_yaml
 
     out: dict[str, Any] = {}
     for item in items:
         key, sep, text = item.partition("=")
         if not sep or not key.strip() or any(not part for part in key.split(".")):
             raise ConfigError(f"{flag} {item!r}: write key=value (dots nest: train.epochs=3)")
-        try:
-            value = yaml.safe_load(text) if text.strip() else None
-        except yaml.YAMLError as exc:
-            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML ({str(exc).splitlines()[0]})") from None
+        try:  # the recipe's strict reading: duplicate keys and alias bombs refused
+            value = parse_yaml(text, source="value")[0] if text.strip() else None
+        except ConfigError as exc:
+            raise ConfigError(f"{flag} {item!r}: the value is not valid YAML ({exc})") from None
         node = out
         *parents, leaf = key.strip().split(".")
         for part in parents:

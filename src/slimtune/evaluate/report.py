@@ -204,7 +204,7 @@ class Report:
         self._rows.append(row)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"stages": [row.to_dict() for row in self._rows], "env": self.env}
+        return {"stages": [row.to_dict() for row in self._rows], "env": self.env, "warnings": self.warnings()}
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> Report:

@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from slimtune import __version__
-from slimtune._io import prepare_out_dir, write_text
+from slimtune._io import prepare_out_dir, record_outputs, undo_on_failure, write_text
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, DataError
 from slimtune.export.onnx import ExportConfig, check_parity, export_onnx, parity
@@ -137,8 +137,10 @@ def export_bundle(
     """Write a bundle folder for ``model``; returns its path. ``onnx``: ship this graph (checked by the caller,
     whose ``parity_report`` is recorded) instead of exporting ``model`` in fp32 with a parity check here."""
     export = export or ExportConfig()
-    folder = prepare_out_dir(out, force=force)
-    try:
+    existed = Path(out).exists()
+    given = [] if onnx is None else [Path(onnx), Path(onnx).with_name(f"{Path(onnx).name}.data")]
+    folder = prepare_out_dir(out, force=force, inputs=given)  # --force removes a prior bundle, never the graph given
+    with undo_on_failure(folder, existed=existed):  # never leave a half-written bundle behind
         inp, files = _input_spec(model, data, folder)
         x_test = data.test.x if data is not None and isinstance(data.test.x, torch.Tensor) else None
         if onnx is None:
@@ -155,8 +157,9 @@ def export_bundle(
                 raise DataError(f"ONNX file not found: {onnx}")
             side = src.with_name(f"{src.name}.data")  # external weights are referenced by the graph's file name
             path = folder / (src.name if side.is_file() else "model.onnx")
-            shutil.copyfile(src, path)
-            if side.is_file():
+            if src.resolve() != path.resolve():  # a graph already in the bundle folder stays where it is
+                shutil.copyfile(src, path)
+            if side.is_file() and side.resolve() != (folder / side.name).resolve():
                 shutil.copyfile(side, folder / side.name)
         files["model"] = path.name
         labels = _check_fits(path, inp, _labels(model, data), source=Path(onnx) if onnx is not None else path)
@@ -179,9 +182,8 @@ def export_bundle(
             "provenance": provenance or {},
         }
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # never leave a half-written bundle behind
-        raise
+        weights = [f"{path.name}.data"] if (folder / f"{path.name}.data").is_file() else []
+        record_outputs(folder, MANIFEST, *files.values(), *weights)  # what a later force=True may replace
     return folder
 
 
@@ -191,5 +193,6 @@ def finish_bundle(folder: str | Path, report: Any) -> None:
 
     root = Path(folder)
     report.write(root)
+    record_outputs(root, "report.json", "report.md", "report.html", "MODEL_CARD.md")
     manifest = json.loads((root / MANIFEST).read_text(encoding="utf-8"))
     write_text(root / "MODEL_CARD.md", model_card(manifest, report))

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import datetime as dt
 import json
-import shutil
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,7 +22,7 @@ from typing import Any
 import torch
 
 from slimtune import __version__
-from slimtune._io import prepare_out_dir, write_text
+from slimtune._io import prepare_out_dir, undo_on_failure, write_text
 from slimtune.errors import ConfigError
 from slimtune.export.lm_graph import CausalLM, KVDecoder
 from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_onnx, io_names
@@ -45,8 +44,13 @@ def export_lm(
     config = config or LMExportConfig()
     out = export_lm_onnx(model, path, opset=config.opset, external_data=config.external_data)
     try:
-        report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
-        check_lm_parity(report, config)
+        if any(hasattr(m, "slimtune_qweight") for m in model.modules()):  # weight-only quantized: MatMulNBits
+            from slimtune.export.lm_nbits import export_nbits_checked
+
+            report = export_nbits_checked(model, out, windows=windows, prompts=prompts, config=config)
+        else:
+            report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
+            check_lm_parity(report, config)
     except BaseException:
         out.unlink(missing_ok=True)
         out.with_name(f"{out.name}.data").unlink(missing_ok=True)
@@ -105,8 +109,9 @@ def export_lm_bundle(
     config = config or LMExportConfig()
     backend, template, strings = _backend(tokenizer)
     defaults = _generation(model, generation)
+    existed = Path(out).exists()
     folder = prepare_out_dir(out, force=force)
-    try:
+    with undo_on_failure(folder, existed=existed):  # never leave a half-written bundle behind
         ids = [list(backend.encode(p).ids) for p in prompts] if prompts is not None else None
         report = export_lm(model, folder / "model.onnx", windows=windows, prompts=ids, config=config)
         write_text(folder / "tokenizer.json", backend.to_str())
@@ -122,7 +127,7 @@ def export_lm_bundle(
             "format_version": FORMAT_VERSION,
             "slimtune_version": __version__,
             "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "precision": "fp32",
+            "precision": report.get("precision", "fp32"),
             "input": {
                 "kind": LM_KIND,
                 "names": io_names(len(shapes))[0],
@@ -146,7 +151,4 @@ def export_lm_bundle(
             "provenance": provenance or {},
         }
         write_text(folder / MANIFEST, json.dumps(manifest, indent=2, default=str))
-    except BaseException:
-        shutil.rmtree(folder, ignore_errors=True)  # never leave a half-written bundle behind
-        raise
     return folder

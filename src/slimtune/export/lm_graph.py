@@ -40,39 +40,57 @@ def model_type(model: CausalLM) -> str:
     return kind
 
 
-def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-    half = x.shape[-1] // 2
+def _rotate_half(x: torch.Tensor, half: int) -> torch.Tensor:
+    """RoPE's rotation; ``half`` is a Python int, so the slices export with constant bounds."""
     return torch.cat((-x[..., half:], x[..., :half]), dim=-1)
 
 
-def allowed_keys(attention_mask: torch.Tensor, q_len: Any, window: int | None = None) -> torch.Tensor:
-    """Boolean [b, 1, 1, s, past+s]: query i (at cache position past+i) may see key j when j <= past+i, the
-    key is not padding, and (sliding window) past+i - j < window."""
+class _Reshape(torch.autograd.Function):
+    """``x.reshape(shape)`` where 0 keeps that dimension of ``x`` (ONNX Reshape semantics; torch requires a -1 beside
+    any 0). Exported as ONE
+    Reshape with a constant shape: tracing ``x.reshape(b, s, ...)`` instead emits Shape/Gather/Unsqueeze/Concat
+    nodes per reshape, whose overhead dominates a decode step of a small model."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
+        return x.reshape([x.shape[i] if n == 0 else n for i, n in enumerate(shape)])
+
+    @staticmethod
+    def symbolic(g: Any, x: Any, shape: tuple[int, ...]) -> Any:
+        return g.op("Reshape", x, g.op("Constant", value_t=torch.tensor(shape, dtype=torch.long)))
+
+
+def reshape(x: torch.Tensor, *shape: int) -> torch.Tensor:
+    out: torch.Tensor = _Reshape.apply(x, tuple(int(n) for n in shape))
+    return out
+
+
+def allowed_keys(attention_mask: torch.Tensor, q_len: Any, window: int | None = None, groups: int = 1) -> torch.Tensor:
+    """Boolean [b, 1, groups*s, past+s]: query i (at cache position past+i) may see key j when j <= past+i, the
+    key is not padding, and (sliding window) past+i - j < window; tiled ``groups`` times along the queries, the
+    layout ``attend`` gives grouped query heads."""
     total = attention_mask.shape[1]
     q_pos = torch.arange(q_len, device=attention_mask.device) + (total - q_len)
     k_pos = torch.arange(total, device=attention_mask.device)
     ok = k_pos[None, :] <= q_pos[:, None]
     if window is not None:
         ok = ok & (k_pos[None, :] > q_pos[:, None] - window)
-    return ok[None, None, None] & (attention_mask[:, None, None, None, :] > 0)
+    allowed = ok[None, None] & (attention_mask[:, None, None, :] > 0)
+    return allowed.repeat(1, 1, groups, 1) if groups > 1 else allowed
 
 
 def attend(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, allowed: torch.Tensor, scaling: float) -> torch.Tensor:
     """Softmax attention of q [b, h, s, d] over k, v [b, kv, t, d] (h a multiple of kv) → [b, s, h*d].
 
-    Query heads are grouped under their KV head (head i uses KV head i // (h/kv), as repeat_kv does), so one
-    matmul per layer serves all groups and K/V are never copied. Masked scores get the dtype's minimum, so a
-    fully masked row (a left-padding position) stays finite."""
-    b, h, s, d = q.shape
-    kv = k.shape[1]
-    groups = h // kv
-    q5 = q.reshape(b, kv, groups * s, d)
-    scores = torch.matmul(q5, k.transpose(-1, -2)) * scaling
-    scores = scores.reshape(b, kv, groups, s, -1)
+    Query heads are grouped under their KV head (head i uses KV head i // (h/kv), as repeat_kv does): q is viewed
+    as [b, kv, groups*s, d], so one matmul per layer serves all groups and K/V are never copied; ``allowed`` is
+    ``allowed_keys(..., groups=h // kv)``. Masked scores get the dtype's minimum, so a fully masked row (a
+    left-padding position) stays finite."""
+    h, d, kv = int(q.shape[1]), int(q.shape[3]), int(k.shape[1])
+    scores = torch.matmul(reshape(q, 0, kv, -1, d), k.transpose(-1, -2)) * scaling
     scores = torch.where(allowed, scores, torch.tensor(torch.finfo(scores.dtype).min, dtype=scores.dtype))
-    probs = torch.softmax(scores, dim=-1).reshape(b, kv, groups * s, -1)
-    out = torch.matmul(probs, v).reshape(b, h, s, d)
-    return out.transpose(1, 2).reshape(b, s, h * d)
+    out = reshape(torch.matmul(torch.softmax(scores, dim=-1), v), 0, h, -1, d)
+    return reshape(out.transpose(1, 2), 0, -1, h * d)
 
 
 def _heads(proj: Any, head_dim: int, what: str) -> int:
@@ -82,10 +100,23 @@ def _heads(proj: Any, head_dim: int, what: str) -> int:
     return width // head_dim
 
 
+def _fused(module: Any, *names: str) -> nn.Linear:
+    """One Linear computing the named Linears of ``module`` side by side (outputs concatenated in order)."""
+    parts = [getattr(module, n) for n in names]
+    fused = nn.Linear(parts[0].in_features, sum(p.out_features for p in parts), bias=parts[0].bias is not None)
+    with torch.no_grad():
+        fused.weight.copy_(torch.cat([p.weight for p in parts]))
+        if fused.bias is not None:
+            fused.bias.copy_(torch.cat([p.bias for p in parts]))
+    return fused.to(parts[0].weight.dtype)
+
+
 class KVDecoder(nn.Module):
     """The flat-cache forward of a Llama-family or GPT-2 causal LM (see the module docstring)."""
 
-    def __init__(self, model: CausalLM) -> None:
+    def __init__(self, model: CausalLM, *, fuse: bool = False) -> None:
+        """``fuse``: for export, Llama-family q/k/v projections become one matmul and the MLP's gate/up another
+        (concatenated copies of the weights; the model is not changed)."""
         super().__init__()
         self.kind = model_type(model)
         self.model: CausalLM = model
@@ -107,6 +138,20 @@ class KVDecoder(nn.Module):
                 if heads % kv:
                     raise UnsupportedModelError(f"layer {i} has {heads} query heads, not a multiple of {kv} KV heads")
                 self.layer_shapes.append((heads, kv, d))
+        self.qkv = nn.ModuleList(_fused(l.self_attn, "q_proj", "k_proj", "v_proj") for l in self._fusable(fuse))
+        self.gate_up = nn.ModuleList(_fused(l.mlp, "gate_proj", "up_proj") for l in self._fusable(fuse, mlp=True))
+
+    def _fusable(self, fuse: bool, *, mlp: bool = False) -> list[Any]:
+        """The layers to fuse: all Llama-family layers when ``fuse`` (and, for the MLP, when every layer has the
+        gate/up/down + act_fn structure), else none."""
+        if not fuse or self.kind == "gpt2":
+            return []
+        layers = list(self.model.model.layers)
+        if mlp and not all(
+            all(hasattr(l.mlp, a) for a in ("gate_proj", "up_proj", "down_proj", "act_fn")) for l in layers
+        ):
+            return []
+        return layers
 
     @property
     def num_layers(self) -> int:
@@ -127,12 +172,12 @@ class KVDecoder(nn.Module):
         if len(past) != 2 * self.num_layers:
             raise ValueError(f"expected {2 * self.num_layers} past tensors, got {len(past)}")
         q_len = input_ids.shape[1]
-        masks: dict[int | None, torch.Tensor] = {}
+        masks: dict[tuple[int | None, int], torch.Tensor] = {}
 
-        def mask(window: int | None) -> torch.Tensor:
-            if window not in masks:
-                masks[window] = allowed_keys(attention_mask, q_len, window)
-            return masks[window]
+        def mask(window: int | None, groups: int) -> torch.Tensor:  # one per distinct (window, groups)
+            if (window, groups) not in masks:
+                masks[window, groups] = allowed_keys(attention_mask, q_len, window, groups)
+            return masks[window, groups]
 
         if self.kind == "gpt2":
             hidden, present = self._gpt2(input_ids, position_ids, past, mask)
@@ -161,21 +206,28 @@ class KVDecoder(nn.Module):
             attn = layer.self_attn
             heads, kv, d = self.layer_shapes[i]
             x = layer.input_layernorm(hidden)
-            b, s = x.shape[0], x.shape[1]
-            q = attn.q_proj(x).reshape(b, s, heads, d)
-            k = attn.k_proj(x).reshape(b, s, kv, d)
-            v = attn.v_proj(x).reshape(b, s, kv, d).transpose(1, 2)
+            if len(self.qkv):
+                q, k, v = self.qkv[i](x).split([heads * d, kv * d, kv * d], dim=-1)
+            else:
+                q, k, v = attn.q_proj(x), attn.k_proj(x), attn.v_proj(x)
+            q, k = reshape(q, 0, -1, heads, d), reshape(k, 0, -1, kv, d)
+            v = reshape(v, 0, -1, kv, d).transpose(1, 2)
             if getattr(attn, "q_norm", None) is not None:  # Qwen3: RMSNorm per head before RoPE
                 q, k = attn.q_norm(q), attn.k_norm(k)
             q, k = q.transpose(1, 2), k.transpose(1, 2)
-            q = q * cos + _rotate_half(q) * sin
-            k = k * cos + _rotate_half(k) * sin
+            q = q * cos + _rotate_half(q, d // 2) * sin
+            k = k * cos + _rotate_half(k, d // 2) * sin
             k = torch.cat((past[2 * i], k), dim=2)
             v = torch.cat((past[2 * i + 1], v), dim=2)
             present += [k, v]
-            out = attend(q, k, v, mask(self._window(i)), float(attn.scaling))
+            out = attend(q, k, v, mask(self._window(i), heads // kv), float(attn.scaling))
             hidden = hidden + attn.o_proj(out)
-            hidden = hidden + layer.mlp(layer.post_attention_layernorm(hidden))
+            x = layer.post_attention_layernorm(hidden)
+            if len(self.gate_up):
+                gate, up = self.gate_up[i](x).chunk(2, dim=-1)
+                hidden = hidden + layer.mlp.down_proj(layer.mlp.act_fn(gate) * up)
+            else:
+                hidden = hidden + layer.mlp(x)
         return body.norm(hidden), present
 
     def _gpt2(self, input_ids: torch.Tensor, position_ids: torch.Tensor, past: tuple[torch.Tensor, ...], mask: Any):
@@ -185,12 +237,11 @@ class KVDecoder(nn.Module):
         for i, block in enumerate(body.h):
             heads, _, d = self.layer_shapes[i]
             x = block.ln_1(hidden)
-            b, s = x.shape[0], x.shape[1]
-            q, k, v = (t.reshape(b, s, heads, d).transpose(1, 2) for t in block.attn.c_attn(x).split(heads * d, 2))
+            q, k, v = (reshape(t, 0, -1, heads, d).transpose(1, 2) for t in block.attn.c_attn(x).split(heads * d, 2))
             k = torch.cat((past[2 * i], k), dim=2)
             v = torch.cat((past[2 * i + 1], v), dim=2)
             present += [k, v]
-            out = attend(q, k, v, mask(None), float(block.attn.scaling))
+            out = attend(q, k, v, mask(None, 1), float(block.attn.scaling))
             hidden = hidden + block.attn.c_proj(out)
             hidden = hidden + block.mlp(block.ln_2(hidden))
         return body.ln_f(hidden), present

@@ -39,6 +39,8 @@ class LMExportConfig(Config):
     windows: int = 4
     window_length: int = 64
     external_data: bool | None = None  # None: only past protobuf's 2 GB
+    accuracy_level: int = 4  # weight-only quantized models: MatMulNBits' accuracy_level (4: int8 activations)
+    min_fast_top1_agreement: float = 0.9  # ... and the top-1 agreement required at that level when not 0
 
     def __post_init__(self) -> None:
         check(14 <= self.opset <= 21, f"opset must be in 14..21 for the KV-cache export, got {self.opset}")
@@ -46,6 +48,8 @@ class LMExportConfig(Config):
         check(0 <= self.min_top1_agreement <= 1, "min_top1_agreement must be in [0, 1]")
         check(self.greedy_tokens >= 1 and self.prompts >= 1, "greedy_tokens and prompts must be >= 1")
         check(self.windows >= 1 and self.window_length >= 2, "windows must be >= 1 and window_length >= 2")
+        check(self.accuracy_level in (0, 1, 2, 3, 4), f"accuracy_level must be 0..4, got {self.accuracy_level}")
+        check(0 <= self.min_fast_top1_agreement <= 1, "min_fast_top1_agreement must be in [0, 1]")
 
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
@@ -66,7 +70,7 @@ def context_length(model: CausalLM) -> int:
 def export_lm_onnx(model: CausalLM, path: str | Path, *, opset: int = 17, external_data: bool | None = None) -> Path:
     """Export ``model`` (a Hugging Face Llama-family or GPT-2 causal LM) with a KV cache to ``path``
     atomically; returns the path. The caller checks parity (``lm_parity``)."""
-    decoder = KVDecoder(model).eval()
+    decoder = KVDecoder(model, fuse=True).eval()
     dtype = next(model.parameters()).dtype
     if dtype != torch.float32:
         raise UnsupportedModelError(f"KV-cache export takes fp32 models, got {dtype}; call model.float() first")

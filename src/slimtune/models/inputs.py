@@ -117,15 +117,31 @@ def load_start_model(model_ref: ModelRef, data: DataSplits, preprocess: dict[str
     return model
 
 
-def check_spec_fits_data(spec: dict[str, Any], data: DataSplits, *, source: str) -> None:
-    """A saved model only trains on, and is measured with, inputs of the shape its spec declares."""
+def check_spec_fits_data(spec: dict[str, Any], data: DataSplits, *, source: str | None = None) -> None:
+    """A model only trains on, and is measured with, inputs of the shape its spec declares (else it would fail
+    deep in torch, or train and be saved with a spec that no longer describes it)."""
     from slimtune.models.serialization import spec_input_shape
 
     declared = spec_input_shape(spec)
     given = tuple(int(s) for s in data.input_shape)
     if declared is not None and given and declared != given:
+        who = f"the saved model '{source}'" if source else "the model"
         what = "token ids of length" if data.kind == "text" else f"{data.kind} inputs shaped"
         raise DataError(
-            f"the saved model '{source}' takes inputs shaped {declared}, but {data.name} gives {what} {given}; "
-            "use data of the shape it was trained on, or train a new model on this data (model: {name: ...})"
+            f"{who} takes inputs shaped {declared}, but {data.name} gives {what} {given}; use data of the shape "
+            "it was trained on, or train a new model on this data (model: {name: ...})"
+        )
+
+
+def check_model_fits(model: nn.Module, data: DataSplits) -> None:
+    """``check_spec_fits_data`` for a model in hand, plus: the data has no class past the model's head."""
+    spec = getattr(model, "slimtune_spec", None)
+    if not isinstance(spec, dict):
+        return  # your own module: nothing declared to check
+    check_spec_fits_data(spec, data)
+    classes = spec.get("num_classes")
+    if isinstance(classes, int) and data.num_classes > classes:
+        raise DataError(
+            f"the model predicts {classes} classes but {data.name} has {data.num_classes}; fine-tune it for "
+            "these classes (a finetune stage gives it a new head) or use data of the classes it knows"
         )

@@ -225,17 +225,16 @@ def hf_lm(*, path: str | None = None) -> nn.Module:
 def load_lm(name_or_path: str | os.PathLike[str], **options: Any) -> nn.Module:
     """A registered causal LM by name (``options`` go to its builder), else a folder or ``.gguf`` path."""
     name = os.fspath(name_or_path)
-    if name in CAUSAL_LMS:
-        builder = CAUSAL_LMS.get(name)
-        try:
-            return builder(**options)
-        except TypeError as exc:
-            raise ConfigError(f"causal LM '{name}': {exc}".replace(f"{builder.__name__}() ", "")) from None
-    if Path(name).expanduser().exists():
-        if options:
-            raise ConfigError(f"options {sorted(options)} do not apply to a model path; drop them")
-        return hf_lm(path=name)
-    if "/" in name or os.sep in name or name.endswith(".gguf"):
-        raise DataError(f"model path not found: {name}; check it or use a registered name ({', '.join(CAUSAL_LMS)})")
-    CAUSAL_LMS.get(name)  # unknown name: one line listing the registered ones
-    raise AssertionError("unreachable")
+    if name not in CAUSAL_LMS:
+        if Path(name).expanduser().exists():
+            if options:
+                raise ConfigError(f"options {sorted(options)} do not apply to a model path; drop them")
+            return hf_lm(path=name)
+        if "/" in name or os.sep in name or name.endswith(".gguf"):
+            known = ", ".join(CAUSAL_LMS)
+            raise DataError(f"model path not found: {name}; check it or use a registered name ({known})")
+    builder = CAUSAL_LMS.get(name)  # an unknown name: one line listing the registered ones
+    try:
+        return builder(**options)
+    except TypeError as exc:
+        raise ConfigError(f"causal LM '{name}': {exc}".replace(f"{builder.__name__}() ", "")) from None

@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import functools
 import os
+import shutil
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -145,6 +146,9 @@ def cached_load(path: Path, *, name: str, make: Callable[[], nn.Module]) -> nn.M
         except DataError:
             pass  # an interrupted or damaged cache entry: rebuild it
     model = make()
+    for stale in folder.parent.glob(f"{name}-*"):  # copies of an older install of the same source
+        if stale != folder:
+            shutil.rmtree(stale, ignore_errors=True)
     with contextlib.suppress(OSError):
         save_model(model, folder, sparse=False)
     return model
@@ -152,8 +156,11 @@ def cached_load(path: Path, *, name: str, make: Callable[[], nn.Module]) -> nn.M
 
 def spec_for_save(model: nn.Module, spec: dict[str, Any]) -> dict[str, Any]:
     """The spec to write: a config that matches the blocks as they are now, and their shapes."""
-    shapes = layer_shapes(model)
     config = plain_config(model.config)
+    try:
+        shapes = layer_shapes(model)
+    except UnsupportedModelError:  # a block layout without per-block shapes (e.g. fused qkv): as configured
+        return {**spec, "hf_config": config.to_dict()}
     sync_config(config, shapes)
     return {**spec, "hf_config": config.to_dict(), "lm_layers": shapes}
 

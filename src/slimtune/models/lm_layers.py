@@ -94,7 +94,8 @@ def _resize_llama(block: Any, shape: dict[str, int], hidden: int) -> None:
     attn.q_proj = _linear(attn.q_proj, hidden, heads * hd)
     attn.k_proj = _linear(attn.k_proj, hidden, kv * hd)
     attn.v_proj = _linear(attn.v_proj, hidden, kv * hd)
-    attn.o_proj = _linear(attn.o_proj, heads * hd, hidden)
+    out = "o_proj" if hasattr(attn, "o_proj") else "dense"  # Phi names it dense
+    setattr(attn, out, _linear(getattr(attn, out), heads * hd, hidden))
     attn.num_key_value_groups = heads // kv
     for name, value in (("num_heads", heads), ("num_key_value_heads", kv)):
         if hasattr(attn, name):

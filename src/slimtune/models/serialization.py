@@ -254,7 +254,8 @@ def load_model(folder: str | Path, *, custom: Factory | None = None) -> nn.Modul
     if "layers" in spec:
         _guard(lambda: restore(model, spec["layers"]), root / SPEC_FILE)
     if spec["arch"] == CUSTOM_ARCH:
-        model.slimtune_spec = {k: v for k, v in spec.items() if k not in ("layers", "sparse", "format_version")}  # type: ignore[assignment]
+        kept = {k: v for k, v in spec.items() if k not in ("layers", "sparse", "tied", "format_version")}
+        model.slimtune_spec = kept  # type: ignore[assignment]  # it re-saves and bundles like a built model
     try:
         tensors = load_file(str(weights))
     except PermissionError:

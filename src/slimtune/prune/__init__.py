@@ -2,10 +2,14 @@
 
 Unstructured methods: ``magnitude`` (one-shot), ``random`` (baseline), ``movement``, ``gradual`` and
 ``iterative`` (schedules) and ``l1`` (sparsity training); they leave exact zeros in the weights.
+Causal LMs (calibration text): ``wanda`` and ``sparsegpt`` (unstructured or N:M, one-shot),
+``lm-structured`` (GQA-aware heads, FFN channels and blocks).
 Structured: ``structured`` physically removes neurons, channels, heads, FFN units and layers.
 """
 
 from slimtune.prune.api import PRUNERS, PruneContext, PruneSummary, prune_, prune_summarized_, register_pruner
+from slimtune.prune.lm_sparse import LM_METHODS, SparseGPTConfig, WandaConfig
+from slimtune.prune.lm_structured import LMStructuredConfig
 from slimtune.prune.schedules import (
     GradualPruneCallback,
     GradualPruneConfig,
@@ -42,6 +46,7 @@ from slimtune.prune.unstructured import (
 )
 
 __all__ = [
+    "LM_METHODS",
     "PRUNERS",
     "Cut",
     "GradualPruneCallback",
@@ -49,6 +54,7 @@ __all__ = [
     "IterativePruneConfig",
     "L1PenaltyCallback",
     "L1SparsityConfig",
+    "LMStructuredConfig",
     "LayerHandler",
     "MagnitudePruneConfig",
     "MaskCallback",
@@ -57,8 +63,10 @@ __all__ = [
     "PruneContext",
     "PruneSummary",
     "RandomPruneConfig",
+    "SparseGPTConfig",
     "StructuredPruneConfig",
     "StructuredResult",
+    "WandaConfig",
     "apply_masks_",
     "iterative_sparsity",
     "magnitude_masks",

@@ -106,8 +106,10 @@ def magnitude_prune(model: nn.Module, config: MagnitudePruneConfig, ctx: PruneCo
 
 
 def masks_from_zeros(model: nn.Module) -> dict[str, torch.Tensor]:
-    """Masks of an already-pruned model: every exact zero stays zero."""
-    return {n: w != 0 for n, w in prunable_weights(model).items()}
+    """Masks of an already-pruned model: every exact zero stays zero (GPT-2's ``Conv1D`` layers included)."""
+    masks = {n: w != 0 for n, w in prunable_weights(model).items()}
+    conv1d = {n: m.weight != 0 for n, m in model.named_modules() if type(m).__name__ == "Conv1D" and hasattr(m, "nf")}
+    return {**masks, **conv1d}
 
 
 class MaskCallback(Callback):

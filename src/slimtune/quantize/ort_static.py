@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import numpy as np
 import torch
@@ -17,6 +17,7 @@ from slimtune.errors import ConfigError, UnsupportedModelError
 from slimtune.quantize.api import register_quantizer
 from slimtune.quantize.observers import OBSERVERS
 from slimtune.quantize.ort_dynamic import resolve_reduce_range
+from slimtune.quantize.qdq_graph import CHAIN_OPS, OpsChoice, resolve_ops
 
 CALIBRATION_METHODS = {
     "minmax": "MinMax",
@@ -35,7 +36,10 @@ class OrtStaticInt8Config(Config):
     of ORT's calibrator (see ``slimtune.quantize.ort_observe``). ``ops``: ``weights`` quantizes the layers
     that hold weights (MatMul/Gemm/Conv with a constant weight) and leaves activation-only ops (residual
     adds, softmax inputs, attention score matmuls) in float; ``all`` lets ONNX Runtime quantize every op it
-    can, which collapsed a fine-tuned MiniLM by 12.75 points (benchmarks/results/minilm_int8.md)."""
+    can, which collapsed a fine-tuned MiniLM by 12.75 points (benchmarks/results/minilm_int8.md); ``chain``
+    quantizes the ops ONNX Runtime runs in int8 end to end (Conv+Relu, Add, pooling, Concat: no fp32 round
+    trips between convolutions, NNCF's graph); ``auto`` picks ``chain`` for conv nets and ``weights``
+    otherwise (see ``slimtune.quantize.qdq_graph``)."""
 
     observer: Literal["minmax", "entropy", "percentile", "distribution"] = "minmax"
     calibration_size: int = 256
@@ -46,10 +50,11 @@ class OrtStaticInt8Config(Config):
     exclude_nodes: tuple[str, ...] = ()
     exclude_layers: tuple[str, ...] = ()
     range_observer: str | None = None
-    ops: Literal["weights", "all"] = "weights"
+    ops: OpsChoice = "auto"
 
     def __post_init__(self) -> None:
-        check(self.ops in ("weights", "all"), f"ops must be 'weights' or 'all', got {self.ops!r}")
+        choices = get_args(OpsChoice)
+        check(self.ops in choices, f"ops must be one of {', '.join(map(repr, choices))}, got {self.ops!r}")
         if self.range_observer is not None:
             OBSERVERS.get(self.range_observer)  # unknown names fail here, with a suggestion
         check(self.calibration_size >= 1, f"calibration_size must be >= 1, got {self.calibration_size}")
@@ -144,7 +149,8 @@ def quantize_static_onnx(
             extra["TensorQuantOverrides"] = observed_ranges(
                 pre, x, observer=config.range_observer, batch_size=config.calibration_batch
             )
-        weighted = weight_nodes(pre) if config.ops == "weights" else None
+        ops, ops_why = resolve_ops(config.ops, pre)
+        weighted = weight_nodes(pre) if ops == "weights" else None
         if weighted == []:
             raise UnsupportedModelError("static int8: the graph has no MatMul/Gemm/Conv with weights to quantize")
         with atomic_path(dst) as tmp:
@@ -160,6 +166,7 @@ def quantize_static_onnx(
                 calibrate_method=getattr(CalibrationMethod, CALIBRATION_METHODS[config.observer]),
                 nodes_to_exclude=excluded or None,
                 nodes_to_quantize=weighted,
+                op_types_to_quantize=list(CHAIN_OPS) if ops == "chain" else None,
                 extra_options=extra,
             )
             if excluded:
@@ -174,7 +181,8 @@ def quantize_static_onnx(
         "observer": config.observer if config.range_observer is None else f"{config.range_observer} (slimtune)",
         "calibration_examples": len(x),
         "activation_type": config.activation_type,
-        "ops": config.ops,
+        "ops": ops,
+        "ops_reason": ops_why,
     }
     if excluded:
         info["excluded_nodes"] = excluded

@@ -12,7 +12,7 @@ from typing import Any
 from torch import nn
 
 from slimtune._io import check_out_dir, prepare_out_dir, record_outputs, write_text
-from slimtune._outputs import check_inputs_clear
+from slimtune._outputs import check_inputs_clear, record_files
 from slimtune.errors import ConfigError, TrainingDivergedError
 from slimtune.evaluate.report import Report, StageRow
 from slimtune.evaluate.report_warnings import check_accuracy_drop
@@ -91,12 +91,14 @@ def run_recipe(
             saved = {"row": row.to_dict(), "has_model": result.model is not None, "stage": raw_stage}
             write_text(done, json.dumps(saved, indent=2, default=str))
             shutil.rmtree(stage_dir / "checkpoints", ignore_errors=True)  # the stage is done: free the disk
+            record_files(out_dir, stage_dir.name)
         report.add(row)
     record_outputs(out_dir, *REPORT_FILES)
     report.write(out_dir)
     for row in report.rows:  # bundles get the finished report and a model card
         if "bundle" in row.extra:
             finish_bundle(out_dir / row.extra["bundle"], report)
+    record_files(out_dir, *stage_dirs)  # bundles got their report and model card
     return report
 
 

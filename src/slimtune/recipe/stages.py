@@ -36,6 +36,7 @@ from slimtune.models.serialization import get_spec
 from slimtune.prune import PRUNERS, MaskCallback, apply_masks_, masks_from_zeros, prune_summarized_
 from slimtune.quantize import QUANTIZERS, QATCallback, QATConfig, export_qat_onnx, prepare_qat_
 from slimtune.quantize.mixed import MixedPrecisionConfig, quantize_model
+from slimtune.recipe.stages_lm_quant import LMQuantizeStage, LMQuantizeStageConfig, is_lm_method
 from slimtune.train.loop import TrainConfig, fit
 
 
@@ -298,7 +299,9 @@ class QuantizeStage:
     """Export to ONNX, quantize to int8 with ONNX Runtime (the most sensitive layers kept fp32 with
     ``mixed_precision: {max_fp32_layers: 2}`` or ``{min_sqnr_db: 20}``), and check int8 parity."""
 
-    def parse(self, raw: dict[str, Any], *, where: str) -> QuantizeStageConfig:
+    def parse(self, raw: dict[str, Any], *, where: str) -> Any:
+        if is_lm_method(raw.get("method")):  # rtn|hqq|gptq|awq: weight-only LM quantization + MatMulNBits
+            return LMQuantizeStage().parse(raw, where=where)
         raw = dict(raw)
         method = raw.pop("method", "ort-dynamic-int8")
         check_keys(raw, QUANTIZERS.get(method), ("method", "export", "mixed_precision"), where=where)
@@ -311,6 +314,8 @@ class QuantizeStage:
         return QuantizeStageConfig(method, config, export, mixed_cfg)
 
     def run(self, ctx: Context, cfg: QuantizeStageConfig, out: Path) -> StageOutput:
+        if isinstance(cfg, LMQuantizeStageConfig):
+            return LMQuantizeStage().run(ctx, cfg, out)  # type: ignore[no-any-return]
         x = _tensor(ctx.data.test.x)
         int8 = out / "model.int8.onnx"
         calibration = _tensor(ctx.data.calibration(min(len(ctx.data.train), 1024)).x)

@@ -89,13 +89,13 @@ def read_manifest(folder: str | Path) -> Manifest:
             raise DataError(f"{path}: missing '{key}' section; re-export the bundle")
     if raw["input"].get("kind") not in ("image", "text", "tabular", "lm"):
         raise DataError(f"{path}: input kind must be image, text, tabular or lm, got {raw['input'].get('kind')!r}")
-    if raw["input"]["kind"] != "lm":  # an LM bundle's contract is checked by the LM runtime
-        _check_contract(path, raw)
-    return Manifest(root, raw)
+    return Manifest(root, raw)  # the classifier contract is checked where it is used (open_session)
 
 
-def _check_contract(path: Path, raw: dict[str, Any]) -> None:
-    """Every key the runtime reads is there and has its type, so a damaged manifest is one line, not a KeyError."""
+def check_contract(manifest: Manifest) -> None:
+    """Every key the classifier runtime reads is there and has its type: a damaged manifest is one line, not a
+    KeyError. (An LM bundle's contract is checked by the LM runtime.)"""
+    path, raw = manifest.folder / MANIFEST, manifest.raw
     fix = "re-export the bundle or restore bundle.json"
     inp, files = raw["input"], raw["files"]
     if inp["kind"] == "text":
@@ -131,6 +131,7 @@ def _positive_int(value: Any) -> bool:
 
 def open_session(manifest: Manifest, *, threads: int | None = None) -> Any:
     """An ONNX Runtime session of the bundle's model, checked against the manifest's input shape and labels."""
+    check_contract(manifest)
     try:
         import onnxruntime as ort
     except ImportError as exc:

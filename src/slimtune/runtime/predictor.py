@@ -13,10 +13,10 @@ from typing import Any
 
 import numpy as np
 
-from slimtune.errors import DataError, MissingDependencyError
+from slimtune.errors import ConfigError, DataError, MissingDependencyError
 from slimtune.runtime.bundle import Manifest, open_session, read_manifest
 from slimtune.runtime.images import IMAGE_SUFFIXES, image_files, images_to_array, is_pil_image, open_images
-from slimtune.runtime.text import word_ids
+from slimtune.runtime.text import length_buckets, word_ids
 
 DYNAMIC_OPS = {"DynamicQuantizeLinear", "DynamicQuantizeMatMul", "DynamicQuantizeLSTM", "QAttention"}
 
@@ -58,8 +58,8 @@ class Predictor:
 
     Non-finite inputs (NaN, inf) are refused with one ``DataError`` naming the row. Bundles quantized with
     dynamic int8 compute their activation scales from the batch they see, so one extreme row would change
-    every other row's result: their rows are run one at a time, and a row's result never depends on the
-    others.
+    every other row's result: their float rows are run one at a time, and a row's result never depends on the
+    others. Text (token ids, bounded by the vocabulary) cannot hold an extreme row and runs in batches.
     """
 
     def __init__(self, bundle: str | Path, *, threads: int | None = None) -> None:
@@ -69,7 +69,9 @@ class Predictor:
         self.session = open_session(self.manifest, threads=threads)  # checked against bundle.json
         self.input_name = self.session.get_inputs()[0].name
         model = self.manifest.file("model")
-        self.row_by_row = self.manifest.raw.get("precision") == "int8" and _dynamic_quantized(model)
+        # only float inputs can hold an extreme row; token ids (text) are bounded, so text batches normally
+        floats = "float" in str(self.session.get_inputs()[0].type)
+        self.row_by_row = floats and self.manifest.raw.get("precision") == "int8" and _dynamic_quantized(model)
         self._tokenizer: Any = self._load_tokenizer() if self.kind == "text" else None
 
     @property
@@ -186,10 +188,29 @@ class Predictor:
             )
         return (x.astype(np.float32) * np.float32(scale)).astype(np.float32)
 
+    def _trim_pad_id(self) -> int | None:
+        """The pad id when export verified the model masks its padding (batches may be cut), else None."""
+        spec = self.manifest.input.get("tokenizer", {})
+        if self.kind != "text" or not spec.get("trim_padding"):
+            return None
+        if isinstance(self._tokenizer, dict):
+            return 0
+        pad = (self._tokenizer.padding or {}).get("pad_id")
+        return None if pad is None else int(pad)
+
     def logits(self, inputs: Any, *, batch_size: int = 256) -> np.ndarray:
         x = self.preprocess(inputs)
         if self.row_by_row:
             batch_size = 1  # dynamic int8: a batch shares activation scales, so rows run alone
+        pad = self._trim_pad_id()
+        if pad is not None and len(x) > 1:  # length buckets: each batch padded only to its own longest text
+            out: np.ndarray | None = None
+            for rows, ids in length_buckets(x.tolist(), pad, batch_size):
+                got = self.session.run(None, {self.input_name: np.asarray(ids, dtype=x.dtype)})[0]
+                out = np.empty((len(x), *got.shape[1:]), got.dtype) if out is None else out
+                out[rows] = got
+            assert out is not None
+            return out
         outs = [
             self.session.run(None, {self.input_name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)
         ]
@@ -200,8 +221,10 @@ class Predictor:
 
     def predict(self, inputs: Any, *, top_k: int = 1) -> list[dict[str, Any]]:
         """One dict per input: ``label``, ``index``, ``probability`` and the ``top`` k (label, probability) pairs."""
+        if isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1:
+            raise ConfigError(f"top_k (--top-k) must be a whole number >= 1, got {top_k!r}; e.g. --top-k 3")
         probs = self.predict_proba(inputs)
-        k = max(1, min(int(top_k), probs.shape[1]))
+        k = min(top_k, probs.shape[1])  # more than there are labels: all of them
         out = []
         for row in probs:
             order = np.argsort(-row)[:k]

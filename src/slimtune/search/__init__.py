@@ -16,11 +16,12 @@ from pathlib import Path
 
 from torch import nn
 
+from slimtune._outputs import record_files
 from slimtune.data.core import DataSplits
 from slimtune.errors import DataError
 from slimtune.search.finish import SearchResult, finalise
 from slimtune.search.progress import Progress, ProgressEvent
-from slimtune.search.runner import Search
+from slimtune.search.runner import BEST, WORK, Search
 from slimtune.search.space import Base, Candidate, SearchConfig, build_space, parse_duration
 
 
@@ -47,7 +48,9 @@ def search(
     try:
         state = Search(model, data, config, Path(out), resume=resume, force=force, progress=progress)
         state.run()
-        return finalise(state)
+        result = finalise(state)
+        record_files(Path(out), WORK, BEST)  # finished: a later --force removes exactly these files
+        return result
     finally:  # distillation freezes the teacher; give the caller's model back as it came
         for p, flag in zip(model.parameters(), flags):
             p.requires_grad_(flag)

@@ -82,6 +82,20 @@ def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any
     return front
 
 
+def _paired_pick(s: Search, front: list[dict[str, Any]], chosen: dict[str, Any]) -> dict[str, Any]:
+    """Among the useful front members, the fastest by paired per-round ratios to the teacher (ties: the
+    more accurate, then the smaller); the decision is kept in the state as ``latency_decision``."""
+    from slimtune.search.latency_choice import paired_choice
+
+    useful = [r for r in front if strategy.useful(r, s.reference, s.config, s.teacher_cost)]
+    if len(useful) < 2:
+        return chosen
+    paths = {r["id"]: s.out / r["onnx"] for r in useful} | {TEACHER: s.out / WORK / TEACHER / TEACHER_ONNX}
+    picked, summary = paired_choice(useful, paths, tensor_x(s.data.test.x), reference=TEACHER)
+    s.state["latency_decision"] = summary
+    return picked
+
+
 def _model_of(s: Search, rec: dict[str, Any]) -> nn.Module:
     from slimtune.models import load_model
 
@@ -178,6 +192,8 @@ def finalise(s: Search) -> SearchResult:
         front = _measured_front(s, pool)
         chosen, met = strategy.choose(front, s.reference, s.config, s.teacher_cost)
         assert chosen is not None
+        if met and s.config.objective == "latency":
+            chosen = _paired_pick(s, front, chosen)
         model = _model_of(s, chosen)
         try:
             bundle = _bundle(s, chosen, model)
@@ -201,6 +217,9 @@ def finalise(s: Search) -> SearchResult:
     timed = bench(bundle, batch_sizes=(1, 8), seconds=0.2)
     chosen["bundle_latency_ms"] = {f"batch{row['batch']}": row["p50_ms"] for row in timed["rows"]}
     message = _message(s, chosen, met) + leader_note(leading, chosen)
+    warning = (s.state.get("latency_decision") or {}).get("warning")
+    if warning:
+        message += f" ({warning})"
     s.state["outcome"] = {
         "chosen": chosen["id"],
         "name": chosen["name"],

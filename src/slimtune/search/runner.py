@@ -14,7 +14,7 @@ from typing import Any
 
 from torch import nn
 
-from slimtune._io import record_outputs, write_text
+from slimtune._io import record_outputs, remove_outputs, write_text
 from slimtune._outputs import read_manifest
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, OutputExistsError
@@ -60,10 +60,9 @@ class Search:
             listed = set((read_manifest(out) or {}).get("outputs", ()))
             for name in (SEARCH_JSON, WORK, BEST, PAGE):
                 target = out / name
-                if name in listed:
-                    shutil.rmtree(target, ignore_errors=True) if target.is_dir() else target.unlink(missing_ok=True)
-                elif target.exists() or target.is_symlink():
+                if name not in listed and (target.exists() or target.is_symlink()):
                     raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
+            remove_outputs(out, only=(SEARCH_JSON, WORK, BEST, PAGE))
         out.mkdir(parents=True, exist_ok=True)
         record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
         print_ = fingerprint(teacher)
@@ -203,8 +202,9 @@ class Search:
         brec["folder"] = os.path.relpath(folder, self.out)
         self.evaluations += 1
         self.save()
-        if old and (self.out / old).parent != folder:
-            shutil.rmtree((self.out / old).parent, ignore_errors=True)  # only the latest model of a base is kept
+        stale = stale_model_folder(self.out, base.id, old)
+        if stale is not None and stale != folder.resolve():
+            shutil.rmtree(stale, ignore_errors=True)  # only the latest model of a base is kept
         if self.progress is not None:
             self.progress(progress_event(self, base, epochs))
 
@@ -261,3 +261,13 @@ class Search:
 
 
 __all__ = ["BEST", "PAGE", "SEARCH_JSON", "WORK", "Search", "fingerprint"]
+
+
+def stale_model_folder(out: Path, base_id: str, model_dir: Any) -> Path | None:
+    """The folder of a base's previous model (``model_dir`` as the state file records it), or None unless it
+    lies inside that base's own work folder: an edited state file can never make the search delete elsewhere."""
+    if not isinstance(model_dir, str) or not model_dir:
+        return None
+    stale = (out / model_dir).parent.resolve()
+    work = (out / WORK / base_id).resolve()
+    return stale if work in stale.parents else None

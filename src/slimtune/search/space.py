@@ -21,7 +21,10 @@ from slimtune.config import Config, check
 
 OBJECTIVES = ("latency", "size", "macs")
 TECHNIQUES = ("prune", "student", "sparse", "int8")
-INT8_KINDS = ("dynamic", "static", "mixed")  # mixed: static int8, the most sensitive layer kept fp32
+# static: ops auto (the whole int8 chain on conv nets); static-weights: weights-only static int8 (opt-in, the
+# other value of the ``ops`` dimension); mixed: static int8, the most sensitive layer kept fp32
+INT8_KINDS = ("dynamic", "static", "mixed", "static-weights")
+DEFAULT_INT8 = ("dynamic", "static", "mixed")
 _UNITS = {"": 1.0, "s": 1.0, "m": 60.0, "h": 3600.0}
 
 
@@ -50,7 +53,8 @@ class SearchConfig(Config):
     finalises with what exists). ``techniques``: which families to try. ``prune_ratios``: structured
     pruning ratios; ``student_widths``: student width (or depth) as a fraction of the teacher's;
     ``sparsities`` with ``cluster_bits``: magnitude sparsity then weight clustering; ``int8``: ONNX
-    Runtime int8 kinds (dynamic, static, mixed) applied to every base (and to the dense teacher);
+    Runtime int8 kinds (dynamic, static, mixed; ``static-weights`` adds weights-only static int8 beside
+    ``static``, whose ``ops: auto`` quantizes a conv net's whole chain) applied to every base and the teacher;
     ``combine_ratios``: with both ``prune`` and ``student`` chosen, each student is also structurally pruned
     by each of these ratios (a student cut from the teacher's weights, pruned, then distilled).
     Strategy: every base gets ``proxy_epochs`` of recovery, those more than ``hopeless_margin`` points
@@ -71,7 +75,7 @@ class SearchConfig(Config):
     combine_ratios: tuple[float, ...] = ()
     sparsities: tuple[float, ...] = (0.8,)
     cluster_bits: int = 4
-    int8: tuple[str, ...] = INT8_KINDS
+    int8: tuple[str, ...] = DEFAULT_INT8
     proxy_epochs: int = 1
     full_epochs: int = 8
     eta: int = 2

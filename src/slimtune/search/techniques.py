@@ -147,8 +147,10 @@ def export_variants(
             path = fp32
         elif precision == "int8-dynamic":
             quantize_onnx(fp32, path, OrtDynamicInt8Config())
-        elif precision == "int8-static":
+        elif precision == "int8-static":  # ops auto: the whole int8 chain on conv nets
             quantize_onnx(fp32, path, OrtStaticInt8Config(), calibration=calib)
+        elif precision == "int8-static-weights":
+            quantize_onnx(fp32, path, OrtStaticInt8Config(ops="weights"), calibration=calib)
         else:
             mixed = MixedPrecisionConfig(max_fp32_layers=1, examples=min(256, len(calib)))
             info = quantize_model(

@@ -1,4 +1,5 @@
-"""DistributedDataParallel under ``torchrun``: detected from the environment, gloo on CPU.
+"""DistributedDataParallel under ``torchrun``: detected from the environment, gloo on CPU, NCCL on GPUs
+(each rank on ``cuda:LOCAL_RANK``; see :func:`slimtune.train.device.resolve_device`).
 
 Launch the unchanged training script with one process per worker; ``fit`` notices ``WORLD_SIZE > 1``,
 creates the process group (and destroys it again when it returns), wraps the model in DDP and gives

@@ -36,7 +36,8 @@ def resolve_device(spec: str = "auto", *, distributed: bool | None = None) -> to
     """The ``torch.device`` for ``spec``; CUDA without a GPU (or past the last one) is a ConfigError.
 
     Under ``torchrun`` (``distributed``, by default ``WORLD_SIZE > 1``) ``auto`` and a bare ``cuda`` mean
-    this rank's GPU, ``cuda:LOCAL_RANK``, so one launch command drives every GPU of the machine.
+    this rank's GPU, ``cuda:LOCAL_RANK``, so one launch command drives every GPU of the machine; with more
+    ranks than GPUs ``auto`` trains on the CPU and ``cuda`` is an error.
     """
     check_device_spec(spec)
     if distributed is None:
@@ -50,6 +51,8 @@ def resolve_device(spec: str = "auto", *, distributed: bool | None = None) -> to
         index = int(spec.split(":")[1])
     else:
         index = int(os.environ.get("LOCAL_RANK", 0)) if distributed else 0
+    if spec == "auto" and index >= count:
+        return torch.device("cpu")  # more ranks than GPUs: auto falls back to the CPU (gloo)
     if index >= count:
         raise ConfigError(f"device: cuda:{index} but this machine has {count} GPU(s) (cuda:0..{count - 1})")
     return torch.device("cuda", index)

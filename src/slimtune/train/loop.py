@@ -185,13 +185,9 @@ def fit(
             )
         if len(train) == 0:
             raise DataError("the training split is empty; use a larger dataset or a smaller val/test fraction")
-        spec = getattr(model, "slimtune_spec", None)
-        declared = spec.get("num_classes") if isinstance(spec, dict) else None
-        if isinstance(declared, int) and data.num_classes > declared:  # labels past the head would crash deep in torch
-            raise DataError(
-                f"the model predicts {declared} classes but {data.name} has {data.num_classes}; fine-tune it for "
-                "these classes (a finetune stage gives it a new head) or use data of the classes it knows"
-            )
+        from slimtune.models.inputs import check_model_fits
+
+        check_model_fits(model, data)  # one line, not a shape error deep in torch
     source: TrainSource = SplitsSource(data) if isinstance(data, DataSplits) else data
     origin = model_device(model)
     device = training_device(model, config.device)
@@ -259,7 +255,7 @@ def _fit(
     ckpt = Path(checkpoint_dir) / CHECKPOINT if checkpoint_dir else None
     saved = load_checkpoint(ckpt, resume, distributed)
     if saved is not None:
-        if saved["config"] != config.to_dict():
+        if {**TrainConfig().to_dict(), **saved["config"]} != config.to_dict():  # keys added since: defaults
             raise ConfigError(f"cannot resume from {ckpt}: it was written with a different training config")
         model.load_state_dict(saved["model"])
         optimizer.load_state_dict(saved["optimizer"])

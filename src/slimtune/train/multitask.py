@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -86,6 +86,7 @@ class MultiTaskLoss:
 
     names: Sequence[str]
     losses: Sequence[LossFn]
+    splits_batches: ClassVar[bool] = False  # a step holds one batch per task: no gradient accumulation
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         out = model(x)

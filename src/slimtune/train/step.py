@@ -79,9 +79,15 @@ def micro_batches(x: Any, y: Any, k: int) -> list[tuple[Any, Any]]:
     return [(xs, ys) for xs, ys in pairs if len(xs)]
 
 
-def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, accum: int, distributed: bool) -> float:
+def forward_backward(
+    net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, accum: int, distributed: bool
+) -> torch.Tensor:
     """Accumulate the gradients of ``task.loss`` over ``accum`` micro-batches of ``(x, y)`` into ``.grad``;
-    returns the batch's loss (the weighted mean of the micro-batch losses)."""
+    returns the batch's loss, detached (the weighted mean of the micro-batch losses)."""
+    if accum > 1 and not getattr(task, "splits_batches", True):
+        raise ConfigError(
+            f"grad_accum: {type(task).__name__} batches cannot be cut into micro-batches; set grad_accum: 1"
+        )
     chunks = micro_batches(x, y, accum)
     weights = [_weight(task, xs, ys) for xs, ys in chunks]
     total = sum(weights)
@@ -93,7 +99,7 @@ def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, ac
         world = ddp.world()[1]
         global_total = ddp.all_reduce_sum([total])[0]
         scale = total * world / global_total if global_total > 0 else 1.0
-    value = 0.0
+    value = torch.zeros(())
     for i, ((xs, ys), share) in enumerate(zip(chunks, shares, strict=True)):
         last = i == len(chunks) - 1
         sync: AbstractContextManager[Any] = nullcontext()
@@ -104,7 +110,7 @@ def forward_backward(net: nn.Module, task: Task, x: Any, y: Any, *, amp: Amp, ac
                 loss, _ = task.loss(net, xs, ys)
             weight = share * scale
             amp.backward(loss * weight if weight != 1.0 else loss)
-        value += float(loss.detach()) * share
+        value = value + loss.detach().float().cpu() * share
     return value
 
 
@@ -125,6 +131,12 @@ def _checkpointable(model: nn.Module) -> list[Any]:
     return targets
 
 
+def _checkpointing_on(m: Any) -> bool:
+    if hasattr(type(m), "is_activation_checkpointing"):  # transformers >= 5.x (the old name warns)
+        return bool(m.is_activation_checkpointing)
+    return bool(getattr(m, "is_gradient_checkpointing", False))
+
+
 def enable_checkpointing(model: nn.Module) -> Callable[[], None]:
     """Turn on activation checkpointing (recompute each layer's activations in the backward instead of
     keeping them); returns the function that puts the model back as it was."""
@@ -134,9 +146,7 @@ def enable_checkpointing(model: nn.Module) -> Callable[[], None]:
             f"gradient_checkpointing: {type(model).__name__} cannot checkpoint activations (Hugging Face "
             "models can); set gradient_checkpointing: false"
         )
-    was_on = [
-        bool(getattr(m, "is_activation_checkpointing", getattr(m, "is_gradient_checkpointing", False))) for m in targets
-    ]
+    was_on = [bool(_checkpointing_on(m)) for m in targets]
     # non-reentrant: correct with frozen embeddings (LoRA) and without inputs that require grad
     kwargs = {"use_reentrant": False}
     for m in targets:

@@ -171,18 +171,22 @@ def _layer_blocks(base: nn.Module, root: str, what: str) -> list[list[str]]:
 
 
 def _causal_lm(model: nn.Module) -> Anatomy | None:
-    """The layout of a Hugging Face causal LM (duck-typed, so transformers is not imported), or None."""
-    get_head = getattr(model, "get_output_embeddings", None)
-    prefix = getattr(model, "base_model_prefix", "")
-    base = getattr(model, prefix, None) if prefix else None
-    if not callable(get_head) or not isinstance(base, nn.Module):
-        return None
-    head_module = get_head()
-    head = next((n for n, m in model.named_modules() if m is head_module and n), None)
-    if head is None or not is_layer(head_module):
-        return None
-    blocks = _layer_blocks(base, prefix, type(model).__name__)
-    return Anatomy(head=head, blocks=blocks, lora_trains_head=False)
+    """The layout of a Hugging Face causal LM, the model itself or the outermost one inside a wrapper
+    (duck-typed, so transformers is not imported), or None."""
+    for root, lm in model.named_modules():
+        get_head = getattr(lm, "get_output_embeddings", None)
+        prefix = getattr(lm, "base_model_prefix", "")
+        base = getattr(lm, prefix, None) if prefix else None
+        if not callable(get_head) or not isinstance(base, nn.Module):
+            continue
+        head_module = get_head()
+        head = next((n for n, m in model.named_modules() if m is head_module and n), None)
+        if head is None or not is_layer(head_module):
+            return None
+        where = f"{root}.{prefix}" if root else prefix
+        blocks = _layer_blocks(base, where, type(lm).__name__)
+        return Anatomy(head=head, blocks=blocks, lora_trains_head=False)
+    return None
 
 
 _builtins_done = False

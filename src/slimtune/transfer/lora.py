@@ -61,7 +61,8 @@ def _default_suffixes(model: nn.Module) -> tuple[str, ...] | None:
     if isinstance(model, TransformerClassifier):
         return ("attn.q", "attn.v")
     hf = model.model if isinstance(model, HFClassifier) else model
-    model_type = getattr(getattr(hf, "config", None), "model_type", None)
+    configs = (getattr(m, "config", None) for m in hf.modules())  # a causal LM, or one inside a wrapper
+    model_type = next((t for c in configs if isinstance(t := getattr(c, "model_type", None), str)), None)
     if isinstance(model, HFClassifier) or model_type is not None:  # HF classifiers and causal LMs
         mapping = _peft().utils.TRANSFORMERS_MODELS_TO_LORA_TARGET_MODULES_MAPPING
         return tuple(mapping.get(model_type, ("query", "value", "q_proj", "v_proj")))

@@ -1,0 +1,128 @@
+"""``quantize_lm_(model, config, calibration=ids)``: weight-only quantization of every Linear in a causal LM's
+decoder blocks (and optionally its lm_head), in place.
+
+The model stays a plain torch model: each quantized layer's weight holds the dequantized values (fake-quant),
+and the layer carries the integer codes, scales and zero points as ``layer.slimtune_qweight`` (a
+``QuantizedWeight``), which the MatMulNBits exporter emits as they are. Methods register a handler for their
+config type (``register_lm_quantizer``), as the ONNX int8 quantizers do.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+import torch
+from torch import nn
+
+from slimtune._registry import MethodRegistry
+from slimtune.errors import ConfigError, DataError, UnsupportedModelError
+from slimtune.models.blocks import is_conv1d, linear_weight, target_layers
+from slimtune.models.lm_layers import decoder_layers
+from slimtune.quantize.weight_only.config import GROUP_SIZES, WeightOnlyConfig
+from slimtune.quantize.weight_only.grid import QuantizedWeight, rtn
+
+ATTR = "slimtune_qweight"
+Handler = Callable[[nn.Module, Any, "torch.Tensor | None"], None]
+LM_QUANTIZERS: MethodRegistry[type[WeightOnlyConfig], Handler] = MethodRegistry(
+    "LM weight-only quantization method", "register_lm_quantizer"
+)
+
+
+def register_lm_quantizer(
+    name: str, config_cls: type[WeightOnlyConfig], *, help: str = ""
+) -> Callable[[Handler], Handler]:
+    return LM_QUANTIZERS.register_handler(name, config_cls, help=help)
+
+
+def quantized_weight(layer: nn.Module) -> QuantizedWeight | None:
+    return getattr(layer, ATTR, None)
+
+
+def quantized_layers(model: nn.Module) -> dict[str, tuple[nn.Module, QuantizedWeight]]:
+    """Every quantized layer of ``model`` by qualified name, with its codes."""
+    return {n: (m, q) for n, m in model.named_modules() if (q := quantized_weight(m)) is not None}
+
+
+def store_(layer: Any, qw: QuantizedWeight) -> None:
+    """Give ``layer`` the dequantized weight of ``qw`` (in its own layout) and keep the codes on it."""
+    w = qw.dequantize().to(layer.weight.dtype)
+    layer.weight.data.copy_(w.t() if is_conv1d(layer) else w)
+    setattr(layer, ATTR, qw)
+
+
+def block_targets(model: nn.Module) -> dict[str, nn.Module]:
+    """The Linear / Conv1D layers of every decoder block, by qualified name."""
+    layers = decoder_layers(model)
+    prefix = next(n for n, m in model.named_modules() if m is layers)
+    return {f"{prefix}.{i}.{n}": m for i, block in enumerate(layers) for n, m in target_layers(block).items()}
+
+
+def _fitting_groups(width: int) -> str:
+    fits = [str(g) for g in GROUP_SIZES if g > 0 and width % g == 0]
+    return ", ".join([*fits, "-1 (per-channel)"])
+
+
+def check_model(model: nn.Module, config: WeightOnlyConfig, *, layers: dict[str, nn.Module]) -> None:
+    """Refuse, before anything changes, an already quantized model or a group size that does not fit a layer."""
+    done = quantized_layers(model)
+    if done:
+        name, (_, qw) = next(iter(done.items()))
+        raise UnsupportedModelError(
+            f"the model is already quantized ({name}: {qw.method} int{qw.bits}); quantize the original fp32 model"
+        )
+    if config.group_size == -1:
+        return
+    for name, layer in layers.items():
+        width = int(linear_weight(layer).shape[1])
+        if width % config.group_size:
+            raise ConfigError(
+                f"group_size {config.group_size} does not divide the input width {width} of layer '{name}'; "
+                f"group sizes that fit it: {_fitting_groups(width)}"
+            )
+
+
+def _lm_head(model: nn.Module) -> nn.Module | None:
+    get = getattr(model, "get_output_embeddings", None)
+    head = get() if callable(get) else None
+    return head if isinstance(head, nn.Linear) else None
+
+
+def _untie_(model: nn.Module, head: nn.Module) -> None:
+    emb = model.get_input_embeddings()  # type: ignore[operator]
+    if emb is not None and emb.weight is head.weight:
+        head.weight = nn.Parameter(head.weight.detach().clone())
+        config = getattr(model, "config", None)
+        if config is not None and hasattr(config, "tie_word_embeddings"):
+            config.tie_word_embeddings = False
+
+
+def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: torch.Tensor | None = None) -> None:
+    """Quantize ``model``'s decoder-block Linears (and lm_head when ``config.lm_head``) in place.
+    ``calibration``: token ids [n, length] for GPTQ / AWQ (the first ``config.samples`` rows are used)."""
+    handler = LM_QUANTIZERS.handler_for(config)
+    layers = block_targets(model)
+    head = _lm_head(model) if config.lm_head else None
+    if config.lm_head and head is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no Linear lm_head; set lm_head: false")
+    check_model(model, config, layers={**layers, **({"lm_head": head} if head is not None else {})})
+    if config.needs_calibration:
+        calibration = calibration_ids(calibration, samples=int(config.samples))  # type: ignore[attr-defined]
+    handler(model, config, calibration)
+    if head is not None:
+        _untie_(model, head)
+        w = linear_weight(head).float()
+        store_(head, rtn(w, bits=config.bits, group_size=config.group_size, symmetric=config.symmetric))
+
+
+def calibration_ids(ids: torch.Tensor | None, *, samples: int) -> torch.Tensor:
+    if ids is None:
+        raise DataError("this method needs calibration text: pass calibration=token ids [n, length]")
+    if ids.ndim != 2 or ids.dtype not in (torch.long, torch.int32):
+        raise DataError(f"calibration must be token ids shaped [n, length], got {tuple(ids.shape)} {ids.dtype}")
+    if ids.shape[0] < samples:
+        raise DataError(
+            f"the calibration set has {ids.shape[0]} windows but {samples} samples were requested; "
+            f"lower samples or give more text"
+        )
+    return ids[:samples].long()

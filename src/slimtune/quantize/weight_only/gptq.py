@@ -1,0 +1,88 @@
+"""GPTQ (Frantar et al.): quantize a layer's columns one by one and spread each rounding error over the columns
+not yet quantized, weighted by the inverse Hessian of the layer's reconstruction loss ``H = 2·XXᵀ/n``.
+
+Stats: the fp32 Hessian and its sample count (``HessianStats``). Solver, after the reference implementation:
+dead columns (H_ii = 0) get H_ii = 1 and a zero weight; damping 0.01·mean(diag H); the upper Cholesky factor of
+H⁻¹; 128-column blocks with one lazy matmul update of the later columns; act-order (largest diag H first) with
+group scales fixed up front from the original weight ("static groups"), so groups stay contiguous in the
+original column order and export needs no g_idx. A Hessian that is not positive definite falls back to RTN
+for that layer with a logged warning.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import torch
+
+from slimtune.quantize.weight_only.grid import QuantizedWeight, encode, qparams, resolve_group, rtn
+
+log = logging.getLogger(__name__)
+
+
+class HessianStats:
+    """Running ``H = 2/n · Σ x xᵀ`` over the tokens seen (fp32)."""
+
+    def __init__(self, width: int) -> None:
+        self.h = torch.zeros(width, width, dtype=torch.float32)
+        self.n = 0
+
+    def add(self, x: torch.Tensor) -> None:
+        x = x.reshape(-1, x.shape[-1]).float()
+        t = x.shape[0]
+        self.h *= self.n / (self.n + t)
+        self.n += t
+        x = x * (2.0 / self.n) ** 0.5
+        self.h += x.t() @ x
+
+
+def gptq(
+    w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01,
+    block_size: int = 128, act_order: bool = False, name: str = "layer", mask: torch.Tensor | None = None,
+) -> QuantizedWeight:  # fmt: skip
+    """Quantize the (out, in) weight ``w`` with the Hessian ``h`` (in, in); see the module docstring.
+    ``mask`` (bool, (out, in)): weights where it is False (a pruned model's zeros) stay exactly zero (code = zero
+    point) and their error feeds the later columns like any rounding error."""
+    w = w.detach().clone().float()
+    h = h.detach().clone().float()
+    out, width = w.shape
+    group = resolve_group(group_size, width)
+    dead = torch.diag(h) == 0
+    h[dead, dead] = 1.0
+    w[:, dead] = 0.0
+    # the grid of every group, from the weight before any update (identical to RTN's grid when nothing moves)
+    scale, zero = qparams(w.reshape(out, width // group, group), bits=bits, symmetric=symmetric)
+    perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
+    w, h = w[:, perm], h[perm][:, perm]
+    keep = None if mask is None else mask[:, perm]
+    col_group = perm // group  # the group of each (permuted) column in the original order
+    h += torch.eye(width) * (damp * torch.mean(torch.diag(h)))
+    try:
+        chol = torch.linalg.cholesky(h)
+        hinv = torch.linalg.cholesky(torch.cholesky_inverse(chol), upper=True)
+    except torch.linalg.LinAlgError:
+        log.warning("GPTQ: the Hessian of %s is not positive definite; using RTN for this layer", name)
+        inv = torch.argsort(perm)
+        return rtn(w[:, inv], bits=bits, group_size=group_size, symmetric=symmetric, method="gptq-rtn")
+    codes = torch.zeros_like(w)
+    for i1 in range(0, width, block_size):
+        i2 = min(i1 + block_size, width)
+        wb = w[:, i1:i2].clone()
+        errs = torch.zeros_like(wb)
+        hb = hinv[i1:i2, i1:i2]
+        for j in range(i2 - i1):
+            col = wb[:, j]
+            gi = col_group[i1 + j]
+            s, z = scale[:, gi], zero[:, gi]
+            q = encode(col.unsqueeze(-1), s, z, bits).squeeze(-1)
+            if keep is not None:
+                q = torch.where(keep[:, i1 + j], q, z)
+            codes[:, i1 + j] = q
+            deq = (q - z) * s
+            err = (col - deq) / hb[j, j]
+            wb[:, j:] -= err.unsqueeze(1) * hb[j, j:].unsqueeze(0)
+            errs[:, j] = err
+        w[:, i2:] -= errs @ hinv[i1:i2, i2:]
+    inv = torch.argsort(perm)
+    codes = codes[:, inv]
+    return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, "gptq")
