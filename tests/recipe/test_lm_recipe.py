@@ -168,3 +168,15 @@ def test_lm_data_refuses_classifier_file_options(plays: Path, tmp_path: Path) ->
     with pytest.raises(ConfigError, match="labels are classifier data options"):
         run_recipe(parse_recipe(raw), tmp_path / "out")
     assert not (tmp_path / "out").exists()
+
+
+def test_slimtune_stage_reads_a_causal_lm_folder_as_hf_lm(tmp_path: Path) -> None:
+    from slimtune.cli.main import build_parser
+    from slimtune.cli.stage import stage_recipe
+
+    for name, archs in (("lm", ["LlamaForCausalLM"]), ("clf", ["BertForSequenceClassification"])):
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "config.json").write_text(json.dumps({"architectures": archs}))
+    argv = [["stage", "finetune", "--load", str(tmp_path / n), "--data", "x", "--out", "o"] for n in ("lm", "clf")]
+    models = [stage_recipe(build_parser().parse_args(a))["model"] for a in argv]
+    assert [m["name"] for m in models] == ["hf-lm", "hf"] and models[0]["options"] == {"path": str(tmp_path / "lm")}

@@ -57,7 +57,7 @@ def test_list_prints_every_stage_and_method_with_every_option_and_default() -> N
     sections = _sections(_cli("list"))
     for name in STAGES.names():
         lines = sections[f"stage {name}"]
-        assert lines and all(" = " in line for line in lines), name
+        assert lines == ["(no options)"] or (lines and all(" = " in line for line in lines)), name
     for reg, name in METHODS:
         lines = sections[f"{reg.kind} {name}"]
         fields = [f for f in dataclasses.fields(reg.get(name)) if f.init]
