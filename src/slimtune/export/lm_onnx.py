@@ -69,8 +69,11 @@ def context_length(model: CausalLM) -> int:
 
 def export_lm_onnx(model: CausalLM, path: str | Path, *, opset: int = 17, external_data: bool | None = None) -> Path:
     """Export ``model`` (a Hugging Face Llama-family or GPT-2 causal LM) with a KV cache to ``path``
-    atomically; returns the path. The caller checks parity (``lm_parity``)."""
-    decoder = KVDecoder(model, fuse=True).eval()
+    atomically; returns the path. The caller checks parity (``lm_parity``). q/k/v and gate/up are fused into
+    one matmul each, except in a weight-only quantized model, whose MatMulNBits rewrite needs every layer's own
+    weight in the graph."""
+    quantized = any(hasattr(m, "slimtune_qweight") for m in model.modules())
+    decoder = KVDecoder(model, fuse=not quantized).eval()
     dtype = next(model.parameters()).dtype
     if dtype != torch.float32:
         raise UnsupportedModelError(f"KV-cache export takes fp32 models, got {dtype}; call model.float() first")
