@@ -34,6 +34,7 @@ def main() -> None:
     ap.add_argument("--grids", nargs="+", default=["int4-g64-sym", "int3-g64-asym"])
     ap.add_argument("--methods", nargs="+", default=["rtn", "gptq", "awq", "hqq", "gptq-act-order"])
     ap.add_argument("--awq-grid", type=int, default=20)
+    ap.add_argument("--awq-batch", type=int, default=4, help="AWQ scores its grid on the first batch of this size")
     ap.add_argument("--append", action="store_true", help="add rows to the results already written")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
@@ -51,7 +52,7 @@ def main() -> None:
         configs = {
             "rtn": RTNConfig(**common),
             "gptq": GPTQConfig(**common, samples=args.calib, batch_size=4),
-            "awq": AWQConfig(**common, samples=args.calib, batch_size=4, grid=args.awq_grid),
+            "awq": AWQConfig(**common, samples=args.calib, batch_size=args.awq_batch, grid=args.awq_grid),
             "hqq": HQQConfig(**common),
             "gptq-act-order": GPTQConfig(**common, samples=args.calib, batch_size=4, act_order=True),
         }

@@ -209,6 +209,8 @@ def check_structured(model: nn.Module, config: LMStructuredConfig) -> list[_Laye
         raise ConfigError(
             f"drop_layers {config.drop_layers} would remove every layer (the model has {len(layers)}); keep one"
         )
+    if config.drop_layers and getattr(model.config, "scale_attn_by_inverse_layer_idx", False):
+        raise UnsupportedModelError("this GPT-2 scales attention by its layer index, so blocks cannot be dropped")
     if config.heads_ratio:  # the counts depend on the shapes only: dry-run them on zero scores
         _drop_lowest([torch.zeros(lay.units) for lay in layout], config.heads_ratio, config.scope, "heads")
     if config.ffn_ratio:
