@@ -180,3 +180,13 @@ def test_slimtune_stage_reads_a_causal_lm_folder_as_hf_lm(tmp_path: Path) -> Non
     argv = [["stage", "finetune", "--load", str(tmp_path / n), "--data", "x", "--out", "o"] for n in ("lm", "clf")]
     models = [stage_recipe(build_parser().parse_args(a))["model"] for a in argv]
     assert [m["name"] for m in models] == ["hf-lm", "hf"] and models[0]["options"] == {"path": str(tmp_path / "lm")}
+
+
+def test_lm_recipe_takes_weight_only_quantize_and_refuses_classifier_int8() -> None:
+    stage = {"stage": "quantize", "method": "rtn", "bits": 4, "group_size": 32, "export": SMALL_EXPORT}
+    recipe = parse_recipe(_recipe([{"stage": "evaluate", "label": "fp32"}, stage]))
+    assert recipe.stages[1].kind == "quantize" and recipe.stages[1].config.method == "rtn"
+    with pytest.raises(ConfigError, match=r"quantized weight-only: method: .*rtn.*\(got 'ort-dynamic-int8'\)"):
+        parse_recipe(_recipe([{"stage": "quantize", "method": "ort-dynamic-int8"}]))
+    with pytest.raises(ConfigError, match="unknown key 'group'"):
+        parse_recipe(_recipe([{"stage": "quantize", "method": "hqq", "group": 32}]))

@@ -122,7 +122,11 @@ def check_spec_fits_data(spec: dict[str, Any], data: DataSplits, *, source: str 
     deep in torch, or train and be saved with a spec that no longer describes it)."""
     from slimtune.models.serialization import spec_input_shape
 
-    if data.kind == "lm":  # a causal LM reads windows of any length up to its context
+    if spec.get("arch") == "causal-lm":  # a causal LM reads windows of any length up to its context
+        context, window = spec.get("context_length"), int(data.input_shape[0]) if data.input_shape else 0
+        if isinstance(context, int) and window > context:
+            raise DataError(f"the model reads at most {context} tokens, but {data.name} gives windows of {window}; "
+                            "lower data.window")  # fmt: skip
         return
     declared = spec_input_shape(spec)
     given = tuple(int(s) for s in data.input_shape)

@@ -36,7 +36,7 @@ if TYPE_CHECKING:
     from slimtune.recipe.stages import Context, StageOutput
 
 # stages an LM recipe may use; export and bundle run their LM variants (KV-cache ONNX, LM bundle)
-LM_STAGES = ("evaluate", "train", "finetune", "distill", "export", "bundle")
+LM_STAGES = ("evaluate", "train", "finetune", "distill", "quantize", "export", "bundle")  # quantize: rtn|hqq|gptq|awq
 LM_VARIANTS = {"export": "lm-export", "bundle": "lm-bundle"}
 
 
@@ -81,6 +81,21 @@ def lm_stage_kind(kind: str, *, where: str) -> str:
             f"{where}: stage '{kind}' does not handle causal LMs yet; an LM recipe takes {', '.join(LM_STAGES)}"
         )
     return LM_VARIANTS.get(kind, kind)
+
+
+def lm_quantize_entry(kind: str, entry: dict[str, Any], *, where: str) -> bool:
+    """An LM recipe's ``quantize`` stage takes a weight-only LM method (rtn|hqq|gptq|awq), whose own parse checks
+    every key; True when ``entry`` is one. Other methods (classifier int8) are refused up front."""
+    if kind != "quantize":
+        return False
+    from slimtune.quantize.weight_only import LM_QUANTIZERS
+
+    method = entry.get("method")
+    if not (isinstance(method, str) and method in LM_QUANTIZERS):
+        raise ConfigError(
+            f"{where}: a causal LM is quantized weight-only: method: {' | '.join(LM_QUANTIZERS)} (got {method!r})"
+        )
+    return True
 
 
 def load_lm_inputs(data_ref: DataRef, model_ref: ModelRef) -> tuple[DataSplits, nn.Module]:

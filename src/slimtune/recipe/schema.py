@@ -136,7 +136,7 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
     model = ModelRef.from_dict(raw["model"], where="model")
     if model.name is not None:
         check_model_options(model.name, model.options, where="model")
-    from slimtune.recipe.lm import LMMeasureConfig, is_lm_ref, lm_stage_kind
+    from slimtune.recipe.lm import LMMeasureConfig, is_lm_ref, lm_quantize_entry, lm_stage_kind
 
     lm = is_lm_ref(model)
     if "measure" in raw and not lm:
@@ -160,7 +160,8 @@ def parse_recipe(raw: Any, *, source: str = "<dict>") -> Recipe:
             warn = math.inf if warn is None else warn
         if lm:  # an LM recipe's export/bundle run their LM variants; stages without LM support are refused
             kind = lm_stage_kind(kind, where=where)
-        check_stage_keys(kind, entry, where=where)  # every key, with a did-you-mean
+        if not (lm and lm_quantize_entry(kind, entry, where=where)):  # LM quantize methods check their own keys
+            check_stage_keys(kind, entry, where=where)  # every key, with a did-you-mean
         try:
             config = STAGES.get(kind).parse(entry, where=where)
             student: Any = getattr(config, "student", None)  # a model the stage builds (distill's student)
