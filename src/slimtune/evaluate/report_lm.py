@@ -10,7 +10,6 @@ whose rows all carry a perplexity is laid out with ``LM_HEADERS``.
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -20,10 +19,7 @@ from torch import nn
 
 from slimtune.data.core import DataSplits
 from slimtune.evaluate.plots import format_number, svg_scatter
-from slimtune.evaluate.report import StageRow, human_bytes
-
-_MISSING = "—"
-_TIMES = "\N{MULTIPLICATION SIGN}"
+from slimtune.evaluate.report import _MISSING, StageRow, _num, _ratio, human_bytes
 
 LM_HEADERS = (
     "Stage",
@@ -38,12 +34,6 @@ LM_HEADERS = (
     "TTFT b1 (ms)",
     "Precision",
 )
-
-
-def _num(value: Any) -> float | None:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        return None
-    return float(value)
 
 
 def is_lm_rows(rows: Sequence[StageRow]) -> bool:
@@ -116,15 +106,6 @@ def measure_lm_row(
 def _rate(value: Any) -> str:
     v = _num(value)
     return _MISSING if v is None else f"{v:.3g}"
-
-
-def _ratio(value: Any, base: Any, smaller: str, larger: str) -> str:
-    v, b = _num(value), _num(base)
-    if v is None or b is None or v <= 0 or b <= 0:
-        return _MISSING
-    if math.isclose(v, b, rel_tol=0.005):
-        return f"{_TIMES}1.0"
-    return f"{_TIMES}{b / v:.1f} {smaller}" if v < b else f"{_TIMES}{v / b:.1f} {larger}"
 
 
 def lm_cells(row: StageRow) -> list[str]:
