@@ -32,10 +32,10 @@ from torch import nn
 
 from slimtune.config import Config, check
 from slimtune.data.core import DataSplits, Split
-from slimtune.distill.hints import HINTS, FeatureKDConfig, FeatureTerm, HintTerm, register_hint
+from slimtune.distill.hints import FeatureKDConfig, FeatureTerm, HintTerm, register_hint
 from slimtune.distill.lm_cache import LMTeacherCache
 from slimtune.distill.losses import KDConfig, SoftKDConfig, register_kd_loss
-from slimtune.distill.task import DistillModel, _capturing
+from slimtune.distill.task import DistillModel, _capturing, prepare_teacher, wrap_with_hints
 from slimtune.errors import ConfigError, DataError
 from slimtune.train.callbacks import Callback
 from slimtune.train.device import model_device, training_device
@@ -169,19 +169,12 @@ class LMDistillationTask:
     def __post_init__(self) -> None:
         if not isinstance(self.config, LMKDConfig):
             raise ConfigError(f"LM distillation takes an LMKDConfig, not {type(self.config).__name__}")
-        for hint in self.hints:
-            HINTS.handler_for(hint)
         if self.cache is not None and self.config.direction == "reverse":
             raise ConfigError("reverse KL needs the teacher's full distribution, not a top-k cache; drop the cache")
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        prepare_teacher(self.teacher, self.hints)
 
     def wrap(self, student: nn.Module, example: Any) -> nn.Module:
-        if not self.hints:
-            return student
-        terms = [HINTS.handler_for(h)(h, student=student, teacher=self.teacher, example=example) for h in self.hints]
-        return DistillModel(student, terms)
+        return wrap_with_hints(student, self.teacher, self.hints, example)
 
     def loss(self, model: nn.Module, x: torch.Tensor, y: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         inner = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model

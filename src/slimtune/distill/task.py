@@ -57,6 +57,23 @@ class DistillModel(nn.Module):
         return self.student
 
 
+def prepare_teacher(teacher: nn.Module, hints: Sequence[Config]) -> None:
+    """Check every hint config names a registered hint, then freeze the teacher in eval mode."""
+    for hint in hints:
+        HINTS.handler_for(hint)
+    teacher.eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+
+
+def wrap_with_hints(student: nn.Module, teacher: nn.Module, hints: Sequence[Config], example: Any) -> nn.Module:
+    """``student`` itself, or with hints a ``DistillModel`` (student + the hint terms' adapters)."""
+    if not hints:
+        return student
+    terms = [HINTS.handler_for(h)(h, student=student, teacher=teacher, example=example) for h in hints]
+    return DistillModel(student, terms)
+
+
 @dataclass
 class DistillationTask:
     """Logit loss ``config`` (soft, hard, mixed = ``KDConfig``) plus weighted ``hints``, optionally on
@@ -70,18 +87,11 @@ class DistillationTask:
 
     def __post_init__(self) -> None:
         KD_LOSSES.handler_for(self.config)  # a clear error for a config that is not a logit loss
-        for hint in self.hints:
-            HINTS.handler_for(hint)
-        self.teacher.eval()
-        for p in self.teacher.parameters():
-            p.requires_grad_(False)
+        prepare_teacher(self.teacher, self.hints)
 
     def wrap(self, student: nn.Module, example: Any) -> nn.Module:
         """The module to train: ``student`` itself, or with hints a ``DistillModel`` (student + adapters)."""
-        if not self.hints:
-            return student
-        terms = [HINTS.handler_for(h)(h, student=student, teacher=self.teacher, example=example) for h in self.hints]
-        return DistillModel(student, terms)
+        return wrap_with_hints(student, self.teacher, self.hints, example)
 
     def teacher_logits(self, x: torch.Tensor) -> torch.Tensor:
         if self.cache is not None:
