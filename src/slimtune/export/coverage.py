@@ -163,7 +163,8 @@ def check_cell(model: nn.Module, data: DataSplits, variant: str, out: Path) -> d
         x = _x(data)
         par = parity(exported.reference, exported.onnx, x, data.test.y)
         row.update(precision=exported.precision, max_abs_diff=par["max_abs_diff"],
-                   agreement=par["argmax_agreement_beyond_ties"], onnx_bytes=exported.onnx.stat().st_size)  # fmt: skip
+                   agreement=par["argmax_agreement_beyond_ties"], raw_agreement=par["argmax_agreement"],
+                   near_tie_flips=par.get("near_tie_flips", 0), onnx_bytes=exported.onnx.stat().st_size)  # fmt: skip
         check_parity(par, what=f"{variant} export", max_abs_diff=TOLERANCE[exported.precision],
                      min_argmax_agreement=MIN_AGREEMENT[exported.precision])  # fmt: skip
         if exported.torch_model is not None and exported.precision == "fp32":
