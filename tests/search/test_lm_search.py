@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 pytest.importorskip("transformers")
 pytest.importorskip("onnxruntime")
@@ -203,3 +204,24 @@ def test_cli_refuses_a_perplexity_budget_on_a_classifier(tmp_path: Path, capsys:
     assert main(args) == 2
     err = capsys.readouterr().err.strip()
     assert len(err.splitlines()) == 1 and "--max-ppl-increase is for causal LMs" in err
+
+
+def test_lm_recipe_search_stage_ships_the_pick_as_the_current_model(plays: Path, tmp_path: Path) -> None:
+    from slimtune.recipe import load_recipe, parse_recipe, run_recipe
+
+    path = Path(__file__).resolve().parents[2] / "benchmarks" / "recipes" / "smollm2_search.yaml"
+    load_recipe(path)  # the SmolLM2 recipe validates as written
+    raw = yaml.safe_load(path.read_text())
+    raw["model"] = {"name": "tiny-llama"}  # the same recipe, a tiny model and slice
+    raw["data"].update(window=32, limit=10)
+    raw["measure"] = {"windows": 2, "batch_sizes": [1], "prompt_tokens": 8, "new_tokens": 4, "repeats": 1}
+    raw["stages"][1].update(samples=4, proxy_windows=2, recovery_windows=8, max_measured=2, precisions=["int8-rtn"])
+    report = run_recipe(parse_recipe(raw), tmp_path / "out", force=True)
+    assert [r.name for r in report.rows] == ["pretrained", "search-30pct"]
+    row = report.rows[1]
+    assert row.extra["search"]["candidates"] == 8 and row.extra["bundle"].endswith("/best")
+    assert row.extra["runtime"] == "onnxruntime" and math.isfinite(row.metrics["perplexity"])
+    assert (tmp_path / "out" / report.rows[1].extra["bundle"] / "bundle.json").is_file()
+    with pytest.raises(ConfigError, match="max_ppl_increase must be >= 0"):
+        raw["stages"][1]["max_ppl_increase"] = -1
+        parse_recipe(raw)

@@ -80,7 +80,7 @@ class LMSearchConfig(Config):
     group_size: int = 32
     samples: int = 16
     proxy_windows: int = 8
-    hopeless_increase: float = 200.0
+    hopeless_increase: float = 1000.0
     recovery_windows: int = 64
     recovery_epochs: int = 1
     recovery_lr: float = 1e-4
