@@ -222,6 +222,8 @@ def test_lm_recipe_search_stage_ships_the_pick_as_the_current_model(plays: Path,
     assert row.extra["search"]["candidates"] == 8 and row.extra["bundle"].endswith("/best")
     assert row.extra["runtime"] == "onnxruntime" and math.isfinite(row.metrics["perplexity"])
     assert (tmp_path / "out" / report.rows[1].extra["bundle"] / "bundle.json").is_file()
+    md = (tmp_path / "out" / "report.md").read_text()
+    assert "## Budget search" in md and "| model+int8-rtn |" in md and "within 30% perplexity" in md
     with pytest.raises(ConfigError, match="max_ppl_increase must be >= 0"):
         raw["stages"][1]["max_ppl_increase"] = -1
         parse_recipe(raw)

@@ -59,6 +59,13 @@ class SearchStage:
             "candidates": len(result.candidates),
             "front": [r["name"] for r in result.front],
         }
+        if isinstance(cfg, LMSearchConfig):  # every candidate, for the report's "Budget search" section
+            summary["rows"] = [
+                {"name": r["name"], "status": r["status"], "val_perplexity": r.get("val_perplexity"),
+                 "ppl_increase": r.get("ppl_increase"), "bytes": r.get("bytes"),
+                 "decode_ms": (r.get("latency_ms") or {}).get("batch1")}
+                for r in result.candidates
+            ]  # fmt: skip
         return StageOutput(
             path,
             model=result.model,
