@@ -227,3 +227,24 @@ def test_lm_recipe_search_stage_ships_the_pick_as_the_current_model(plays: Path,
     with pytest.raises(ConfigError, match="max_ppl_increase must be >= 0"):
         raw["stages"][1]["max_ppl_increase"] = -1
         parse_recipe(raw)
+
+
+def test_a_2_4_base_keeps_its_pattern_and_unquoted_yaml_is_explained(
+    lm_and_data: tuple[torch.nn.Module, DataSplits], tmp_path: Path
+) -> None:
+    from slimtune.models import load_model
+    from slimtune.models.blocks import linear_weight
+    from slimtune.quantize.weight_only.api import block_targets
+
+    model, data = lm_and_data
+    cfg = _config(max_ppl_increase=1000.0, techniques=("sparse",), sparse_methods=("sparsegpt",), sparsities=("2:4",))
+    result = search(model, data, config=cfg, out=tmp_path / "s")
+    assert [r["name"] for r in result.candidates] == ["model", "sparsegpt-2:4"]
+    state = json.loads((tmp_path / "s" / "search.json").read_text())
+    base = next(b for b in state["bases"].values() if b["config"]["kind"] == "sparse")
+    pruned = load_model(tmp_path / "s" / base["model_dir"])
+    for layer in block_targets(pruned).values():
+        zeros = (linear_weight(layer) == 0).reshape(-1, 4).sum(1)
+        assert bool((zeros >= 2).all())
+    with pytest.raises(ConfigError, match="must be quoted in YAML"):
+        LMSearchConfig(sparsities=(124,))
