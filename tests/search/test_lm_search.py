@@ -248,3 +248,17 @@ def test_a_2_4_base_keeps_its_pattern_and_unquoted_yaml_is_explained(
         assert bool((zeros >= 2).all())
     with pytest.raises(ConfigError, match="must be quoted in YAML"):
         LMSearchConfig(sparsities=(124,))
+
+
+def test_a_spent_time_budget_starts_no_new_base_and_still_ships(
+    lm_and_data: tuple[torch.nn.Module, DataSplits], tmp_path: Path
+) -> None:
+    model, data = lm_and_data
+    lines: list[str] = []
+    cfg = _config(max_ppl_increase=5.0, time_budget=0.001, techniques=("depth", "quant"), precisions=("int8-rtn",))
+    result = search(model, data, config=cfg, out=tmp_path / "s", progress=lambda e: lines.append(e.line))
+    by_name = {r["name"]: r for r in result.candidates}
+    assert by_name["model"]["val_perplexity"] and by_name["model+int8-rtn"]["val_perplexity"]
+    assert by_name["depth-0.5"]["status"] == "not-run" and by_name["depth-0.5"]["reason"] == "time budget spent"
+    assert (tmp_path / "s" / "best" / "bundle.json").is_file()
+    assert len(lines) == 1 and lines[0].startswith("[2/4 candidates measured] dense one-shot")
