@@ -55,7 +55,14 @@ def main() -> None:
     parser.add_argument("--recovery-windows", type=int, default=32)
     parser.add_argument("--max-measured", type=int, default=3)
     parser.add_argument("--out", default="/tmp/slimtune-lm-search")
+    parser.add_argument("--sparse-methods", nargs="+", default=["sparsegpt"])
+    parser.add_argument("--render", action="store_true", help="only rewrite the .md from the committed .json")
     args = parser.parse_args()
+    if args.render:
+        text = render(json.loads((RESULTS / "lm_search.json").read_text()))
+        (RESULTS / "lm_search.md").write_text(text)
+        print(text)
+        return
     torch.set_num_threads(args.threads)
     t0 = time.perf_counter()
     data, model = load_lm_inputs(
@@ -65,7 +72,7 @@ def main() -> None:
     load_s = time.perf_counter() - t0
     config = LMSearchConfig(
         max_ppl_increase=args.max_ppl_increase, objective=args.objective, widths=(0.25,), depths=(0.2,),
-        sparse_methods=("sparsegpt", "wanda"), sparsities=("0.5",), precisions=tuple(args.precisions),
+        sparse_methods=tuple(args.sparse_methods), sparsities=("0.5",), precisions=tuple(args.precisions),
         combine=tuple(args.combine), group_size=32, samples=16, proxy_windows=8, recovery_windows=args.recovery_windows,
         recovery_epochs=1, recovery_lr=1e-4, max_recoveries=1, max_measured=args.max_measured, batch_size=4,
     )  # fmt: skip
@@ -94,34 +101,53 @@ def main() -> None:
     }
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lm_search.json").write_text(json.dumps(out, indent=2, default=str))
-    teacher = state["teacher"]
+    text = render(out)
+    (RESULTS / "lm_search.md").write_text(text)
+    print(text)
+
+
+def render(out: dict[str, Any]) -> str:
+    """benchmarks/results/lm_search.md from the JSON the run wrote."""
+    setup, teacher, cfg = out["setup"], out["teacher"], out["setup"]["config"]
+    cands = out["candidates"]
+    front = [r["name"] for r in cands if r["status"] in ("front", "chosen")]
+    recovered = [
+        f"{b['name']}: " + ", ".join(
+            f"{r['name']} {100 * (r['evaluations'][0]['val_perplexity'] / teacher['val_perplexity'] - 1):+.1f}% → "
+            f"{r['ppl_increase']:+.1f}%" for r in cands if r["base"] == bid and r.get("recovered")
+        ) + f" ({b['recovery']['windows']} windows × {b['recovery']['epochs']} epoch, base total {b['seconds']:.0f} s)"
+        for bid, b in out["bases"].items() if "recovery" in b
+    ]  # fmt: skip
     lines = [
         "# Budget search on SmolLM2-135M (`slimtune search`, LM path)",
         "",
-        f"Budget: perplexity at most +{args.max_ppl_increase:g}% over the model's own; objective: "
-        f"{args.objective} (ONNX Runtime decode ms/token at batch 1, {args.threads} thread). Shakespeare, "
-        f"{args.window}-token windows, {args.limit} per split; one-shot perplexity on "
-        f"{config.proxy_windows} validation windows ranks every candidate, test perplexity on "
-        f"{config.proxy_windows} test windows for the exported ones. Trimmed for a shared 2-core machine (see the "
-        "script's docstring): one width (0.25) and depth (0.2) ratio, SparseGPT/Wanda 50% only, "
-        f"precisions {', '.join(args.precisions)} on the model and {', '.join(args.combine)} on pruned bases, "
-        f"at most {config.max_recoveries} recovery of {args.recovery_windows} windows × 1 epoch.",
+        f"Budget: perplexity at most +{cfg['max_ppl_increase']:g}% over the model's own; objective: "
+        f"{cfg['objective']} (ONNX Runtime decode ms/token at batch 1, {setup['threads']} thread). Shakespeare, "
+        f"{setup['window']}-token windows, {setup['limit_windows_per_split']} per split; one-shot perplexity on "
+        f"{cfg['proxy_windows']} validation windows ranks every candidate, test perplexity on "
+        f"{cfg['proxy_windows']} test windows for the exported ones. Trimmed for a shared 2-core machine (see the "
+        f"script's docstring): widths {cfg['widths']}, depths {cfg['depths']}, {', '.join(cfg['sparse_methods'])} "
+        f"at {cfg['sparsities']}, precisions {', '.join(cfg['precisions'])} on the model and "
+        f"{', '.join(cfg['combine'])} on pruned bases, at most {cfg['max_recoveries']} recovery of "
+        f"{cfg['recovery_windows']} windows × {cfg['recovery_epochs']} epoch.",
         "",
-        f"Model: validation perplexity {teacher['val_perplexity']:.2f}, test {teacher.get('test_perplexity', 0):.2f}, "
-        f"{teacher['bytes'] / 1e6:.1f} MB ONNX, decode {(teacher.get('latency_ms') or {}).get('batch1', 0):.1f} "
+        f"Model: validation perplexity {teacher['val_perplexity']:.2f}, test {teacher.get('test_perplexity') or 0:.2f},"
+        f" {teacher['bytes'] / 1e6:.1f} MB ONNX, decode {(teacher.get('latency_ms') or {}).get('batch1', 0):.1f} "
         "ms/token.",
         "",
         "| candidate | status | val ppl | Δ | test ppl | recovered | bytes | decode ms/token | seconds |",
         "|---|---|---|---|---|---|---|---|---|",
-        *[_row(r) for r in state["candidates"]],
+        *[_row(r) for r in cands],
         "",
-        f"**Pick**: {result.message}",
+        f"**Pick**: {out['outcome']['message']}",
         "",
-        f"Front (measured): {', '.join(r['name'] for r in result.front)}. Wall time: load {load_s:.0f} s, search "
-        f"{search_s:.0f} s. The chosen bundle generated without torch: `ROMEO:{sample}`",
+        f"Front (measured): {', '.join(front)}. Recovery (only over-budget front members cheaper than the best "
+        f"within-budget candidate get it): {'; '.join(recovered) or 'none'}.",
+        "",
+        f"Wall time: load {out['wall_s']['load']:.0f} s, search {out['wall_s']['search']:.0f} s. The chosen bundle "
+        f"generated without torch: `{out['generated']['prompt']}{out['generated']['text']}`".replace("\n", " "),
     ]
-    (RESULTS / "lm_search.md").write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -83,6 +83,7 @@ def test_recovery_runs_only_for_over_budget_front_members(searched: Path) -> Non
     state = json.loads((searched / "search.json").read_text())
     recovered = [b for b in state["bases"].values() if "recovery" in b]
     assert recovered and all(b["config"]["kind"] != "dense" for b in recovered)
+    assert all(b["recovery"]["masked_layers"] == 0 for b in recovered if b["config"]["kind"] != "sparse")
     for r in state["candidates"]:
         if r.get("recovered"):
             first, last = r["evaluations"][0], r["evaluations"][-1]
@@ -262,3 +263,20 @@ def test_a_spent_time_budget_starts_no_new_base_and_still_ships(
     assert by_name["depth-0.5"]["status"] == "not-run" and by_name["depth-0.5"]["reason"] == "time budget spent"
     assert (tmp_path / "s" / "best" / "bundle.json").is_file()
     assert len(lines) == 1 and lines[0].startswith("[2/4 candidates measured] dense one-shot")
+
+
+def test_recovery_of_a_sparse_base_holds_its_zeros(lm_and_data: tuple[torch.nn.Module, DataSplits]) -> None:
+    from slimtune.models.blocks import linear_weight
+    from slimtune.quantize.weight_only.api import block_targets
+    from slimtune.search.lm_techniques import make_base, proxy_perplexity, recover_base
+    from slimtune.search.space import Base
+
+    model, data = lm_and_data
+    cfg = _config()
+    sparse = make_base(model, Base("sparse", {"method": "wanda", "sparsity": "0.5"}), data, cfg)
+    zeros = {n: linear_weight(m) == 0 for n, m in block_targets(sparse).items()}
+    before = proxy_perplexity(sparse, data, cfg)
+    ran = recover_base(sparse, model, data, cfg, hold_zeros=True)
+    assert ran["masked_layers"] == len(zeros) and proxy_perplexity(sparse, data, cfg) < before
+    for name, layer in block_targets(sparse).items():
+        assert bool((linear_weight(layer)[zeros[name]] == 0).all()), name

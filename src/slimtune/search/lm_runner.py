@@ -224,7 +224,8 @@ class LMSearch:
         t0 = time.perf_counter()
         try:
             model = load_model(self.out / brec["model_dir"])
-            brec["recovery"] = recover_base(model, self.teacher, self.data, self.config)
+            sparse = base.kind == "sparse"  # only a sparse base's zeros are held (a dense model may have exact zeros)
+            brec["recovery"] = recover_base(model, self.teacher, self.data, self.config, hold_zeros=sparse)
             folder = self.out / WORK / base.id / "recovered"
             save_model(model, folder)
             brec["model_dir"] = os.path.relpath(folder, self.out)

@@ -111,15 +111,18 @@ def proxy_perplexity(model: nn.Module, data: DataSplits, config: LMSearchConfig,
     return float(ppl) if math.isfinite(ppl) else math.inf
 
 
-def recover_base(model: nn.Module, teacher: nn.Module, data: DataSplits, config: LMSearchConfig) -> dict[str, Any]:
+def recover_base(
+    model: nn.Module, teacher: nn.Module, data: DataSplits, config: LMSearchConfig, *, hold_zeros: bool
+) -> dict[str, Any]:
     """Short KD recovery of a pruned ``model`` from ``teacher`` in place: ``recovery_epochs`` over the first
-    ``recovery_windows`` train windows (forward KL with the teacher's top-k logits cached, CE mixed in), exact
-    zeros held by a mask. Returns what ran. The one integration point for another recovery helper."""
+    ``recovery_windows`` train windows (forward KL with the teacher's top-k logits cached, CE mixed in); with
+    ``hold_zeros`` (sparse bases) every exact zero is held by a mask. Returns what ran. The one integration point
+    for another recovery helper."""
     from slimtune.distill.lm import LMKDConfig, distill_lm_
     from slimtune.prune.unstructured import MaskCallback, masks_from_zeros
     from slimtune.train.loop import TrainConfig
 
-    masks = {n: m for n, m in masks_from_zeros(model).items() if not bool(m.all())}
+    masks = {n: m for n, m in masks_from_zeros(model).items() if not bool(m.all())} if hold_zeros else {}
     part = dataclasses.replace(
         data, train=data.train.take(config.recovery_windows), val=data.val.take(config.proxy_windows)
     )
