@@ -205,57 +205,6 @@ def _cmd_bench(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_search(args: argparse.Namespace) -> int:
-    from pathlib import Path
-
-    from slimtune._io import check_out_dir, prepare_out_dir, record_outputs
-    from slimtune._outputs import check_inputs_clear, record_files
-    from slimtune.errors import ConfigError
-    from slimtune.models import load_model, save_model
-    from slimtune.models.inputs import load_data, load_start_model
-    from slimtune.recipe.schema import DataRef, ModelRef
-    from slimtune.search import SearchConfig, search
-    from slimtune.search.runner import BEST, PAGE, SEARCH_JSON, WORK
-    from slimtune.train.loop import TrainConfig, fit
-
-    if (args.model is None) == (args.load is None):
-        raise ConfigError("give --model NAME (a registered model, trained here first) or --load saved/model")
-    options = {
-        "max_accuracy_drop": args.max_accuracy_drop, "objective": args.objective, "time_budget": args.time_budget,
-        "techniques": args.techniques, "proxy_epochs": args.proxy_epochs, "full_epochs": args.full_epochs,
-        "combine_ratios": args.combine_ratios,
-    }  # fmt: skip
-    config = SearchConfig.from_dict({k: v for k, v in options.items() if v is not None}, where="search")
-    from slimtune.cli.stage import data_dict
-
-    data_ref = DataRef.from_dict(data_dict(args), where="data")
-    model_ref = ModelRef(name=args.model, load=args.load)
-    train = TrainConfig(epochs=args.train_epochs, lr=args.lr)  # checked before anything is written
-    check_out_dir(args.out, force=args.force, resume=args.resume)  # nothing is created before the data loads
-    inputs = [p for p in (args.data, args.load) if p is not None]
-    check_inputs_clear(Path(args.out), ["teacher", SEARCH_JSON, WORK, BEST, PAGE], inputs)
-    data, preprocess = load_data(data_ref, model_ref)
-    print(f"data: {data.summary()}", flush=True)
-    out = prepare_out_dir(args.out, force=args.force, resume=args.resume, inputs=inputs)
-    teacher_dir = out / "teacher"
-    if args.model is not None and args.resume and (teacher_dir / "spec.json").is_file():
-        model = load_model(teacher_dir)
-        print(f"teacher: loaded from {teacher_dir} (trained before the kill)", flush=True)
-    else:
-        model = load_start_model(model_ref, data, preprocess)
-        if args.model is not None:
-            print(f"teacher: training {args.model} for {args.train_epochs} epochs", flush=True)
-            fit(model, data, config=train, desc="teacher")
-            record_outputs(out, teacher_dir.name)
-            save_model(model, teacher_dir)
-            record_files(out, teacher_dir.name)
-    result = search(
-        model, data, config=config, out=out, resume=args.resume, progress=lambda e: print(e.line, flush=True)
-    )
-    print(f"\n{result.message}\nbundle: {result.bundle}\nevery candidate: {out / 'search.json'}, {out / 'search.html'}")
-    return 0
-
-
 def _apply_threads(value: str) -> None:
     """Validate ``--threads`` before anything runs, then set it (``auto``: see ``slimtune.threads``)."""
     from slimtune.threads import parse_threads
@@ -316,27 +265,10 @@ def build_parser() -> argparse.ArgumentParser:
     from slimtune.cli import generate
 
     generate.add_parser(sub)
-    srch = sub.add_parser("search", help="the cheapest model within an accuracy budget, over every technique")
-    srch.add_argument("--model", help="a registered model name, trained here first (see slimtune list)")
-    srch.add_argument("--load", help="a saved, trained slimtune model folder instead of --model")
-    srch.add_argument("--data", required=True, help="dataset name (see slimtune list) or a data file/folder")
-    srch.add_argument("--limit", type=positive_int, default=None, help="use only this many examples of the dataset")
+    from slimtune.cli import search as search_cli
     from slimtune.cli import stage
 
-    stage.add_data_option(srch)
-    srch.add_argument("--max-accuracy-drop", type=float, default=1.0, help="budget, in points of accuracy")
-    srch.add_argument("--objective", default="latency", help="latency (ONNX Runtime, batch 1), size or macs")
-    srch.add_argument("--time-budget", default=None, help="e.g. 90s, 30m, 2h: no new work starts after it")
-    srch.add_argument("--techniques", nargs="+", default=None, help="subset of: prune student sparse int8")
-    srch.add_argument(
-        "--combine-ratios", type=float, nargs="+", default=None, help="also prune each student by these ratios"
-    )
-    srch.add_argument("--proxy-epochs", type=int, default=None, help="recovery epochs of the first, cheap round")
-    srch.add_argument("--full-epochs", type=int, default=None, help="recovery epochs of the Pareto front")
-    srch.add_argument("--train-epochs", type=int, default=10, help="epochs to train --model before searching")
-    srch.add_argument("--lr", type=float, default=3e-3, help="learning rate for training --model")
-    out_options(srch, None)
-    srch.set_defaults(func=_cmd_search)
+    search_cli.add_parser(sub, out_options)
     stage.add_parser(sub, out_options)
     env = sub.add_parser("env", help="versions, threads and CPU int8 capability, for bug reports")
     env.add_argument("--json", action="store_true", help="print JSON")

@@ -17,6 +17,7 @@ from slimtune.evaluate.plots import format_number, svg_scatter
 from slimtune.evaluate.report_page import CSS, PAGE
 from slimtune.evaluate.report_precision import html_section, markdown_lines, precision_summary
 from slimtune.evaluate.report_pruning import pruning_html, pruning_markdown
+from slimtune.evaluate.report_search import search_markdown
 from slimtune.evaluate.report_sections import int8_html, int8_markdown, sparsity_html, sparsity_markdown
 from slimtune.evaluate.report_warnings import html_warnings, markdown_warnings, ordered_warnings
 
@@ -250,6 +251,7 @@ class Report:
     def markdown(self) -> str:
         out = ["# slimtune report", *markdown_warnings(self._rows), "", self.table(), *markdown_lines(self._rows)]
         out += [*pruning_markdown(self._rows), *sparsity_markdown(self._rows), *int8_markdown(self._rows)]
+        out += search_markdown(self._rows)
         if self.env:
             out += ["", "## Environment", ""]
             out += [f"- **{k}**: {_env_value(v)}" for k, v in self.env.items()]

@@ -36,8 +36,8 @@ if TYPE_CHECKING:
     from slimtune.recipe.stages import Context, StageOutput
 
 # stages an LM recipe may use; export and bundle run their LM variants (KV-cache ONNX, LM bundle)
-LM_STAGES = ("evaluate", "train", "finetune", "distill", "quantize", "export", "bundle")  # quantize: rtn|hqq|gptq|awq
-LM_VARIANTS = {"export": "lm-export", "bundle": "lm-bundle"}
+LM_STAGES = ("evaluate", "train", "finetune", "distill", "quantize", "export", "bundle", "search")  # quantize: rtn|…
+LM_VARIANTS = {"export": "lm-export", "bundle": "lm-bundle", "search": "lm-search"}
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -42,9 +42,21 @@ def _hover(rec: dict[str, Any]) -> str:
 
 
 def scatter(
-    records: Sequence[dict[str, Any]], teacher: dict[str, Any], *, x_key: str, x_label: str, floor: float, title: str
+    records: Sequence[dict[str, Any]],
+    teacher: dict[str, Any],
+    *,
+    x_key: str,
+    x_label: str,
+    floor: float,
+    title: str,
+    y_key: str = "val_accuracy",
+    y_scale: float = 100.0,
+    y_label: str = "validation accuracy (%)",
+    hover: Any = None,
 ) -> str:
-    """One inline SVG: accuracy (%) against ``x_key`` (log scale) for every record that has it."""
+    """One inline SVG: accuracy (%) against ``x_key`` (log scale) for every record that has it (``y_key``,
+    ``y_scale``, ``y_label``: another quality measure, e.g. perplexity; ``floor``: the budget line there)."""
+    hover = hover or _hover
 
     def x_of(rec: dict[str, Any]) -> float | None:
         if x_key == "latency":
@@ -55,12 +67,12 @@ def scatter(
 
     pts: list[tuple[dict[str, Any], float, float]] = []
     for r in records:
-        x = x_of(r) if r.get("val_accuracy") is not None else None
+        x = x_of(r) if r.get(y_key) is not None else None
         if x is not None:
-            pts.append((r, x, 100 * r["val_accuracy"]))
+            pts.append((r, x, y_scale * r[y_key]))
     tx = x_of(teacher)
     xs = [x for _, x, _ in pts] + ([tx] if tx else [])
-    ys = [y for _, _, y in pts] + [100 * teacher["val_accuracy"], floor]
+    ys = [y for _, _, y in pts] + [y_scale * teacher[y_key], floor]
     if not xs:
         return f"<p>{escape(title)}: no measurements</p>"
     x_lo, x_hi, x_ticks = _log_axis(xs)
@@ -88,7 +100,7 @@ def scatter(
     svg.append(f'<text x="{_L + pw / 2}" y="{_H - 12}" text-anchor="middle">{escape(x_label)} (log scale)</text>')
     svg.append(
         f'<text x="16" y="{_T + ph / 2}" transform="rotate(-90 16 {_T + ph / 2})" '
-        'text-anchor="middle">validation accuracy (%)</text>'
+        f'text-anchor="middle">{escape(y_label)}</text>'
     )
     svg.append(
         f'<line x1="{_L}" y1="{py(floor):.1f}" x2="{_L + pw}" y2="{py(floor):.1f}" stroke="#dc2626" '
@@ -103,12 +115,12 @@ def scatter(
         ring = ' stroke="#dc2626" stroke-width="3" r="7"' if r["status"] == "chosen" else ' r="4.5"'
         svg.append(
             f'<circle cx="{px(x):.1f}" cy="{py(y):.1f}"{ring} fill="{color}" data-id="{r["id"]}">'
-            f"<title>{escape(_hover(r))}</title></circle>"
+            f"<title>{escape(hover(r))}</title></circle>"
         )
         if r["status"] in ("front", "chosen"):
             svg.append(f'<text x="{px(x) + 7:.1f}" y="{py(y) - 7:.1f}">{escape(r["name"])}</text>')
     if tx:
-        cx, cy = px(tx), py(100 * teacher["val_accuracy"])
+        cx, cy = px(tx), py(y_scale * teacher[y_key])
         svg.append(
             f'<path d="M{cx:.1f},{cy - 6:.1f} L{cx + 6:.1f},{cy:.1f} L{cx:.1f},{cy + 6:.1f} '
             f'L{cx - 6:.1f},{cy:.1f} Z" fill="#111827"><title>teacher (fp32 in ONNX Runtime)</title></path>'
