@@ -42,7 +42,7 @@ def export_lm(
     """Export ``model`` with a KV cache to ``path`` and check it (``lm_parity``); returns the parity report.
     Raises ``ParityError`` (and removes the file) when ONNX Runtime disagrees with PyTorch."""
     config = config or LMExportConfig()
-    out = export_lm_onnx(model, path, opset=config.opset, external_data=config.external_data)
+    out = export_lm_onnx(model, path, opset=config.opset, external_data=config.external_data, fused=config.fused)
     try:
         if any(hasattr(m, "slimtune_qweight") for m in model.modules()):  # weight-only quantized: MatMulNBits
             from slimtune.export.lm_nbits import export_nbits_checked
