@@ -54,7 +54,7 @@ def unsupported_reason(model: CausalLM) -> str | None:
         if not all(hasattr(layer.mlp, a) for a in ("gate_proj", "up_proj", "down_proj")):
             return f"layer {i}'s MLP is not gate/up/down"
         heads, kv, d = decoder.layer_shapes[i]
-        if heads == 0 or kv == 0 or d % 2:
+        if heads == 0 or kv == 0 or d % 8:  # GroupQueryAttention needs head_dim % 8 == 0
             return f"layer {i} has {heads} heads, {kv} KV heads and head_dim {d}"
     return None
 

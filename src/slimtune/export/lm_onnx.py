@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -42,6 +43,7 @@ class LMExportConfig(Config):
     accuracy_level: int = 4  # weight-only quantized models: MatMulNBits' accuracy_level (4: int8 activations)
     min_fast_top1_agreement: float = 0.9  # ... and the top-1 agreement required at that level when not 0
     fused: bool = True  # Llama-family: write the fused-op graph (lm_fuse) when the model allows it; False: trace
+    builder: str = "slimtune"  # "slimtune" | "genai" (onnxruntime-genai's model builder) | "auto" (see lm_genai)
 
     def __post_init__(self) -> None:
         check(14 <= self.opset <= 21, f"opset must be in 14..21 for the KV-cache export, got {self.opset}")
@@ -51,6 +53,8 @@ class LMExportConfig(Config):
         check(self.windows >= 1 and self.window_length >= 2, "windows must be >= 1 and window_length >= 2")
         check(self.accuracy_level in (0, 1, 2, 3, 4), f"accuracy_level must be 0..4, got {self.accuracy_level}")
         check(0 <= self.min_fast_top1_agreement <= 1, "min_fast_top1_agreement must be in [0, 1]")
+        check(self.builder in ("auto", "slimtune", "genai"),
+              f"builder must be 'auto', 'slimtune' or 'genai', got {self.builder!r}")  # fmt: skip
 
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
@@ -135,6 +139,20 @@ def export_lm_onnx(
     finally:
         model.train(was_training)
     return out
+
+
+def export_lm_graph(model: CausalLM, path: str | Path, config: LMExportConfig) -> tuple[Path, dict[str, Any]]:
+    """The KV-cache decoder of ``model`` at ``path`` from ``config.builder`` (see ``lm_genai``); returns the path
+    and what was built (``builder``, and for ``auto`` why)."""
+    from slimtune.export.lm_genai import choose_builder
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def ours(p: Path) -> None:
+        export_lm_onnx(model, p, opset=config.opset, external_data=config.external_data, fused=config.fused)
+
+    return out, choose_builder(model, out, config.builder, ours)
 
 
 def _relocate(raw: Path, out: Path) -> None:
