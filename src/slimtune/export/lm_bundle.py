@@ -25,7 +25,7 @@ from slimtune import __version__
 from slimtune._io import prepare_out_dir, undo_on_failure, write_text
 from slimtune.errors import ConfigError
 from slimtune.export.lm_graph import CausalLM, KVDecoder
-from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_graph, io_names
+from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_graph
 from slimtune.export.lm_parity import check_lm_parity, eos_ids, lm_parity
 from slimtune.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
 from slimtune.runtime.generate import DEFAULTS, LM_KIND
@@ -57,6 +57,12 @@ def export_lm(
         out.with_name(f"{out.name}.data").unlink(missing_ok=True)
         raise
     return report
+
+
+def _input_names(path: Path) -> list[str]:
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
 def _backend(tokenizer: Any) -> tuple[Any, str | None, dict[str, str]]:
@@ -131,9 +137,7 @@ def export_lm_bundle(
             "precision": report.get("precision", "fp32"),
             "input": {
                 "kind": LM_KIND,
-                "names": [
-                    n for n in io_names(len(shapes))[0] if report.get("builder") != "genai" or n != "position_ids"
-                ],
+                "names": _input_names(folder / "model.onnx"),
                 "context_length": context_length(model),
                 "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
                 "model_type": str(model.config.model_type),

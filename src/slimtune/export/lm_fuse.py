@@ -1,14 +1,18 @@
 """The fast KV-cache graph of a Llama-family decoder, written directly with ONNX Runtime's fused CPU ops.
 
-Same inputs and outputs as the traced graph (``lm_onnx``): ``input_ids``, ``attention_mask`` [b, past+s],
-``position_ids``, ``past_key_values.{i}.key|value`` → ``logits``, ``present.{i}.key|value``. Per layer:
-``SkipSimplifiedLayerNormalization`` (residual add + RMSNorm in one op), one MatMul for q/k/v and one for
-gate/up (concatenated initializers), ``GroupQueryAttention`` (com.microsoft: RoPE from cos/sin caches at the
-given ``position_ids``, the cache append and grouped-query attention in one op; ``num_heads`` and
-``kv_num_heads`` are per node, so layers that differ after pruning are served), the SiLU MLP, and the lm_head
-as a MatMul on a pre-transposed initializer (a tied embedding is stored once, transposed, and gathered along
-its second axis). Left padding: every row's ``seqlens_k`` is the full length and an additive ``attention_bias``
-(the dtype's minimum at padding keys) masks the padding, so a padded row computes what it would alone.
+Inputs ``input_ids``, ``attention_mask`` [b, past+s], ``past_key_values.{i}.key|value``; outputs ``logits``,
+``present.{i}.key|value`` (the traced graph's names, without ``position_ids``). Per layer:
+``SkipSimplifiedLayerNormalization`` (residual add + RMSNorm in one op), one MatMul for q/k/v (fed packed to the
+attention) and one for gate/up (concatenated initializers), ``GroupQueryAttention`` (com.microsoft: RoPE from
+cos/sin caches, the cache append and grouped-query attention in one op; ``num_heads`` and ``kv_num_heads`` are
+per node, so layers that differ after pruning are served), the SiLU MLP, and the lm_head as a MatMul on a
+pre-transposed initializer (a tied embedding is stored once, transposed, and gathered along its second axis).
+
+Positions and padding follow GroupQueryAttention (the layout of onnxruntime-genai's builder): a row's length is
+``sum(attention_mask) - 1``, its keys sit at cache slots ``0 .. length``, RoPE is applied at those slots. Its
+prompt phase ignores a ``position_ids`` input, so left padding cannot be expressed; batches are right-padded
+instead (``runtime.decoder`` does that for any graph without ``position_ids``), which keeps every row's positions
+exact: a padded row computes what it would alone.
 
 A weight-only quantized model keeps one MatMul per Linear on that Linear's own transposed weight, which is what
 ``lm_nbits``' MatMulNBits rewrite looks for. ``unsupported_reason`` says when this graph cannot serve a model
@@ -27,7 +31,7 @@ from slimtune.export.lm_graph import LLAMA_LIKE, CausalLM, KVDecoder
 from slimtune.runtime.decoder import PAST, PRESENT
 
 MS = "com.microsoft"
-_MS_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization", "RotaryEmbedding")
+_MS_OPS = ("GroupQueryAttention", "SkipSimplifiedLayerNormalization")
 _STATIC_ROPE = ("default", "linear", "llama3", "yarn", None)
 
 
@@ -125,23 +129,14 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
     quantized = any(hasattr(m, "slimtune_qweight") for m in model.modules())
     body = model.model
     g = _Builder()
-    minimum = float(np.finfo(np.float32).min)
     # attention inputs shared by every layer
+    # GroupQueryAttention reads each row's length from the mask: seqlens_k = sum(mask) - 1, total = its width
     shape = g.op("Shape", ["attention_mask"], name="mask/Shape")[0]
     total = g.op("Gather", [shape, g.init("one_scalar", np.asarray(1, np.int64))], name="mask/total", axis=0)[0]
     total32 = g.op("Cast", [total], name="mask/total32", to=TensorProto.INT32)[0]
-    batch = g.op("Slice", [shape, g.const("zero", [0]), g.const("one", [1])], name="mask/batch")[0]
-    last = g.op("Sub", [total32, g.init("one_i32", np.asarray(1, np.int32))], name="mask/last")[0]
-    seqlens = g.op("Expand", [last, batch], name="mask/seqlens_k")[0]
-    mask_f = g.op("Cast", ["attention_mask"], name="mask/float", to=TensorProto.FLOAT)[0]
-    pads = g.op("Sub", [g.init("one_f", np.asarray(1.0, np.float32)), mask_f], name="mask/pads")[0]
-    bias2d = g.op("Mul", [pads, g.init("min_f", np.asarray(minimum, np.float32))], name="mask/bias2d")[0]
-    bias4d = g.op("Unsqueeze", [bias2d, g.const("axes12", [1, 2])], name="mask/bias4d")[0]
-    seq = g.op("Slice", [g.op("Shape", ["input_ids"], name="ids/Shape")[0], g.const("one_", [1]), g.const("two", [2])],
-               name="ids/seq")[0]  # fmt: skip
-    total1d = g.op("Slice", [shape, g.const("one__", [1]), g.const("two_", [2])], name="mask/total1d")[0]
-    target = g.op("Concat", [batch, g.const("one___", [1]), seq, total1d], name="mask/bias_shape", axis=0)[0]
-    bias = g.op("Expand", [bias4d, target], name="mask/bias")[0]  # GQA wants [b, 1, s, past+s]
+    lengths = g.op("ReduceSum", ["attention_mask", g.const("axis1", [1])], name="mask/lengths", keepdims=0)[0]
+    last = g.op("Sub", [lengths, g.init("one_i64", np.asarray(1, np.int64))], name="mask/last")[0]
+    seqlens = g.op("Cast", [last], name="mask/seqlens_k", to=TensorProto.INT32)[0]
     cos, sin = _rope_caches(model, context)
     g.init("cos_cache", cos)
     g.init("sin_cache", sin)
@@ -163,24 +158,20 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
         x, residual = _norm(g, residual, pending, layer.input_layernorm, f"layers.{i}.input_norm")
         name = f"layers.{i}.attn"
         q_norm = getattr(attn, "q_norm", None)
-        if quantized:
+        if quantized or q_norm is not None:
             q, k, v = (g.linear(x, getattr(attn, p), f"{name}.{p}") for p in ("q_proj", "k_proj", "v_proj"))
-        else:
-            qkv = g.fused_linear(x, [attn.q_proj, attn.k_proj, attn.v_proj], f"{name}.qkv_proj")
-            sizes = g.const(f"{name}.qkv_split", [heads * d, kv * d, kv * d])
-            q, k, v = g.op("Split", [qkv, sizes], outputs=3, axis=-1, name=f"{name}/Split")
-        if q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
-            q = _head_norm(g, q, q_norm, heads, d, f"{name}.q_norm")
-            k = _head_norm(g, k, attn.k_norm, kv, d, f"{name}.k_norm")
-        # RoPE at the given positions (GQA's own rotary ignores position_ids in the prompt: left padding breaks)
-        q, k = (g.op("RotaryEmbedding", [t, "position_ids", "cos_cache", "sin_cache"], name=f"{name}/rope_{w}",
-                     num_heads=n, interleaved=0)[0] for t, w, n in ((q, "q", heads), (k, "k", kv)))  # fmt: skip
+            if q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
+                q = _head_norm(g, q, q_norm, heads, d, f"{name}.q_norm")
+                k = _head_norm(g, k, attn.k_norm, kv, d, f"{name}.k_norm")
+            qkv = [q, k, v]
+        else:  # packed: GQA splits q/k/v itself
+            qkv = [g.fused_linear(x, [attn.q_proj, attn.k_proj, attn.v_proj], f"{name}.qkv_proj"), "", ""]
         outs = [f"{name}/attn_out", PRESENT.format(i, "key"), PRESENT.format(i, "value")]
         g.nodes.append(helper.make_node(
             "GroupQueryAttention",
-            [q, k, v, PAST.format(i, "key"), PAST.format(i, "value"), seqlens, total32, "", "", "", bias],
+            [*qkv, PAST.format(i, "key"), PAST.format(i, "value"), seqlens, total32, "cos_cache", "sin_cache"],
             outs, name=f"{name}/GroupQueryAttention", domain=MS, num_heads=heads, kv_num_heads=kv,
-            scale=float(attn.scaling), do_rotary=0,
+            scale=float(attn.scaling), do_rotary=1, rotary_interleaved=0,
         ))  # fmt: skip
         present += outs[1:]
         pending = g.linear(outs[0], attn.o_proj, f"{name}.o_proj")
@@ -228,8 +219,7 @@ def _model(g: _Builder, decoder: KVDecoder, opset: int) -> Any:
         return helper.make_tensor_value_info(name, dtype, dims)
 
     inputs = [value("input_ids", ["batch", "sequence"], TensorProto.INT64),
-              value("attention_mask", ["batch", "total_sequence"], TensorProto.INT64),
-              value("position_ids", ["batch", "sequence"], TensorProto.INT64)]  # fmt: skip
+              value("attention_mask", ["batch", "total_sequence"], TensorProto.INT64)]  # fmt: skip
     outputs = [value("logits", ["batch", "sequence", None])]
     for i, (_, kv, d) in enumerate(decoder.layer_shapes):
         for part in ("key", "value"):
