@@ -91,19 +91,19 @@ class _Builder:
 
     def linear(self, x: str, module: Any, name: str) -> str:
         """x @ Wᵀ (+ b) on the module's own weight, stored transposed."""
-        w = self.init(f"{name}.wt", _np(module.weight).T)
-        y = self.op("MatMul", [x, w], name=f"{name}/MatMul")[0]
+        w = self.init(f"{name}.w", _np(module.weight).T)
+        y = self.op("MatMul", [x, w], name=name)[0]
         if getattr(module, "bias", None) is not None:
-            y = self.op("Add", [y, self.init(f"{name}.b", _np(module.bias))], name=f"{name}/Add")[0]
+            y = self.op("Add", [y, self.init(f"{name}.b", _np(module.bias))], name=f"{name}+b")[0]
         return y
 
     def fused_linear(self, x: str, modules: list[Any], name: str) -> str:
         """x @ [W1; W2; ...]ᵀ (+ biases): one MatMul for Linears that read the same input."""
-        w = self.init(f"{name}.wt", np.concatenate([_np(m.weight) for m in modules]).T)
-        y = self.op("MatMul", [x, w], name=f"{name}/MatMul")[0]
+        w = self.init(f"{name}.w", np.concatenate([_np(m.weight) for m in modules]).T)
+        y = self.op("MatMul", [x, w], name=name)[0]
         if any(getattr(m, "bias", None) is not None for m in modules):
             parts = [_np(m.bias) if m.bias is not None else np.zeros(m.out_features, np.float32) for m in modules]
-            y = self.op("Add", [y, self.init(f"{name}.b", np.concatenate(parts))], name=f"{name}/Add")[0]
+            y = self.op("Add", [y, self.init(f"{name}.b", np.concatenate(parts))], name=f"{name}+b")[0]
         return y
 
 
@@ -156,36 +156,35 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
         attn, mlp = layer.self_attn, layer.mlp
         heads, kv, d = decoder.layer_shapes[i]
         x, residual = _norm(g, residual, pending, layer.input_layernorm, f"layers.{i}.input_norm")
-        name = f"layers.{i}.attn"
+        name = f"layers.{i}"  # short names: the MatMulNBits rewrite adds three per quantized Linear
         q_norm = getattr(attn, "q_norm", None)
         if quantized or q_norm is not None:
-            q, k, v = (g.linear(x, getattr(attn, p), f"{name}.{p}") for p in ("q_proj", "k_proj", "v_proj"))
+            q, k, v = (g.linear(x, getattr(attn, f"{p}_proj"), f"{name}.{p}") for p in "qkv")
             if q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
                 q = _head_norm(g, q, q_norm, heads, d, f"{name}.q_norm")
                 k = _head_norm(g, k, attn.k_norm, kv, d, f"{name}.k_norm")
             qkv = [q, k, v]
         else:  # packed: GQA splits q/k/v itself
-            qkv = [g.fused_linear(x, [attn.q_proj, attn.k_proj, attn.v_proj], f"{name}.qkv_proj"), "", ""]
-        outs = [f"{name}/attn_out", PRESENT.format(i, "key"), PRESENT.format(i, "value")]
+            qkv = [g.fused_linear(x, [attn.q_proj, attn.k_proj, attn.v_proj], f"{name}.qkv"), "", ""]
+        outs = [f"{name}.attn", PRESENT.format(i, "key"), PRESENT.format(i, "value")]
         g.nodes.append(helper.make_node(
             "GroupQueryAttention",
             [*qkv, PAST.format(i, "key"), PAST.format(i, "value"), seqlens, total32, "cos_cache", "sin_cache"],
-            outs, name=f"{name}/GroupQueryAttention", domain=MS, num_heads=heads, kv_num_heads=kv,
+            outs, name=f"{name}.attn", domain=MS, num_heads=heads, kv_num_heads=kv,
             scale=float(attn.scaling), do_rotary=1, rotary_interleaved=0,
         ))  # fmt: skip
         present += outs[1:]
-        pending = g.linear(outs[0], attn.o_proj, f"{name}.o_proj")
+        pending = g.linear(outs[0], attn.o_proj, f"{name}.o")
         x, residual = _norm(g, residual, pending, layer.post_attention_layernorm, f"layers.{i}.post_norm")
-        name = f"layers.{i}.mlp"
         if quantized:
-            gate, up = g.linear(x, mlp.gate_proj, f"{name}.gate_proj"), g.linear(x, mlp.up_proj, f"{name}.up_proj")
+            gate, up = g.linear(x, mlp.gate_proj, f"{name}.gate"), g.linear(x, mlp.up_proj, f"{name}.up")
         else:
-            both = g.fused_linear(x, [mlp.gate_proj, mlp.up_proj], f"{name}.gate_up_proj")
+            both = g.fused_linear(x, [mlp.gate_proj, mlp.up_proj], f"{name}.gate_up")
             width = int(mlp.gate_proj.weight.shape[0])
             gate, up = g.op("Split", [both, g.const(f"{name}.split", [width, width])], outputs=2, axis=-1,
                             name=f"{name}/Split")  # fmt: skip
         act = g.op("Mul", [gate, g.op("Sigmoid", [gate], name=f"{name}/Sigmoid")[0]], name=f"{name}/SiLU")[0]
-        pending = g.linear(g.op("Mul", [act, up], name=f"{name}/Mul")[0], mlp.down_proj, f"{name}.down_proj")
+        pending = g.linear(g.op("Mul", [act, up], name=f"{name}/Mul")[0], mlp.down_proj, f"{name}.down")
     x, _ = _norm(g, residual, pending, body.norm, "norm")
     g.op("MatMul", [x, head_t], name="lm_head/MatMul")
     g.nodes[-1].output[0] = "logits"

@@ -5,10 +5,11 @@ The graph (``slimtune.export.lm_onnx``, or any with the same names) takes ``inpu
 ``logits`` and ``present.{i}.key|value``. Prompts of a batch are left-padded: padding is masked out and
 positions count only real tokens, so a padded row generates what it would alone.
 
-A graph without ``position_ids`` (onnxruntime-genai's model builder: GroupQueryAttention reads each row's length
-as ``sum(attention_mask) - 1`` and keeps its keys at cache slots ``0 .. length - 1``) cannot serve left padding;
-its prompts are right-padded instead, each row's next-token logits are read at its own last prompt token, and each
-step's mask is ones over that row's tokens so far (its new key lands in the row's next free slot).
+A graph without ``position_ids`` (slimtune's fused graph ``export.lm_fuse``, onnxruntime-genai's model builder:
+GroupQueryAttention reads each row's length as ``sum(attention_mask) - 1`` and keeps its keys at cache slots
+``0 .. length - 1``) cannot serve left padding; its prompts are right-padded instead, each row's next-token logits
+are read at its own last prompt token, and each step's mask is ones over that row's tokens so far (its new key
+lands in the row's next free slot).
 """
 
 from __future__ import annotations
