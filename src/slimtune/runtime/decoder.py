@@ -9,7 +9,10 @@ A graph without ``position_ids`` (slimtune's fused graph ``export.lm_fuse``, onn
 GroupQueryAttention reads each row's length as ``sum(attention_mask) - 1`` and keeps its keys at cache slots
 ``0 .. length - 1``) cannot serve left padding; its prompts are right-padded instead, each row's next-token logits
 are read at its own last prompt token, and each step's mask is ones over that row's tokens so far (its new key
-lands in the row's next free slot).
+lands in the row's next free slot). Such a graph decodes in place: each cache is one preallocated buffer of the
+final length, bound (ONNX Runtime IO binding) as both the past input and the present output, so
+GroupQueryAttention writes only the new keys — no copy of the cache per step (onnxruntime-genai's
+``past_present_share_buffer``).
 """
 
 from __future__ import annotations
@@ -128,6 +131,7 @@ class Decoder:
             return
         logits, past, positions = self.prefill(batch)
         mask = batch.mask
+        shared = _SharedCache(self, past, batch.ids.shape[1] + max_new_tokens) if self.right_padded else None
         eos = np.asarray(list(eos_ids), dtype=np.int64)
         for step in range(max_new_tokens):
             tokens = np.where(active, next_tokens(logits, sampling, rng), pad_id)
@@ -139,7 +143,10 @@ class Decoder:
                 mask = (np.arange(mask.shape[1] + 1)[None] <= positions[:, None]).astype(np.int64)
             else:
                 mask = np.concatenate([mask, active[:, None].astype(np.int64)], axis=1)
-            step_logits, past = self.step(tokens[:, None], mask, positions[:, None], past)
+            if shared is not None:
+                step_logits = shared.step(tokens[:, None], mask)
+            else:
+                step_logits, past = self.step(tokens[:, None], mask, positions[:, None], past)
             logits = step_logits[:, -1]
             positions = positions + 1
 
@@ -151,3 +158,32 @@ class Decoder:
             for row in np.nonzero(active)[0]:
                 out[row].append(int(tokens[row]))
         return out
+
+
+class _SharedCache:
+    """The KV cache of a right-padded (GroupQueryAttention) graph as preallocated buffers [b, kv, capacity, d],
+    each bound as both past input and present output, so a decode step appends in place (module docstring)."""
+
+    def __init__(self, decoder: Decoder, past: list[np.ndarray], capacity: int) -> None:
+        import onnxruntime as ort
+
+        self.decoder = decoder
+        self.arrays: list[np.ndarray] = []
+        for arr in past:
+            buffer = np.zeros((*arr.shape[:2], capacity, arr.shape[3]), dtype=np.float32)
+            buffer[:, :, : arr.shape[2]] = arr
+            self.arrays.append(buffer)  # kept alive: the OrtValues below alias this memory
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+        self.binding = decoder.session.io_binding()
+
+    def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        io = self.binding
+        io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
+        io.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+        io.bind_output("logits", "cpu")
+        for past, present, value in zip(self.decoder.past_names, self.decoder.present_names, self.values):
+            io.bind_ortvalue_input(past, value)
+            io.bind_ortvalue_output(present, value)
+        self.decoder.session.run_with_iobinding(io)
+        logits: np.ndarray = io.get_outputs()[0].numpy()
+        return logits
