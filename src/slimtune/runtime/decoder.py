@@ -4,6 +4,15 @@ The graph (``slimtune.export.lm_onnx``, or any with the same names) takes ``inpu
 [b, past+s], ``position_ids`` and ``past_key_values.{i}.key|value`` [b, kv_heads, past, head_dim]; it returns
 ``logits`` and ``present.{i}.key|value``. Prompts of a batch are left-padded: padding is masked out and
 positions count only real tokens, so a padded row generates what it would alone.
+
+A graph without ``position_ids`` (slimtune's fused graph ``export.lm_fuse``, onnxruntime-genai's model builder:
+GroupQueryAttention reads each row's length as ``sum(attention_mask) - 1`` and keeps its keys at cache slots
+``0 .. length - 1``) cannot serve left padding; its prompts are right-padded instead, each row's next-token logits
+are read at its own last prompt token, and each step's mask is ones over that row's tokens so far (its new key
+lands in the row's next free slot). Such a graph decodes in place: each cache is one preallocated buffer of the
+final length, bound (ONNX Runtime IO binding) as both the past input and the present output, so
+GroupQueryAttention writes only the new keys — no copy of the cache per step (onnxruntime-genai's
+``past_present_share_buffer``).
 """
 
 from __future__ import annotations
@@ -45,15 +54,17 @@ class Batch:
     lengths: np.ndarray
 
 
-def left_pad(prompts: Sequence[Sequence[int]], pad_id: int) -> Batch:
+def left_pad(prompts: Sequence[Sequence[int]], pad_id: int, *, right: bool = False) -> Batch:
+    """The prompts padded to one length with ``pad_id`` on the left (or, with ``right``, on the right)."""
     if not prompts or any(len(p) == 0 for p in prompts):
         raise DataError("every prompt must have at least one token; pass non-empty text")
     n = max(len(p) for p in prompts)
     ids = np.full((len(prompts), n), pad_id, dtype=np.int64)
     mask = np.zeros((len(prompts), n), dtype=np.int64)
     for row, p in enumerate(prompts):
-        ids[row, n - len(p) :] = p
-        mask[row, n - len(p) :] = 1
+        where = slice(0, len(p)) if right else slice(n - len(p), n)
+        ids[row, where] = p
+        mask[row, where] = 1
     return Batch(ids, mask, np.asarray([len(p) for p in prompts], dtype=np.int64))
 
 
@@ -72,6 +83,7 @@ class Decoder:
             raise DataError("this ONNX model is not a KV-cache decoder (no input_ids / past_key_values inputs)")
         self.present_names = [n.replace("past_key_values.", "present.") for n in self.past_names]
         self.uses_positions = "position_ids" in {i.name for i in session.get_inputs()}
+        self.right_padded = not self.uses_positions  # see the module docstring
 
     @property
     def num_layers(self) -> int:
@@ -95,7 +107,8 @@ class Decoder:
         """Run the prompts; returns last-position logits [b, vocab], the cache and each row's next position."""
         positions = np.maximum(np.cumsum(batch.mask, axis=1) - 1, 0)
         logits, past = self.step(batch.ids, batch.mask, positions, self.empty_past(len(batch.ids)))
-        return logits[:, -1], past, batch.lengths.copy()
+        last = batch.lengths - 1 if self.right_padded else np.full(len(batch.ids), -1)
+        return logits[np.arange(len(batch.ids)), last], past, batch.lengths.copy()
 
     def steps(
         self,
@@ -112,12 +125,13 @@ class Decoder:
         in ``active`` (a bool array [b] it passes in, e.g. on a stop string)."""
         sampling = sampling or Sampling()
         rng = sampling.rng()
-        batch = left_pad(prompts, pad_id)
+        batch = left_pad(prompts, pad_id, right=self.right_padded)
         active = np.ones(len(prompts), dtype=bool) if active is None else active
         if max_new_tokens <= 0:
             return
         logits, past, positions = self.prefill(batch)
         mask = batch.mask
+        shared = _SharedCache(self, past, batch.ids.shape[1] + max_new_tokens) if self.right_padded else None
         eos = np.asarray(list(eos_ids), dtype=np.int64)
         for step in range(max_new_tokens):
             tokens = np.where(active, next_tokens(logits, sampling, rng), pad_id)
@@ -125,8 +139,14 @@ class Decoder:
             active &= ~np.isin(tokens, eos)
             if not active.any() or step == max_new_tokens - 1:
                 return
-            mask = np.concatenate([mask, active[:, None].astype(np.int64)], axis=1)
-            step_logits, past = self.step(tokens[:, None], mask, positions[:, None], past)
+            if self.right_padded:  # ones over each row's tokens so far, wherever the row stands
+                mask = (np.arange(mask.shape[1] + 1)[None] <= positions[:, None]).astype(np.int64)
+            else:
+                mask = np.concatenate([mask, active[:, None].astype(np.int64)], axis=1)
+            if shared is not None:
+                step_logits = shared.step(tokens[:, None], mask)
+            else:
+                step_logits, past = self.step(tokens[:, None], mask, positions[:, None], past)
             logits = step_logits[:, -1]
             positions = positions + 1
 
@@ -138,3 +158,32 @@ class Decoder:
             for row in np.nonzero(active)[0]:
                 out[row].append(int(tokens[row]))
         return out
+
+
+class _SharedCache:
+    """The KV cache of a right-padded (GroupQueryAttention) graph as preallocated buffers [b, kv, capacity, d],
+    each bound as both past input and present output, so a decode step appends in place (module docstring)."""
+
+    def __init__(self, decoder: Decoder, past: list[np.ndarray], capacity: int) -> None:
+        import onnxruntime as ort
+
+        self.decoder = decoder
+        self.arrays: list[np.ndarray] = []
+        for arr in past:
+            buffer = np.zeros((*arr.shape[:2], capacity, arr.shape[3]), dtype=np.float32)
+            buffer[:, :, : arr.shape[2]] = arr
+            self.arrays.append(buffer)  # kept alive: the OrtValues below alias this memory
+        self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
+        self.binding = decoder.session.io_binding()
+
+    def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        io = self.binding
+        io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
+        io.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
+        io.bind_output("logits", "cpu")
+        for past, present, value in zip(self.decoder.past_names, self.decoder.present_names, self.values):
+            io.bind_ortvalue_input(past, value)
+            io.bind_ortvalue_output(present, value)
+        self.decoder.session.run_with_iobinding(io)
+        logits: np.ndarray = io.get_outputs()[0].numpy()
+        return logits
