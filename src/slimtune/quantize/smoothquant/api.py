@@ -51,10 +51,10 @@ def smoothquant_lm_(
 
     check_not_quantized(model)
     ids = calibration_ids(calibration, samples=config.samples)
-    maxima = activation_maxima(model, ids, batch_size=config.batch_size)
     info: dict[str, Any] = {}
-    alpha: float | None = config.alpha
-    if config.alpha_grid:
+    alpha: float | None = config.alpha if config.smooth else None
+    maxima = activation_maxima(model, ids, batch_size=config.batch_size) if config.smooth else {}
+    if config.smooth and config.alpha_grid:
         held_out = validation if validation is not None else ids
         found = search_alpha(model, maxima, held_out[: config.search_windows].long(), config.alpha_grid,
                              per_channel=config.per_channel, reduce_range=config.reduce_range)  # fmt: skip

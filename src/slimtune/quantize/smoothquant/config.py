@@ -3,7 +3,8 @@
 ``alpha`` is the migration strength (s_j = max|X_j|^α / max|W_j|^(1−α)); with ``alpha_grid`` the value is searched
 on the perplexity of held-out windows (the best of the grid, measured on the int8-simulated model). ``mode``:
 ``dynamic`` (MatMulInteger, activations quantized per call) or ``static`` (QDQ with activation ranges from the
-calibration windows). ``samples`` calibration windows give the per-channel activation maxima.
+calibration windows). ``samples`` calibration windows give the per-channel activation maxima. ``smooth: false``
+skips the smoothing: plain ONNX Runtime int8, the baseline SmoothQuant is measured against.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ class SmoothQuantConfig(Config):
     """SmoothQuant W8A8 (see the module docstring)."""
 
     alpha: float = 0.5
+    smooth: bool = True
     alpha_grid: tuple[float, ...] = ()
     mode: Literal["dynamic", "static"] = "dynamic"
     samples: int = 32
