@@ -52,6 +52,16 @@ def test_plan_respects_the_budget_and_keeps_the_sabotaged_layer_at_8_bits(config
     assert avg == pytest.approx(plan["average_bits"])
 
 
+def test_block_granularity_promotes_the_sabotaged_block_whole() -> None:
+    model = sabotaged_llama()
+    budget = BitsBudgetConfig(bits_budget=7.0, granularity="block")  # int4 g32: 5.0; one block at int8 g32: +2.0
+    plan = quantize_lm_mixed_(model, RTNConfig(bits=4, group_size=32), budget, calibration=IDS)
+    assert set(plan["sensitivity"]) == {"model.layers.0", "model.layers.1"}
+    promoted = {n for n, b in plan["bits"].items() if b == 8}
+    assert promoted == {n for n in plan["bits"] if n.startswith("model.layers.1.")}
+    assert plan["average_bits"] == pytest.approx(7.0)
+
+
 def test_the_plan_beats_uniform_int4_on_the_output() -> None:
     ref_model = sabotaged_llama()
     ref = ref_model(IDS).logits

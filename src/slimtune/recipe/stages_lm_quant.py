@@ -25,7 +25,8 @@ import torch
 from slimtune.errors import ConfigError, DataError
 
 SMOOTHQUANT = "smoothquant"
-BUDGET_KEYS = {"bits_budget": "bits_budget", "high_bits": "high_bits", "sensitivity_windows": "windows"}
+BUDGET_KEYS = {"bits_budget": "bits_budget", "high_bits": "high_bits", "sensitivity_windows": "windows",
+               "granularity": "granularity"}  # fmt: skip
 EXAMPLES = (
     "slimtune stage quantize --model smollm2-135m --data shakespeare --set method=gptq --set bits=4 "
     "--set group_size=64 --set samples=32",
@@ -95,7 +96,7 @@ class LMQuantizeStage:
             raise ConfigError(f"{where}: bits_budget is for weight-only methods (rtn|hqq|gptq|awq), not smoothquant")
         if budget_raw:
             if "bits_budget" not in budget_raw:
-                raise ConfigError(f"{where}: high_bits / sensitivity_windows need bits_budget (e.g. bits_budget: 4.5)")
+                raise ConfigError(f"{where}: high_bits / sensitivity_windows / granularity need bits_budget (e.g. 4.5)")
             budget = BitsBudgetConfig.from_dict(budget_raw, where=where)
         config = lm_quant_config(method, raw, where=where)
         if budget is not None and config.bits >= budget.high_bits:

@@ -23,15 +23,16 @@ from torch import nn
 from slimtune.errors import UnsupportedModelError
 from slimtune.models.blocks import BlockContext, calibration_pass, linear_weight
 from slimtune.models.lm_layers import decoder_layers
-from slimtune.quantize.weight_only.awq import FoldGroup, apply_scale_, fold_groups
+from slimtune.quantize.weight_only.awq import FoldGroup, apply_scale_, fold_groups, tie_to_prev
 
 
-def norm_groups(block: nn.Module) -> list[FoldGroup]:
-    """The groups of ``block`` whose previous op is a norm (the ones SmoothQuant smooths)."""
+def norm_groups(block: nn.Module, *, linear: bool = False) -> list[FoldGroup]:
+    """The groups of ``block`` whose previous op is a norm (the ones the reference smooths); with ``linear`` also
+    those after a Linear where the fold is exact (v → o, up → down; GPT-2's c_attn value slice → c_proj)."""
     out = []
     for group in fold_groups(block):
         prev = block.get_submodule(group.prev)
-        if not (isinstance(prev, nn.Linear) or hasattr(prev, "nf")):
+        if linear or not (isinstance(prev, nn.Linear) or hasattr(prev, "nf")):
             out.append(group)
     return out
 
@@ -57,9 +58,9 @@ class _ActMax:
 def activation_maxima(
     model: nn.Module, calibration: torch.Tensor, *, batch_size: int = 8, progress: bool = False
 ) -> dict[tuple[int, str], torch.Tensor]:
-    """Per-channel max |x| at the input of each norm group, keyed by (block index, first target name)."""
+    """Per-channel max |x| at the input of each foldable group, keyed by (block index, first target name)."""
     layers = decoder_layers(model)
-    firsts = {g.targets[0] for block in layers for g in norm_groups(block)}
+    firsts = {g.targets[0] for block in layers for g in norm_groups(block, linear=True)}
     if not firsts:
         raise UnsupportedModelError(
             f"{type(model).__name__}'s decoder blocks have no norm → Linear groups SmoothQuant can smooth "
@@ -78,19 +79,22 @@ def smoothing_scale(act_max: torch.Tensor, weights: list[torch.Tensor], alpha: f
     return (a.pow(alpha) / w_max.clamp_min(1e-5).pow(1.0 - alpha)).clamp_min(1e-5)
 
 
-def smooth_lm_(model: nn.Module, maxima: dict[tuple[int, str], torch.Tensor], *, alpha: float) -> dict[str, Any]:
-    """Fold the smoothing scales of strength ``alpha`` into ``model`` in place (see the module docstring);
-    returns what changed: the groups smoothed and the largest activation channel ratio before/after."""
+def smooth_lm_(
+    model: nn.Module, maxima: dict[tuple[int, str], torch.Tensor], *, alpha: float, linear: bool = False
+) -> dict[str, Any]:
+    """Fold the smoothing scales of strength ``alpha`` into ``model`` in place (see the module docstring; with
+    ``linear`` also into v → o and up → down); returns the groups smoothed and the largest activation channel
+    ratio (max / median) before and after."""
     before, after, count = [], [], 0
     with torch.no_grad():
         for i, block in enumerate(decoder_layers(model)):
-            for group in norm_groups(block):
+            for group in norm_groups(block, linear=linear):
                 key = (i, group.targets[0])
                 if key not in maxima:
                     continue
                 weights = [linear_weight(block.get_submodule(t)).float() for t in group.targets]
                 act = maxima[key].float()
-                s = smoothing_scale(act, weights, alpha)
+                s = tie_to_prev(group, smoothing_scale(act, weights, alpha))  # GQA: one scale per KV channel
                 apply_scale_(block, group, s.to(weights[0].dtype))
                 before.append(float(act.max() / act.clamp_min(1e-8).median()))
                 smoothed = act / s

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 import torch.nn.functional as F
@@ -39,11 +39,13 @@ from slimtune.quantize.weight_only.grid import rtn
 class BitsBudgetConfig(Config):
     """``bits_budget``: average stored bits per weight over the decoder-block Linears (see the module docstring);
     ``high_bits``: the width of the promoted layers; ``windows``: calibration windows the sensitivity is
-    measured on."""
+    measured on; ``granularity``: ``layer`` (each Linear measured and promoted on its own) or ``block`` (a decoder
+    block's Linears together: one forward pass per block, for larger models)."""
 
     bits_budget: float
     high_bits: int = 8
     windows: int = 4
+    granularity: Literal["layer", "block"] = "layer"
 
     def __post_init__(self) -> None:
         check(self.high_bits in BITS, f"high_bits must be one of 2, 3, 4, 8, got {self.high_bits}")
@@ -56,30 +58,49 @@ def _bits_of(layer: nn.Module, bits: int, config: WeightOnlyConfig) -> float:
                        in_features=int(linear_weight(layer).shape[1]))  # fmt: skip
 
 
+def units_of(layers: dict[str, nn.Module], granularity: str) -> dict[str, list[str]]:
+    """Unit name → its layers: each Linear alone, or grouped by decoder block (``model.layers.3``)."""
+    if granularity == "layer":
+        return {n: [n] for n in layers}
+    out: dict[str, list[str]] = {}
+    for name in layers:
+        parts = name.split(".")
+        idx = next(i for i, p in enumerate(parts) if p.isdigit())
+        out.setdefault(".".join(parts[: idx + 1]), []).append(name)
+    return out
+
+
 def plan_bits(
-    layers: dict[str, nn.Module], sensitivity: dict[str, float], config: WeightOnlyConfig, budget: BitsBudgetConfig
+    layers: dict[str, nn.Module],
+    sensitivity: dict[str, float],
+    config: WeightOnlyConfig,
+    budget: BitsBudgetConfig,
+    *,
+    units: dict[str, list[str]] | None = None,
 ) -> dict[str, Any]:
-    """The greedy knapsack plan (see the module docstring): ``{"bits": {name: bits}, "average_bits": ...}``.
+    """The greedy knapsack plan (see the module docstring) over ``units`` (default: each layer alone), whose
+    ``sensitivity`` is given: ``{"bits": {layer: bits}, "average_bits", "layers_per_bits", "budget"}``.
     Raises ``ConfigError`` when even all-low exceeds the budget."""
+    units = units if units is not None else {n: [n] for n in layers}
     sizes = {n: int(linear_weight(m).numel()) for n, m in layers.items()}
     total = sum(sizes.values())
-    low = {n: _bits_of(m, config.bits, config) for n, m in layers.items()}
-    high = {n: _bits_of(m, budget.high_bits, config) for n, m in layers.items()}
-    used = sum(low[n] * sizes[n] for n in layers)
+    low = {n: _bits_of(m, config.bits, config) * sizes[n] for n, m in layers.items()}
+    high = {n: _bits_of(m, budget.high_bits, config) * sizes[n] for n, m in layers.items()}
+    used = sum(low.values())
     if used > budget.bits_budget * total + 1e-9:
         raise ConfigError(
             f"bits_budget {budget.bits_budget} is below int{config.bits} g{config.group_size}'s own "
             f"{used / total:.3f} stored bits per weight; raise bits_budget or lower bits"
         )
     plan = {n: config.bits for n in layers}
-    extra = {n: (high[n] - low[n]) * sizes[n] for n in layers}
-    order = sorted(layers, key=lambda n: sensitivity.get(n, 0.0) / max(extra[n], 1e-9), reverse=True)
-    for name in order:
-        if extra[name] <= 0 or sensitivity.get(name, 0.0) <= 0:
+    extra = {u: sum(high[n] - low[n] for n in names) for u, names in units.items()}
+    order = sorted(units, key=lambda u: sensitivity.get(u, 0.0) / max(extra[u], 1e-9), reverse=True)
+    for unit in order:
+        if extra[unit] <= 0 or sensitivity.get(unit, 0.0) <= 0:
             continue
-        if used + extra[name] <= budget.bits_budget * total + 1e-9:
-            plan[name] = budget.high_bits
-            used += extra[name]
+        if used + extra[unit] <= budget.bits_budget * total + 1e-9:
+            plan.update({n: budget.high_bits for n in units[unit]})
+            used += extra[unit]
     counts: dict[str, int] = {}
     for b in plan.values():
         counts[f"int{b}"] = counts.get(f"int{b}", 0) + 1
@@ -139,9 +160,10 @@ def quantize_lm_mixed_(
     windows = sensitivity_windows
     if windows is None:
         windows = calibration_ids(calibration, samples=budget.windows)
+    units = units_of(layers, budget.granularity)
     sens = layer_sensitivity(model, windows[: budget.windows], bits=config.bits, group_size=config.group_size,
-                             symmetric=config.symmetric, layers=layers)  # fmt: skip
-    plan = plan_bits(layers, sens, config, budget)
+                             symmetric=config.symmetric, layers=layers, units=units)  # fmt: skip
+    plan = plan_bits(layers, sens, config, budget, units=units)
     promoted = [n for n, b in plan["bits"].items() if b != config.bits]
     with held_out(model, promoted):
         quantize_lm_(model, config, calibration=calibration)

@@ -33,26 +33,31 @@ def layer_sensitivity(
     symmetric: bool,
     batch_size: int = 4,
     layers: dict[str, nn.Module] | None = None,
+    units: dict[str, list[str]] | None = None,
 ) -> dict[str, float]:
-    """KL(fp32 ‖ one layer at ``bits``) per block Linear of ``model`` on ``windows`` (token ids [n, length]);
-    the model is left unchanged."""
+    """KL(fp32 ‖ one unit at ``bits``) for each unit of ``model`` on ``windows`` (token ids [n, length]): a unit
+    is one block Linear (default) or, with ``units`` (unit name → layer names), several rounded together (a whole
+    decoder block: one forward pass per block instead of per Linear). The model is left unchanged."""
     targets = layers if layers is not None else block_targets(model)
+    groups = units if units is not None else {name: [name] for name in targets}
     was_training = model.training
     model.eval()
     out: dict[str, float] = {}
     try:
         with torch.no_grad():
             ref = _log_probs(model, windows.long(), batch_size)
-            for name, layer in targets.items():
-                original = linear_weight(layer).clone()
-                q = rtn(original.float(), bits=bits, group_size=group_size, symmetric=symmetric)
-                set_linear_weight(layer, q.dequantize().to(original.dtype))
+            for unit, names in groups.items():
+                originals = {n: linear_weight(targets[n]).clone() for n in names}
+                for n, w in originals.items():
+                    q = rtn(w.float(), bits=bits, group_size=group_size, symmetric=symmetric)
+                    set_linear_weight(targets[n], q.dequantize().to(w.dtype))
                 try:
                     logq = _log_probs(model, windows.long(), batch_size)
                 finally:
-                    set_linear_weight(layer, original)
+                    for n, w in originals.items():
+                        set_linear_weight(targets[n], w)
                 kl = F.kl_div(logq.flatten(0, 1), ref.flatten(0, 1), log_target=True, reduction="batchmean")
-                out[name] = max(float(kl), 0.0)
+                out[unit] = max(float(kl), 0.0)
     finally:
         model.train(was_training)
     return out
