@@ -37,13 +37,16 @@ def outlier_llama() -> torch.nn.Module:
     return model
 
 
+@pytest.mark.parametrize("linear", [False, True])
 @pytest.mark.parametrize("make", [tiny_llama, tiny_gpt2])
-def test_smoothing_keeps_the_fp32_output(make: object) -> None:
+def test_smoothing_keeps_the_fp32_output(make: object, linear: bool) -> None:
     model = make()  # type: ignore[operator]
     ref = model(IDS).logits
     maxima = activation_maxima(model, IDS, batch_size=4)
-    info = smooth_lm_(model, maxima, alpha=0.5)
-    assert info["groups"] == 2 * len(model.base_model.h if hasattr(model.base_model, "h") else model.model.layers)
+    info = smooth_lm_(model, maxima, alpha=0.5, linear=linear)
+    blocks = len(model.base_model.h if hasattr(model.base_model, "h") else model.model.layers)
+    per_block = 2 + (0 if not linear else 2 if make is tiny_llama else 1)  # + v->o, up->down (GPT-2: c_attn->c_proj)
+    assert info["groups"] == per_block * blocks
     torch.testing.assert_close(model(IDS).logits, ref, atol=1e-4, rtol=1e-4)
 
 

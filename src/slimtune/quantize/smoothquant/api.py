@@ -57,11 +57,12 @@ def smoothquant_lm_(
     if config.smooth and config.alpha_grid:
         held_out = validation if validation is not None else ids
         found = search_alpha(model, maxima, held_out[: config.search_windows].long(), config.alpha_grid,
-                             per_channel=config.per_channel, reduce_range=config.reduce_range)  # fmt: skip
+                             per_channel=config.per_channel, reduce_range=config.reduce_range,
+                             linear=config.fold_linear)  # fmt: skip
         info["search"] = found["perplexity"]
         alpha = found["best_alpha"]
     if alpha is not None:
-        info.update(smooth_lm_(model, maxima, alpha=alpha))
+        info.update(smooth_lm_(model, maxima, alpha=alpha, linear=config.fold_linear))
     else:
         info.update(alpha=None, groups=0)
     model.slimtune_smoothquant = {  # type: ignore[assignment]

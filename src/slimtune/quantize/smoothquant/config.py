@@ -4,7 +4,10 @@
 on the perplexity of held-out windows (the best of the grid, measured on the int8-simulated model). ``mode``:
 ``dynamic`` (MatMulInteger, activations quantized per call) or ``static`` (QDQ with activation ranges from the
 calibration windows). ``samples`` calibration windows give the per-channel activation maxima. ``smooth: false``
-skips the smoothing: plain ONNX Runtime int8, the baseline SmoothQuant is measured against.
+skips the smoothing: plain ONNX Runtime int8, the baseline SmoothQuant is measured against. ``fold_linear``
+also smooths o_proj's and down_proj's inputs into v_proj / up_proj (exact in fp32; the reference skips them, but
+with ONNX Runtime's per-tensor activation scales down_proj's input outliers, ~2,700× the median channel on
+SmolLM2, dominate the int8 error: benchmarks/results/lm_smoothquant.md).
 """
 
 from __future__ import annotations
@@ -21,6 +24,7 @@ class SmoothQuantConfig(Config):
 
     alpha: float = 0.5
     smooth: bool = True
+    fold_linear: bool = True
     alpha_grid: tuple[float, ...] = ()
     mode: Literal["dynamic", "static"] = "dynamic"
     samples: int = 32

@@ -75,6 +75,7 @@ def search_alpha(
     *,
     per_channel: bool = True,
     reduce_range: bool = False,
+    linear: bool = True,
 ) -> dict[str, Any]:
     """Perplexity of the W8A8-simulated model on ``windows`` for no smoothing and for each α of ``grid``
     (each on a copy of ``model``, which is left unchanged); returns the scores and the best α (None when no
@@ -89,7 +90,7 @@ def search_alpha(
     scores: dict[str, float] = {"none": score(model)}
     for alpha in grid:
         trial = copy.deepcopy(model)
-        smooth_lm_(trial, maxima, alpha=float(alpha))
+        smooth_lm_(trial, maxima, alpha=float(alpha), linear=linear)
         scores[f"{float(alpha):g}"] = score(trial)
         del trial
     best = min(scores, key=lambda k: scores[k])
