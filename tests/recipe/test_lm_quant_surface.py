@@ -87,3 +87,17 @@ def test_stage_quantize_help_lists_the_lm_methods(capsys: pytest.CaptureFixture[
     for key in ("bits_budget = 4.5", "alpha_grid = []", "mode = dynamic", "sensitivity_windows = 4"):
         assert key in out
     assert "--set method=smoothquant" in out
+
+
+def test_the_docs_recipe_is_valid() -> None:
+    import re
+
+    import yaml
+
+    from slimtune.recipe import parse_recipe
+
+    doc = Path(__file__).resolve().parents[2] / "docs" / "lm-smoothquant-mixed.md"
+    block = re.search(r"```yaml\n(.*?)```", doc.read_text(encoding="utf-8"), flags=re.S)
+    assert block is not None
+    recipe = parse_recipe(yaml.safe_load(block.group(1)))
+    assert recipe.stages[0].config.method == "smoothquant"
