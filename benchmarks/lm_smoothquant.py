@@ -46,6 +46,7 @@ def main() -> None:
     ap.add_argument("--grid", type=float, nargs="+", default=[0.5, 0.7, 0.8, 0.9])
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--rounds", type=int, default=2)
+    ap.add_argument("--tag", default="", help="suffix of the results files (lm_smoothquant{tag}.json)")
     ap.add_argument("--reuse", action="store_true", help="reuse the fp32 bundle of an earlier run")
     ap.add_argument("--fast", action="store_true", help="skip the per-variant parity pass (loaded machine)")
     ap.add_argument("--variants", nargs="+", default=["plain-dynamic", "sq-dynamic", "sq-static"])
@@ -140,8 +141,8 @@ def write(args: argparse.Namespace, rows: list[dict], info: dict, torch_ppl: flo
     setup = {**vars(args), "commit": commit, "load_average": os.getloadavg(), "cpu": platform.processor(),
              "torch_fp32_perplexity": torch_ppl}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lm_smoothquant.json").write_text(json.dumps({"setup": setup, "rows": rows, "info": info}, indent=2,
-                                                            default=str))  # fmt: skip
+    result = {"setup": setup, "rows": rows, "info": info}
+    (RESULTS / f"lm_smoothquant{args.tag}.json").write_text(json.dumps(result, indent=2, default=str))
     sq = [r for r in rows if r["variant"].startswith("sq")]
     best = min(sq, key=lambda r: r["perplexity"]) if sq else None
     plain = {r["variant"].split("-")[1]: r for r in rows if r["variant"].startswith("plain")}
@@ -180,7 +181,7 @@ def write(args: argparse.Namespace, rows: list[dict], info: dict, torch_ppl: flo
         "α search (W8A8-simulated perplexity on held-out train windows): "
         + "; ".join(f"{k}: {json.dumps(v['search'])}" for k, v in info.items() if "search" in v),
     ]  # fmt: skip
-    (RESULTS / "lm_smoothquant.md").write_text("\n".join(lines) + "\n")
+    (RESULTS / f"lm_smoothquant{args.tag}.md").write_text("\n".join(lines) + "\n")
     print("\n".join(lines))
 
 
