@@ -40,8 +40,8 @@ def test_stored_bits_count_the_scale_and_zero_point_overhead() -> None:
     assert stored_bits(8, -1, symmetric=True, in_features=576) == 9.0  # per-channel on 576: blocks of 32
 
 
-def test_bad_candidate_requests_are_one_line_errors() -> None:
+def test_bad_candidate_requests() -> None:
     with pytest.raises(ConfigError, match="unknown weight-only method"):
         lm_quant_candidates(methods=("gptqq",))
-    with pytest.raises(ConfigError, match=r"bits_budget 4\.1 is not above"):
-        lm_quant_candidates(bits_budget=4.1)
+    no_room = lm_quant_candidates(bits_budget=4.1)  # int4 g128 alone stores 4.25 bits: no 8-bit layer fits
+    assert not any(c.name.startswith("mixed") for c in no_room)

@@ -100,7 +100,8 @@ def lm_quant_candidates(
 ) -> list[LMQuantCandidate]:
     """The LM quantization candidates (see the module docstring): int4 symmetric ``group_size`` for each of
     ``methods``; int8 per-channel RTN when ``int8``; SmoothQuant W8A8 dynamic (α 0.5) when ``smoothquant``;
-    GPTQ int4 with the most sensitive layers at 8 bits under ``bits_budget`` stored bits per weight when given.
+    GPTQ int4 with the most sensitive layers at 8 bits under ``bits_budget`` stored bits per weight when given and
+    above the int4 grid's own stored bits (SmolLM2 falls back to g64, already 4.5 bits: give e.g. 4.75).
     ``samples``: calibration windows for the methods that take them."""
     methods = tuple(methods)
     unknown = [m for m in methods if m not in WEIGHT_ONLY]
@@ -121,12 +122,7 @@ def lm_quant_candidates(
     if smoothquant:
         opts = {"alpha": 0.5, "mode": "dynamic", "samples": samples}
         out.append(LMQuantCandidate("w8a8-smoothquant", "smoothquant", opts, 8.0))
-    if bits_budget is not None:
-        if bits_budget <= int4_bits:
-            raise ConfigError(
-                f"bits_budget {bits_budget} is not above int4 {tag}'s {int4_bits:.3f} stored bits per weight; "
-                "give a larger budget (e.g. 4.5)"
-            )
+    if bits_budget is not None and bits_budget > int4_bits:  # else no room for any 8-bit layer: not listed
         opts = {"bits": 4, "group_size": group, "symmetric": True, "samples": samples, "bits_budget": bits_budget}
         out.append(LMQuantCandidate(f"mixed-gptq-{tag}-b{bits_budget:g}", "gptq", opts, bits_budget))
     return out
