@@ -186,7 +186,8 @@ def test_lm_recipe_takes_weight_only_quantize_and_refuses_classifier_int8() -> N
     stage = {"stage": "quantize", "method": "rtn", "bits": 4, "group_size": 32, "export": SMALL_EXPORT}
     recipe = parse_recipe(_recipe([{"stage": "evaluate", "label": "fp32"}, stage]))
     assert recipe.stages[1].kind == "quantize" and recipe.stages[1].config.method == "rtn"
-    with pytest.raises(ConfigError, match=r"quantized weight-only: method: .*rtn.*\(got 'ort-dynamic-int8'\)"):
+    refused = r"quantized weight-only or with SmoothQuant: method: .*rtn.*smoothquant \(got 'ort-dynamic-int8'\)"
+    with pytest.raises(ConfigError, match=refused):
         parse_recipe(_recipe([{"stage": "quantize", "method": "ort-dynamic-int8"}]))
     with pytest.raises(ConfigError, match="unknown key 'group'"):
         parse_recipe(_recipe([{"stage": "quantize", "method": "hqq", "group": 32}]))

@@ -151,6 +151,10 @@ class _StageHelp(argparse.Action):
 
             if name in STAGES:
                 print(f"\noptions of stage '{name}' (--set key=value; dots nest):\n{render([name])}")
+            if name == "quantize":
+                from slimtune.recipe.stages_lm_quant import lm_methods_help
+
+                print(f"\n{lm_methods_help()}")
         else:
             print("\nslimtune stage NAME --help lists every option of stage NAME with its default")
         parser.exit()

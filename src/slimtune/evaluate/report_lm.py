@@ -67,7 +67,6 @@ def measure_lm_row(
     from slimtune._io import path_bytes
     from slimtune.evaluate.lm import disk_bytes, generation_speed, perplexity, token_agreement
     from slimtune.evaluate.size import count_nonzero, count_params, sparsity
-    from slimtune.quantize.precision import torch_precision
 
     test = data.test if max_windows is None else data.test.take(max_windows)
     metrics: dict[str, Any] = dict(perplexity(model, test))
@@ -99,8 +98,25 @@ def measure_lm_row(
         throughput=throughput,
         peak_memory_mb=peak,
         extra=extra,
-        precision=torch_precision(model),
+        precision=lm_precision(model),
     )
+
+
+def lm_precision(model: nn.Module) -> dict[str, str]:
+    """Each layer's precision as the exported file computes it: ``torch_precision``, overlaid with the weight-only
+    codes' width (``int4``, ``int8``: mixed precision shows both) and, for a SmoothQuant model, ``int8`` W8A8 on
+    every Linear (ONNX Runtime int8 quantizes them all, the output head included)."""
+    from slimtune.quantize.precision import torch_precision
+    from slimtune.quantize.weight_only.api import quantized_layers
+
+    out = torch_precision(model)
+    for name, (_, qw) in quantized_layers(model).items():
+        out[name] = f"int{qw.bits}"
+    if getattr(model, "slimtune_smoothquant", None):
+        for name, m in model.named_modules():
+            if isinstance(m, nn.Linear):
+                out[name] = "int8"
+    return out
 
 
 def _rate(value: Any) -> str:

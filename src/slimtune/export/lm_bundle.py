@@ -48,6 +48,10 @@ def export_lm(
             from slimtune.export.lm_nbits import export_nbits_checked
 
             report = export_nbits_checked(model, out, windows=windows, prompts=prompts, config=config)
+        elif getattr(model, "slimtune_smoothquant", None):  # SmoothQuant W8A8: ONNX Runtime int8
+            from slimtune.quantize.smoothquant.ort import export_int8_checked
+
+            report = export_int8_checked(model, out, windows=windows, prompts=prompts, config=config)
         else:
             report = lm_parity(model, out, windows=windows, prompts=prompts, config=config)
             check_lm_parity(report, config, what=f"KV-cache export ({built['builder']})")

@@ -36,7 +36,8 @@ if TYPE_CHECKING:
     from slimtune.recipe.stages import Context, StageOutput
 
 # stages an LM recipe may use; export and bundle run their LM variants (KV-cache ONNX, LM bundle)
-LM_STAGES = ("evaluate", "train", "finetune", "distill", "quantize", "export", "bundle", "search")  # quantize: rtn|…
+# quantize: weight-only rtn|hqq|gptq|awq (+ bits_budget) or smoothquant (recipe/stages_lm_quant.py)
+LM_STAGES = ("evaluate", "train", "finetune", "distill", "quantize", "export", "bundle", "search")
 LM_VARIANTS = {"export": "lm-export", "bundle": "lm-bundle", "search": "lm-search"}
 
 
@@ -88,12 +89,13 @@ def lm_quantize_entry(kind: str, entry: dict[str, Any], *, where: str) -> bool:
     every key; True when ``entry`` is one. Other methods (classifier int8) are refused up front."""
     if kind != "quantize":
         return False
-    from slimtune.quantize.weight_only import LM_QUANTIZERS
+    from slimtune.recipe.stages_lm_quant import is_lm_method, lm_methods
 
     method = entry.get("method")
-    if not (isinstance(method, str) and method in LM_QUANTIZERS):
+    if not is_lm_method(method):
         raise ConfigError(
-            f"{where}: a causal LM is quantized weight-only: method: {' | '.join(LM_QUANTIZERS)} (got {method!r})"
+            f"{where}: a causal LM is quantized weight-only or with SmoothQuant: method: {' | '.join(lm_methods())} "
+            f"(got {method!r})"
         )
     return True
 
