@@ -62,7 +62,8 @@ def quantize_lm_onnx(
 
     src, dst = Path(src), Path(dst)
     logging.getLogger("root").setLevel(logging.ERROR)  # ORT's quantizer logs hints at WARNING level
-    extra = {"MatMulConstBOnly": True}
+    # the fused KV-cache graph has com.microsoft ops ORT's shape inference cannot type: weights are fp32
+    extra = {"MatMulConstBOnly": True, "DefaultTensorType": 1}  # onnx.TensorProto.FLOAT
     fp32_bytes = _bytes(src)
     with atomic_path(dst) as tmp:
         if mode == "dynamic":
