@@ -34,6 +34,7 @@ from slimtune.quantize.weight_only.api import block_targets
 
 GOAL_SPARSEGPT_50 = 40.0  # issue #21: one-shot 50% SparseGPT <= +40% perplexity (OPT-125M anchor: +34%)
 GOAL_RECOVERED = {"50%": 10.0, "2:4": 30.0}  # after recovery
+NOTES: list[str] = []  # what the measured rows say, written after the runs
 KEY = ("method", "pattern", "calib_tokens", "recover_minutes")
 
 
@@ -66,7 +67,11 @@ def main() -> None:
     parser.add_argument("--recover-minutes", type=float, default=0.0)
     parser.add_argument("--recover-windows", type=int, default=96)
     parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--rewrite", action="store_true", help="only render the md again from the JSON")
     args = parser.parse_args()
+    if args.rewrite:
+        write(args, [])
+        return
     torch.set_num_threads(args.threads)
     base, tok = model_and_tokenizer()
     corpus = Corpus(tok, window=args.window, windows_=args.windows)
@@ -176,6 +181,7 @@ def write(args: Any, rows: list[dict[str, Any]]) -> None:
         f"- One-shot 50% SparseGPT ≤ +{GOAL_SPARSEGPT_50:.0f}% perplexity: {verdict(one50, GOAL_SPARSEGPT_50)}.",
         f"- After recovery, 50% ≤ +{GOAL_RECOVERED['50%']:.0f}%: {verdict(rec50, GOAL_RECOVERED['50%'])}.",
         f"- After recovery, 2:4 ≤ +{GOAL_RECOVERED['2:4']:.0f}%: {verdict(rec24, GOAL_RECOVERED['2:4'])}.",
+        *(["", "## Notes", "", *NOTES] if NOTES else []),
     ]
     (RESULTS / "lm_pruning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

@@ -28,6 +28,8 @@ from _lm_prune import RESULTS, Corpus, commit, curve_text, lm_data, load, model_
 from slimtune.env import collect
 from slimtune.prune import LMStructuredConfig, prune_
 
+NOTES: list[str] = []  # what the measured rows say, written after the runs
+
 
 def params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
@@ -120,8 +122,12 @@ def main() -> None:
     parser.add_argument("--recover-windows", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--tp-timeout", type=int, default=1500, help="seconds Torch-Pruning may take to prune")
+    parser.add_argument("--rewrite", action="store_true", help="only render the md again from the JSON")
     parser.add_argument("--only", choices=["torch-pruning", "slimtune"], default=None)
     args = parser.parse_args()
+    if args.rewrite:
+        write(json.loads((RESULTS / "lm_vs_torch_pruning.json").read_text(encoding="utf-8")))
+        return
     torch.set_num_threads(args.threads)
     base, tok = model_and_tokenizer()
     corpus = Corpus(tok)
@@ -192,6 +198,7 @@ def write(out: dict[str, Any]) -> None:
         f"**{'met' if out['goal_met'] else 'not met'}** (slimtune {a:.2f} vs Torch-Pruning {b:.2f})")  # fmt: skip
     lines += ["", "Recovery curves (validation perplexity by training tokens):", "", *(curves or ["- none"])]
     lines += ["", "## Goal (issue #21)", "", f"- slimtune's perplexity ≤ Torch-Pruning's at the same ratio: {verdict}."]
+    lines += ["", "## Notes", "", *NOTES] if NOTES else []
     (RESULTS / "lm_vs_torch_pruning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
 

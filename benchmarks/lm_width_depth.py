@@ -29,6 +29,7 @@ from slimtune.env import collect
 from slimtune.models.lm_layers import layer_shapes
 from slimtune.prune import LMStructuredConfig, prune_
 
+NOTES: list[str] = []  # what the measured numbers say, written after the runs
 GOAL_SPEEDUP, GOAL_PPL = 1.6, 20.0  # issue #21: >= 1.6x ORT fp32 decode at <= +20% perplexity, ~60% parameters
 
 
@@ -92,7 +93,11 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-4)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--rewrite", action="store_true", help="only render the md again from the JSON")
     args = parser.parse_args()
+    if args.rewrite:
+        write(json.loads((RESULTS / "lm_width_depth.json").read_text(encoding="utf-8")))
+        return
     torch.set_num_threads(args.threads)
     base, tok = model_and_tokenizer()
     corpus = Corpus(tok)
@@ -172,6 +177,7 @@ def write(out: dict[str, Any]) -> None:
             else f"**{'met' if out['goal_met'] else 'not met'}** (×{speedup:.2f} decode, {delta:+.1f}% perplexity at "
             f"{out['params_ratio']:.1%} parameters)."
         ),
+        *(["", "## Notes", "", *NOTES] if NOTES else []),
     ]
     (RESULTS / "lm_width_depth.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 
