@@ -28,7 +28,20 @@ from _lm_prune import RESULTS, Corpus, commit, curve_text, lm_data, load, model_
 from slimtune.env import collect
 from slimtune.prune import LMStructuredConfig, prune_
 
-NOTES: list[str] = []  # what the measured rows say, written after the runs
+NOTES: list[str] = [  # what the runs of 2026-12-07 say (shared 2-core machine, load 8 → 45, 23 GB RAM)
+    "- **Goal not measured.** Torch-Pruning 1.6 made no model here: `MetaPruner.__init__` was still in",
+    "  `DependencyGraph.get_all_groups` → `get_pruning_group` → `Group.has_pruning_op` (py-spy) when the 480 s",
+    "  limit stopped it (a second try, after the first comparison run was OOM-killed); on a 2-layer tiny Llama",
+    "  (9 query / 3 KV heads) it had not finished either after ~10 min at ~10% of a core. No GQA shape error was",
+    "  seen (Torch-Pruning#461/#516) because pruning never started. Tracing needed",
+    "  `output_transform=lambda out: out.logits.sum()`: without it transformers 5's output breaks its tracer",
+    "  (\"'tuple' object has no attribute 'grad_fn'\"); `GroupNormImportance` of its example is",
+    "  `GroupMagnitudeImportance` in 1.6.",
+    "- slimtune lm-structured at the same budget (heads_ratio 0.34 = one of the 3 KV groups of every layer with",
+    "  its 3 query heads, ffn_ratio 0.56, layer scope): 60.3% of the parameters in one call, one-shot",
+    "  perplexity 162.75 (+304%), measured in the first comparison run, which the kernel's OOM killer then",
+    "  stopped during its recovery (the machine's memory was exhausted by all engineers' jobs).",
+]
 
 
 def params(model: Any) -> int:
@@ -185,7 +198,7 @@ def write(out: dict[str, Any]) -> None:
     ]
     for r in out["rows"]:
         if "error" in r:
-            lines.append(f"| {r['method']} | - | crashed: `{r['error'][:160]}` | - | - | - |")
+            lines.append(f"| {r['method']} | - | no model: `{r['error'][:160]}` | - | - | - |")
             continue
         rec = r.get("recovery")
         budget = "-" if not rec else f"{rec['minutes']:.1f} min, {rec['tokens'] / 1000:.1f}k tok, {rec['threads']} thr"
