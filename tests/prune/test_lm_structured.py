@@ -116,6 +116,8 @@ def test_impossible_ratios_and_head_groups_are_one_line() -> None:
         (tiny_llama(), LMStructuredConfig(heads_ratio=1.0, scope="layer"), "would remove every heads unit of layer 0"),
         (tiny_llama(), LMStructuredConfig(heads_ratio=1.0), "would remove every heads unit of a layer"),
         (tiny_llama(), LMStructuredConfig(query_ratio=1.0), "would remove every query head of a KV group"),
+        (tiny_llama(), LMStructuredConfig(ffn_ratio=1.0, scope="layer"), "would remove every ffn unit of layer 0"),
+        (tiny_gpt2(), LMStructuredConfig(ffn_ratio=1.0), "would remove every ffn unit of a layer"),
         (tiny_llama(layers=2), LMStructuredConfig(drop_layers=2), "would remove every layer"),
         (tiny_gpt2(), LMStructuredConfig(heads_ratio=0.5, head_group=3), "has 4 heads, not divisible by head_group 3"),
         (tiny_llama(), LMStructuredConfig(heads_ratio=0.5, head_group=3), "head_group must be 2"),

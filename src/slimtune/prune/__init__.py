@@ -8,6 +8,7 @@ Structured: ``structured`` physically removes neurons, channels, heads, FFN unit
 """
 
 from slimtune.prune.api import PRUNERS, PruneContext, PruneSummary, prune_, prune_summarized_, register_pruner
+from slimtune.prune.lm_recover import LMRecoverConfig, RecoverResult, recover_lm_
 from slimtune.prune.lm_sparse import LM_METHODS, SparseGPTConfig, WandaConfig
 from slimtune.prune.lm_structured import LMStructuredConfig
 from slimtune.prune.schedules import (
@@ -54,6 +55,7 @@ __all__ = [
     "IterativePruneConfig",
     "L1PenaltyCallback",
     "L1SparsityConfig",
+    "LMRecoverConfig",
     "LMStructuredConfig",
     "LayerHandler",
     "MagnitudePruneConfig",
@@ -63,6 +65,7 @@ __all__ = [
     "PruneContext",
     "PruneSummary",
     "RandomPruneConfig",
+    "RecoverResult",
     "SparseGPTConfig",
     "StructuredPruneConfig",
     "StructuredResult",
@@ -78,6 +81,7 @@ __all__ = [
     "prune_",
     "prune_norm_channels_",
     "prune_summarized_",
+    "recover_lm_",
     "register_layer_handler",
     "register_pruner",
     "score_masks",

@@ -7,8 +7,9 @@ the query heads that read it); without it (GPT-2, MHA Llama) a unit is ``head_gr
 numbers of query heads). FFN channels go with their gate, up and down weights together. Depth (ShortGPT): the
 ``drop_layers`` blocks whose output is most like their input are removed. ``scope: global`` ranks units and
 channels across layers (each layer keeps its best unit and channel), so layers may end with different widths;
-``layer`` removes the same fraction from every layer. The per-layer shapes save, load and export
-(``models/lm_layers.py``)::
+``layer`` removes the same fraction from every layer. ``hidden_ratio`` (Llama family) then removes that
+fraction of the hidden size through the embedding, every RMSNorm and residual (``lm_hidden``). The per-layer
+shapes save, load and export (``models/lm_layers.py``)::
 
     - prune: {method: lm-structured, heads_ratio: 0.25, ffn_ratio: 0.3, drop_layers: 2, samples: 32}
 """
@@ -25,6 +26,7 @@ from slimtune.config import Config, check
 from slimtune.errors import ConfigError, UnsupportedModelError
 from slimtune.models.lm_layers import decoder_layers, layer_shapes
 from slimtune.prune.api import PruneContext, PruneSummary, register_pruner
+from slimtune.prune.lm_hidden import check_hidden, hidden_importance, prune_hidden_
 from slimtune.prune.lm_importance import Importance, importance
 from slimtune.prune.lm_sparse import LMSparsityConfig, lm_calibration
 
@@ -38,13 +40,14 @@ class LMStructuredConfig(Config):
     query_ratio: float = 0.0
     ffn_ratio: float = 0.0
     drop_layers: int = 0
+    hidden_ratio: float = 0.0
     head_group: int = 1
     scope: Literal["global", "layer"] = "global"
     samples: int = 32
     batch_size: int = 8
 
     def __post_init__(self) -> None:
-        for name in ("heads_ratio", "query_ratio", "ffn_ratio"):
+        for name in ("heads_ratio", "query_ratio", "ffn_ratio", "hidden_ratio"):
             value = getattr(self, name)
             check(0 <= value <= 1, f"{name} must be in [0, 1], got {value}")
         check(self.drop_layers >= 0, f"drop_layers must be >= 0, got {self.drop_layers}")
@@ -218,6 +221,8 @@ def check_structured(model: nn.Module, config: LMStructuredConfig) -> list[_Laye
     if config.query_ratio:
         for i, lay in enumerate(layout):
             _query_drops(torch.zeros(lay.heads), lay, config.query_ratio, i)
+    if config.hidden_ratio:
+        check_hidden(model, config.hidden_ratio)
     return layout
 
 
@@ -249,6 +254,11 @@ def prune_lm_structured_(model: nn.Module, config: LMStructuredConfig, ids: torc
         drop = sorted(torch.argsort(imp.blocks, stable=True)[: config.drop_layers].tolist())
         _drop_blocks(model, drop)
         removed["layers"] = drop
+    if config.hidden_ratio:  # last, on what remains: its own importance pass
+        k = check_hidden(model, config.hidden_ratio)
+        scores = hidden_importance(model, ids, batch_size=config.batch_size)
+        prune_hidden_(model, torch.argsort(scores, stable=True, descending=True)[: len(scores) - k])
+        removed["hidden"] = k
     return removed
 
 
