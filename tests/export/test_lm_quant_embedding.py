@@ -98,3 +98,57 @@ def test_a_weight_used_by_an_unknown_node_stays_fp32_and_is_reported(tmp_path: P
         changed = rewrite_matmul_nbits(model, path)
     assert changed["left_fp32"] == ["model.layers.0.self_attn.q_proj"] and changed["matmul_nbits"] == 13
     assert "stay fp32" in caplog.text and "model.layers.0.self_attn.q_proj" in caplog.text
+
+
+def test_fused_qkv_and_gate_up_weights_map_to_one_matmul_nbits_each(tmp_path: Path, monkeypatch) -> None:
+    from slimtune.export import lm_onnx
+    from slimtune.export.lm_graph import KVDecoder
+
+    # an exporter that fuses q/k/v and gate/up of a quantized model: the rewrite finds the concatenated codes
+    monkeypatch.setattr(lm_onnx, "KVDecoder", lambda model, fuse: KVDecoder(model, fuse=True))
+    model = tiny_llama()
+    quantize_lm_(model, RTNConfig(bits=4, group_size=32, symmetric=False, lm_head=True, embedding=True))
+    report = export_lm(model, tmp_path / "f.onnx", config=CHECK)
+    assert report["matmul_nbits"] == 2 * 4 + 1 and not report["left_fp32"]  # qkv, o, gate_up, down per layer
+    assert report["max_abs_diff"] < 1e-4 and report["greedy_identical"]
+
+
+def test_gather_of_a_transposed_tied_table_becomes_one_row_gather(tmp_path: Path) -> None:
+    from onnx import helper
+
+    from slimtune.export.lm_parity import lm_parity
+
+    model = tiny_llama()
+    quantize_lm_(model, RTNConfig(bits=4, group_size=32, lm_head=True, embedding=True))
+    path = export_lm_onnx(model, tmp_path / "t.onnx")
+    proto = onnx.load(str(path))
+    graph = proto.graph
+    # the layout of a graph that stores the tied table once as [hidden, vocab] (lm_head MatMul on it, embedding
+    # Gather along axis 1 + Transpose)
+    gather = next(n for n in graph.node if n.op_type == "Gather" and "input_ids" in n.input)
+    table = gather.input[0]
+    init = next(i for i in graph.initializer if i.name == table)
+    graph.initializer.append(numpy_helper.from_array(numpy_helper.to_array(init).T.copy(), "table_t"))
+    nodes = []
+    for n in graph.node:
+        if n is gather:
+            nodes += [helper.make_node("Gather", ["table_t", n.input[1]], ["cols"], axis=1),
+                      helper.make_node("Transpose", ["cols"], [n.output[0]], perm=[1, 2, 0])]  # fmt: skip
+        elif n.op_type == "Gemm" and n.input[1] == table:
+            nodes += [helper.make_node("MatMul", [n.input[0], "table_t"], ["head"]),
+                      helper.make_node("Add", ["head", n.input[2]], [n.output[0]])]  # fmt: skip
+        else:
+            nodes.append(n)
+    del graph.node[:]
+    graph.node.extend(nodes)
+    graph.initializer.remove(init)
+    onnx.save(proto, str(path))
+    changed = rewrite_matmul_nbits(model, path, accuracy_level=0)
+    assert changed["gather_block_quantized"] == 1 and changed["matmul_nbits"] == 15 and not changed["left_fp32"]
+    ops = _ops(path)
+    assert "Transpose" not in ops or all(
+        n.output[0] != "cols" for n in onnx.load(str(path)).graph.node
+    )  # the column gather and its transpose are gone
+    assert not [i for i in onnx.load(str(path)).graph.initializer if i.name == "table_t"]
+    report = lm_parity(model, path, windows=None, prompts=None, config=CHECK)
+    assert report["max_abs_diff"] < 1e-4 and report["greedy_identical"]

@@ -6,7 +6,9 @@ The fp32 KV-cache export (``lm_onnx``) writes each Linear as ``MatMul(x, Wᵀ)``
 ``Gemm(x, W, b)``; the initializer of a quantized layer is found by its exact values (the dequantized weight,
 in either orientation), its node is replaced by ``MatMulNBits`` (+ ``Add`` of the bias for a Gemm), and the fp32
 initializer is dropped. A quantized token embedding's ``Gather`` becomes ``GatherBlockQuantized``
-(``lm_gather_quant``); a tied embedding and lm_head share one packed tensor. A node that uses a quantized weight
+(``lm_gather_quant``); a tied embedding and lm_head share one packed tensor. Weights an exporter fused side by
+side (q/k/v, gate/up: the concatenated fp32 weight in the graph) are found as the concatenation of their layers'
+codes and become one ``MatMulNBits``. A node that uses a quantized weight
 in any other way (a fused or transposed copy) is left as it is, with its fp32 weight, and reported
 (``left_fp32``, and a logged warning). Packing follows ONNX Runtime's layout: B is uint8 [N, k_blocks,
 block·bits/8] with the element of even index in the low nibble, scales [N, k_blocks], zero points uint8
@@ -29,7 +31,7 @@ import torch
 from torch import nn
 
 from slimtune.errors import MissingDependencyError, UnsupportedModelError
-from slimtune.export.lm_gather_quant import gather_block_quantized, is_embedding_gather
+from slimtune.export.lm_gather_quant import embedding_gather, gather_block_quantized
 from slimtune.quantize.weight_only.api import quantized_layers
 from slimtune.quantize.weight_only.grid import QuantizedWeight
 
@@ -131,26 +133,36 @@ def rewrite_matmul_nbits(
             arrays[init.name] = arr
             by_key.setdefault(_key(arr), init.name)
     plan: dict[str, tuple[str, QuantizedWeight, bool]] = {}  # initializer → (layer, codes, stored as (in, out))
-    for name, (_, qw) in layers.items():
+    covered: set[str] = set()
+    for name, members, qw in _candidates(model, layers):
         w = qw.dequantize().numpy()
         for transposed, arr in ((True, w.T), (False, w)):
             found = by_key.get(_key(arr))
             if found is not None:
                 plan[found] = (name, qw, transposed)
+                covered.update(members)
                 break
-        else:
-            raise UnsupportedModelError(
-                f"the quantized weight of '{name}' is not in the exported graph; was the model changed after "
-                "quantize_lm_? Re-quantize, then export"
-            )
+    missing = [name for name in layers if name not in covered]
+    if missing:
+        raise UnsupportedModelError(
+            f"the quantized weight of '{missing[0]}' is not in the exported graph; was the model changed after "
+            "quantize_lm_? Re-quantize, then export"
+        )
+    consumers: dict[str, list[Any]] = {}
+    for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    skip: set[int] = set()  # Transposes folded into a GatherBlockQuantized
     new_nodes: list[Any] = []
     packed_done: dict[str, dict[str, Any]] = {}
     done: dict[str, int] = {}  # initializer → nodes rewritten to read its codes
     counts = {"MatMulNBits": 0, "GatherBlockQuantized": 0}
     for node in graph.node:
+        if id(node) in skip:
+            continue
         target = _target(node, plan)
-        gather = target is None and is_embedding_gather(node, set(plan))
-        if target is None and not gather:
+        gather = None if target is not None else embedding_gather(node, plan, consumers)
+        if target is None and gather is None:
             new_nodes.append(node)
             continue
         init_name = node.input[0] if gather else target[0]  # type: ignore[index]
@@ -164,8 +176,10 @@ def rewrite_matmul_nbits(
                 graph.initializer.append(numpy_helper.from_array(p["zero_points"], f"{prefix}_zp"))
         p = packed_done[init_name]
         done[init_name] = done.get(init_name, 0) + 1
-        if gather:
-            nodes, consts = gather_block_quantized(node, prefix, p)
+        if gather is not None:
+            if gather is not node:  # Gather(Wᵀ, ids, axis=1) → Transpose: one gather of W's rows instead
+                skip.add(id(gather))
+            nodes, consts = gather_block_quantized(node, prefix, p, output=gather.output[0])
             new_nodes += nodes
             graph.initializer.extend(consts)
             counts["GatherBlockQuantized"] += 1
@@ -204,6 +218,36 @@ def rewrite_matmul_nbits(
     return {"matmul_nbits": counts["MatMulNBits"], "gather_block_quantized": counts["GatherBlockQuantized"],
             "left_fp32": left, "accuracy_level": accuracy_level,
             "bits": sorted({qw.bits for _, qw in layers.values()})}  # fmt: skip
+
+
+FUSABLE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def _concat(qws: list[QuantizedWeight]) -> QuantizedWeight | None:
+    """The quantized weight of Linears fused side by side (outputs concatenated), or None when grids differ."""
+    first = qws[0]
+    grid = (first.bits, first.group_size, first.symmetric, first.shape[1])
+    if any((q.bits, q.group_size, q.symmetric, q.shape[1]) != grid for q in qws):
+        return None
+    return QuantizedWeight(torch.cat([q.codes for q in qws]), torch.cat([q.scales for q in qws]),
+                           torch.cat([q.zeros for q in qws]), first.bits, first.group_size, first.symmetric,
+                           first.method)  # fmt: skip
+
+
+def _candidates(
+    model: nn.Module, layers: dict[str, tuple[nn.Module, QuantizedWeight]]
+) -> list[tuple[str, list[str], QuantizedWeight]]:
+    """(name, layers it covers, codes) to look for in the graph: every quantized layer, and the side-by-side
+    concatenations an exporter may fuse (q/k/v, gate/up) when their grids match."""
+    out = [(name, [name], qw) for name, (_, qw) in layers.items()]
+    for parent, module in model.named_modules():
+        for names in FUSABLE:
+            full = [f"{parent}.{n}" if parent else n for n in names]
+            if all(hasattr(module, n) for n in names) and all(f in layers for f in full):
+                fused = _concat([layers[f][1] for f in full])
+                if fused is not None:
+                    out.append(("+".join(full), full, fused))
+    return out
 
 
 def _target(node: Any, plan: dict[str, tuple[str, QuantizedWeight, bool]]) -> tuple[str, str | None] | None:
