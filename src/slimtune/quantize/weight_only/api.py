@@ -1,5 +1,5 @@
 """``quantize_lm_(model, config, calibration=ids)``: weight-only quantization of every Linear in a causal LM's
-decoder blocks (and optionally its lm_head), in place.
+decoder blocks (and optionally its lm_head and token embedding), in place.
 
 The model stays a plain torch model: each quantized layer's weight holds the dequantized values (fake-quant),
 and the layer carries the integer codes, scales and zero points as ``layer.slimtune_qweight`` (a
@@ -125,7 +125,8 @@ def _quantize_ends_(model: nn.Module, config: WeightOnlyConfig, head: Any, emb: 
 
 
 def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: torch.Tensor | None = None) -> None:
-    """Quantize ``model``'s decoder-block Linears (and lm_head when ``config.lm_head``) in place.
+    """Quantize ``model``'s decoder-block Linears (and lm_head / the token embedding when ``config.lm_head`` /
+    ``config.embedding``) in place.
     ``calibration``: token ids [n, length] for GPTQ / AWQ (the first ``config.samples`` rows are used)."""
     handler = LM_QUANTIZERS.handler_for(config)
     layers = block_targets(model)
