@@ -68,7 +68,8 @@ def test_embedding_alone_unties_and_keeps_head_fp32(tmp_path: Path) -> None:
     report = export_lm(model, tmp_path / "e.onnx", config=CHECK)
     assert report["gather_block_quantized"] == 1 and report["matmul_nbits"] == 14 and report["greedy_identical"]
     assert report["max_abs_diff"] < 1e-4
-    assert _ops(tmp_path / "e.onnx").get("Gemm", 0) == 1  # lm_head stays an fp32 Gemm
+    nbits = [n for n in onnx.load(str(tmp_path / "e.onnx")).graph.node if n.op_type == "MatMulNBits"]
+    assert not [n for n in nbits if any(a.name == "N" and a.i == 257 for a in n.attribute)]  # lm_head stays fp32
 
 
 def test_ragged_embedding_and_layers_export_exactly(tmp_path: Path) -> None:
@@ -106,6 +107,12 @@ def test_fused_qkv_and_gate_up_weights_map_to_one_matmul_nbits_each(tmp_path: Pa
 
     # an exporter that fuses q/k/v and gate/up of a quantized model: the rewrite finds the concatenated codes
     monkeypatch.setattr(lm_onnx, "KVDecoder", lambda model, fuse: KVDecoder(model, fuse=True))
+    try:  # a directly written fused graph (lm_fuse), where present, would bypass the traced KVDecoder
+        from slimtune.export import lm_fuse  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(lm_fuse, "unsupported_reason", lambda model: "traced in this test")
+    except ImportError:
+        pass
     model = tiny_llama()
     quantize_lm_(model, RTNConfig(bits=4, group_size=32, symmetric=False, lm_head=True, embedding=True))
     report = export_lm(model, tmp_path / "f.onnx", config=CHECK)
@@ -113,11 +120,17 @@ def test_fused_qkv_and_gate_up_weights_map_to_one_matmul_nbits_each(tmp_path: Pa
     assert report["max_abs_diff"] < 1e-4 and report["greedy_identical"]
 
 
-def test_gather_of_a_transposed_tied_table_becomes_one_row_gather(tmp_path: Path) -> None:
+def test_gather_of_a_transposed_tied_table_becomes_one_row_gather(tmp_path: Path, monkeypatch) -> None:
     from onnx import helper
 
     from slimtune.export.lm_parity import lm_parity
 
+    try:  # start from the traced graph (rows gather + Gemm lm_head), not a directly written fused one
+        from slimtune.export import lm_fuse  # type: ignore[attr-defined]
+
+        monkeypatch.setattr(lm_fuse, "unsupported_reason", lambda model: "traced in this test")
+    except ImportError:
+        pass
     model = tiny_llama()
     quantize_lm_(model, RTNConfig(bits=4, group_size=32, lm_head=True, embedding=True))
     path = export_lm_onnx(model, tmp_path / "t.onnx")
