@@ -87,3 +87,9 @@ def test_every_method_runs_ragged() -> None:
         for layer, qw in layers.values():
             assert qw.scales.shape[1] == -(-qw.shape[1] // 32)  # 48 → 2 groups (32 + 16); 96 → 3
             assert torch.equal(layer.weight, qw.dequantize())
+
+
+def test_quantizing_only_the_blocks_keeps_a_tied_embedding_tied() -> None:
+    model = tiny_llama()
+    quantize_lm_(model, RTNConfig(group_size=32))
+    assert model.lm_head.weight is model.get_input_embeddings().weight and model.config.tie_word_embeddings

@@ -116,6 +116,8 @@ def _quantize_ends_(model: nn.Module, config: WeightOnlyConfig, head: Any, emb: 
             store_(emb, qw)
             setattr(head, ATTR, qw)
             return
+        if head is None and emb is None:
+            return  # neither end is quantized: a tie stays as it is
         tied_head = head if head is not None else _lm_head(model)
         if tied_head is not None:
             _untie_(model, tied_head)  # a no-op when not tied
