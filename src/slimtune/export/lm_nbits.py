@@ -5,9 +5,15 @@ ONNX Runtime computes with exactly the weights the PyTorch fake-quant model hold
 The fp32 KV-cache export (``lm_onnx``) writes each Linear as ``MatMul(x, Wᵀ)`` and each GPT-2 Conv1D as
 ``Gemm(x, W, b)``; the initializer of a quantized layer is found by its exact values (the dequantized weight,
 in either orientation), its node is replaced by ``MatMulNBits`` (+ ``Add`` of the bias for a Gemm), and the fp32
-initializer is dropped. Packing follows ONNX Runtime's layout: B is uint8 [N, k_blocks, block·bits/8] with the
-element of even index in the low nibble, scales [N·k_blocks], zero points uint8 ([N·⌈k_blocks/2⌉] packed
-nibbles for 4 bits), omitted when they are the default 2^(bits-1). 2- and 3-bit codes travel in 4-bit
+initializer is dropped. A quantized token embedding's ``Gather`` becomes ``GatherBlockQuantized``
+(``lm_gather_quant``); a tied embedding and lm_head share one packed tensor. Weights an exporter fused side by
+side (q/k/v, gate/up: the concatenated fp32 weight in the graph) are found as the concatenation of their layers'
+codes and become one ``MatMulNBits``. A node that uses a quantized weight
+in any other way (a fused or transposed copy) is left as it is, with its fp32 weight, and reported
+(``left_fp32``, and a logged warning). Packing follows ONNX Runtime's layout: B is uint8 [N, k_blocks,
+block·bits/8] with the element of even index in the low nibble, scales [N, k_blocks], zero points uint8
+([N, ⌈k_blocks/2⌉] packed nibbles for 4 bits), omitted when they are the default 2^(bits-1); a width the block
+does not divide (ragged groups) is padded to whole blocks with the zero point. 2- and 3-bit codes travel in 4-bit
 containers (the kernel has no 3-bit path): exact, but they take 4 bits on disk. ``accuracy_level`` 4 lets the
 kernel quantize activations to int8 per block (the fast decode path on AVX2; logits then differ from the
 fake-quant model by that rounding); 0 keeps fp32 activations (parity up to fp32 rounding).
@@ -16,6 +22,7 @@ fake-quant model by that rounding); 0 keeps fp32 activations (parity up to fp32 
 from __future__ import annotations
 
 import hashlib
+import logging
 from pathlib import Path
 from typing import Any
 
@@ -24,9 +31,11 @@ import torch
 from torch import nn
 
 from slimtune.errors import MissingDependencyError, UnsupportedModelError
+from slimtune.export.lm_gather_quant import embedding_gather, gather_block_quantized
 from slimtune.quantize.weight_only.api import quantized_layers
 from slimtune.quantize.weight_only.grid import QuantizedWeight
 
+log = logging.getLogger(__name__)
 PER_CHANNEL_BLOCK = 32
 
 
@@ -57,15 +66,15 @@ def pack(qw: QuantizedWeight) -> dict[str, Any]:
         packed = (padded[:, 0::2] | (padded[:, 1::2] << 4)).astype(np.uint8).reshape(n, blocks, block // 2)
     else:
         packed = padded.astype(np.uint8).reshape(n, blocks, block)
-    out: dict[str, Any] = {"B": packed, "scales": scales.astype(np.float32).reshape(-1), "K": k, "N": n,
+    out: dict[str, Any] = {"B": packed, "scales": scales.astype(np.float32).reshape(n, blocks), "K": k, "N": n,
                            "bits": container, "block_size": block, "zero_points": None}  # fmt: skip
     if not (qw.symmetric and qw.bits == container and bool((zero_int == 2 ** (container - 1)).all())):
         if container == 4:
             if blocks % 2:
                 zero_int = np.concatenate([zero_int, np.zeros((n, 1), dtype=np.int64)], axis=1)
-            out["zero_points"] = (zero_int[:, 0::2] | (zero_int[:, 1::2] << 4)).astype(np.uint8).reshape(-1)
+            out["zero_points"] = (zero_int[:, 0::2] | (zero_int[:, 1::2] << 4)).astype(np.uint8)
         else:
-            out["zero_points"] = zero_int.astype(np.uint8).reshape(-1)
+            out["zero_points"] = zero_int.astype(np.uint8)
     return out
 
 
@@ -124,34 +133,58 @@ def rewrite_matmul_nbits(
             arrays[init.name] = arr
             by_key.setdefault(_key(arr), init.name)
     plan: dict[str, tuple[str, QuantizedWeight, bool]] = {}  # initializer → (layer, codes, stored as (in, out))
-    for name, (_, qw) in layers.items():
+    covered: set[str] = set()
+    for name, members, qw in _candidates(model, layers):
         w = qw.dequantize().numpy()
         for transposed, arr in ((True, w.T), (False, w)):
             found = by_key.get(_key(arr))
             if found is not None:
                 plan[found] = (name, qw, transposed)
+                covered.update(members)
                 break
-        else:
-            raise UnsupportedModelError(
-                f"the quantized weight of '{name}' is not in the exported graph; was the model changed after "
-                "quantize_lm_? Re-quantize, then export"
-            )
-    new_nodes, packed_done, rewritten = [], set(), 0
+    missing = [name for name in layers if name not in covered]
+    if missing:
+        raise UnsupportedModelError(
+            f"the quantized weight of '{missing[0]}' is not in the exported graph; was the model changed after "
+            "quantize_lm_? Re-quantize, then export"
+        )
+    consumers: dict[str, list[Any]] = {}
     for node in graph.node:
+        for i in node.input:
+            consumers.setdefault(i, []).append(node)
+    skip: set[int] = set()  # Transposes folded into a GatherBlockQuantized
+    new_nodes: list[Any] = []
+    packed_done: dict[str, dict[str, Any]] = {}
+    done: dict[str, int] = {}  # initializer → nodes rewritten to read its codes
+    counts = {"MatMulNBits": 0, "GatherBlockQuantized": 0}
+    for node in graph.node:
+        if id(node) in skip:
+            continue
         target = _target(node, plan)
-        if target is None:
+        gather = None if target is not None else embedding_gather(node, plan, consumers)
+        if target is None and gather is None:
             new_nodes.append(node)
             continue
-        init_name, bias = target
+        init_name = node.input[0] if gather else target[0]  # type: ignore[index]
         layer, qw, _ = plan[init_name]
-        p = pack(qw)
         prefix = f"{init_name}_nbits"
         if init_name not in packed_done:
+            p = packed_done[init_name] = pack(qw)
             graph.initializer.extend([numpy_helper.from_array(p["B"], f"{prefix}_B"),
                                       numpy_helper.from_array(p["scales"], f"{prefix}_scales")])  # fmt: skip
             if p["zero_points"] is not None:
                 graph.initializer.append(numpy_helper.from_array(p["zero_points"], f"{prefix}_zp"))
-            packed_done.add(init_name)
+        p = packed_done[init_name]
+        done[init_name] = done.get(init_name, 0) + 1
+        if gather is not None:
+            if gather is not node:  # Gather(Wᵀ, ids, axis=1) → Transpose: one gather of W's rows instead
+                skip.add(id(gather))
+            nodes, consts = gather_block_quantized(node, prefix, p, output=gather.output[0])
+            new_nodes += nodes
+            graph.initializer.extend(consts)
+            counts["GatherBlockQuantized"] += 1
+            continue
+        bias = target[1]  # type: ignore[index]
         inputs = [node.input[0], f"{prefix}_B", f"{prefix}_scales"]
         if p["zero_points"] is not None:
             inputs.append(f"{prefix}_zp")
@@ -163,9 +196,11 @@ def rewrite_matmul_nbits(
                                           domain="com.microsoft", **attrs))  # fmt: skip
         if bias is not None:
             new_nodes.append(helper.make_node("Add", [out, bias], [node.output[0]], name=f"{node.name}_bias"))
-        rewritten += 1
-    if rewritten < len(plan):
-        raise UnsupportedModelError(f"only {rewritten} of {len(plan)} quantized layers map to a MatMul in the graph")
+        counts["MatMulNBits"] += 1
+    left = sorted(plan[i][0] for i in plan if i not in done)
+    if left:
+        log.warning("MatMulNBits export: %d quantized weight(s) are not read by a plain MatMul/Gemm/Gather and stay "
+                    "fp32 in the graph: %s", len(left), ", ".join(left))  # fmt: skip
     del graph.node[:]
     graph.node.extend(new_nodes)
     used = {i for n in graph.node for i in n.input}
@@ -180,8 +215,39 @@ def rewrite_matmul_nbits(
     else:
         onnx.save_model(proto, str(path))
         path.with_name(f"{path.name}.data").unlink(missing_ok=True)
-    return {"matmul_nbits": rewritten, "accuracy_level": accuracy_level,
+    return {"matmul_nbits": counts["MatMulNBits"], "gather_block_quantized": counts["GatherBlockQuantized"],
+            "left_fp32": left, "accuracy_level": accuracy_level,
             "bits": sorted({qw.bits for _, qw in layers.values()})}  # fmt: skip
+
+
+FUSABLE = (("q_proj", "k_proj", "v_proj"), ("gate_proj", "up_proj"))
+
+
+def _concat(qws: list[QuantizedWeight]) -> QuantizedWeight | None:
+    """The quantized weight of Linears fused side by side (outputs concatenated), or None when grids differ."""
+    first = qws[0]
+    grid = (first.bits, first.group_size, first.symmetric, first.shape[1])
+    if any((q.bits, q.group_size, q.symmetric, q.shape[1]) != grid for q in qws):
+        return None
+    return QuantizedWeight(torch.cat([q.codes for q in qws]), torch.cat([q.scales for q in qws]),
+                           torch.cat([q.zeros for q in qws]), first.bits, first.group_size, first.symmetric,
+                           first.method)  # fmt: skip
+
+
+def _candidates(
+    model: nn.Module, layers: dict[str, tuple[nn.Module, QuantizedWeight]]
+) -> list[tuple[str, list[str], QuantizedWeight]]:
+    """(name, layers it covers, codes) to look for in the graph: every quantized layer, and the side-by-side
+    concatenations an exporter may fuse (q/k/v, gate/up) when their grids match."""
+    out = [(name, [name], qw) for name, (_, qw) in layers.items()]
+    for parent, module in model.named_modules():
+        for names in FUSABLE:
+            full = [f"{parent}.{n}" if parent else n for n in names]
+            if all(hasattr(module, n) for n in names) and all(f in layers for f in full):
+                fused = _concat([layers[f][1] for f in full])
+                if fused is not None:
+                    out.append(("+".join(full), full, fused))
+    return out
 
 
 def _target(node: Any, plan: dict[str, tuple[str, QuantizedWeight, bool]]) -> tuple[str, str | None] | None:
@@ -203,7 +269,8 @@ def _target(node: Any, plan: dict[str, tuple[str, QuantizedWeight, bool]]) -> tu
 def quantized_bytes(model: nn.Module) -> dict[str, int]:
     """Bytes the quantized layers take as fp32 and as packed MatMulNBits inputs."""
     fp32 = packed = 0
-    for _, qw in quantized_layers(model).values():
+    unique = {id(qw): qw for _, qw in quantized_layers(model).values()}  # a tied embedding + lm_head count once
+    for qw in unique.values():
         n, k = qw.shape
         fp32 += 4 * n * k
         p = pack(qw)

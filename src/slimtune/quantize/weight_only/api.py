@@ -1,5 +1,5 @@
 """``quantize_lm_(model, config, calibration=ids)``: weight-only quantization of every Linear in a causal LM's
-decoder blocks (and optionally its lm_head), in place.
+decoder blocks (and optionally its lm_head and token embedding), in place.
 
 The model stays a plain torch model: each quantized layer's weight holds the dequantized values (fake-quant),
 and the layer carries the integer codes, scales and zero points as ``layer.slimtune_qweight`` (a
@@ -71,14 +71,14 @@ def check_model(model: nn.Module, config: WeightOnlyConfig, *, layers: dict[str,
         raise UnsupportedModelError(
             f"the model is already quantized ({name}: {qw.method} int{qw.bits}); quantize the original fp32 model"
         )
-    if config.group_size == -1:
+    if config.group_size == -1 or config.ragged_groups:
         return
     for name, layer in layers.items():
         width = int(linear_weight(layer).shape[1])
         if width % config.group_size:
             raise ConfigError(
-                f"group_size {config.group_size} does not divide the input width {width} of layer '{name}'; "
-                f"group sizes that fit it: {_fitting_groups(width)}"
+                f"group_size {config.group_size} does not divide {name}'s input width {width}; use "
+                f"{_fitting_groups(width)}, or set ragged_groups: true (the last group of each row is shorter)"
             )
 
 
@@ -88,8 +88,14 @@ def _lm_head(model: nn.Module) -> nn.Module | None:
     return head if isinstance(head, nn.Linear) else None
 
 
-def _untie_(model: nn.Module, head: nn.Module) -> None:
-    emb = model.get_input_embeddings()  # type: ignore[operator]
+def _embedding(model: nn.Module) -> Any:
+    get = getattr(model, "get_input_embeddings", None)
+    emb = get() if callable(get) else None
+    return emb if isinstance(emb, nn.Embedding) else None
+
+
+def _untie_(model: nn.Module, head: Any) -> None:
+    emb = _embedding(model)
     if emb is not None and emb.weight is head.weight:
         head.weight = nn.Parameter(head.weight.detach().clone())
         config = getattr(model, "config", None)
@@ -97,22 +103,47 @@ def _untie_(model: nn.Module, head: nn.Module) -> None:
             config.tie_word_embeddings = False
 
 
+def _quantize_ends_(model: nn.Module, config: WeightOnlyConfig, head: Any, emb: Any) -> None:
+    """RTN of lm_head and/or the token embedding; a tied pair quantized together shares one ``QuantizedWeight``
+    (one tensor in the model, one set of codes in the export); quantizing one of a tied pair unties it first."""
+
+    def grid(w: torch.Tensor) -> QuantizedWeight:
+        return rtn(w.float(), bits=config.bits, group_size=config.group_size, symmetric=config.symmetric)
+
+    with torch.no_grad():
+        if head is not None and emb is not None and head.weight is emb.weight:
+            qw = grid(emb.weight)
+            store_(emb, qw)
+            setattr(head, ATTR, qw)
+            return
+        if head is None and emb is None:
+            return  # neither end is quantized: a tie stays as it is
+        tied_head = head if head is not None else _lm_head(model)
+        if tied_head is not None:
+            _untie_(model, tied_head)  # a no-op when not tied
+        for layer in (head, emb):
+            if layer is not None:
+                store_(layer, grid(linear_weight(layer)))
+
+
 def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: torch.Tensor | None = None) -> None:
-    """Quantize ``model``'s decoder-block Linears (and lm_head when ``config.lm_head``) in place.
+    """Quantize ``model``'s decoder-block Linears (and lm_head / the token embedding when ``config.lm_head`` /
+    ``config.embedding``) in place.
     ``calibration``: token ids [n, length] for GPTQ / AWQ (the first ``config.samples`` rows are used)."""
     handler = LM_QUANTIZERS.handler_for(config)
     layers = block_targets(model)
     head = _lm_head(model) if config.lm_head else None
     if config.lm_head and head is None:
         raise UnsupportedModelError(f"{type(model).__name__} has no Linear lm_head; set lm_head: false")
-    check_model(model, config, layers={**layers, **({"lm_head": head} if head is not None else {})})
+    emb = _embedding(model) if config.embedding else None
+    if config.embedding and emb is None:
+        raise UnsupportedModelError(f"{type(model).__name__} has no nn.Embedding input embedding; set embedding: false")
+    ends = {**({"lm_head": head} if head is not None else {}), **({"embedding": emb} if emb is not None else {})}
+    check_model(model, config, layers={**layers, **ends})
     if config.needs_calibration:
         calibration = calibration_ids(calibration, samples=int(config.samples))  # type: ignore[attr-defined]
     handler(model, config, calibration)
-    if head is not None:
-        _untie_(model, head)
-        w = linear_weight(head).float()
-        store_(head, rtn(w, bits=config.bits, group_size=config.group_size, symmetric=config.symmetric))
+    _quantize_ends_(model, config, head, emb)
 
 
 def calibration_ids(ids: torch.Tensor | None, *, samples: int) -> torch.Tensor:

@@ -1,8 +1,11 @@
 """Configs of weight-only LM quantization: one frozen dataclass per method (torchao's shape).
 
 Common options: ``bits`` (2, 3, 4 or 8), ``group_size`` (32/64/128 input columns share a scale, or -1 for one scale
-per output channel), ``symmetric`` and ``lm_head`` (also quantize the output projection, with RTN; a tied
-embedding is untied first so the input embedding stays fp32). Calibration-based methods (GPTQ, AWQ) take
+per output channel), ``symmetric``, ``lm_head`` and ``embedding`` (also quantize the output projection / the
+token embedding, with RTN on the same grid; with both on a tied model the one shared tensor is quantized once and
+exports as one set of codes that ``GatherBlockQuantized`` and ``MatMulNBits`` both read; with only one of them
+the tie is broken and the other stays fp32) and ``ragged_groups`` (a group size that does not divide a layer's
+input width gives a shorter last group instead of an error). Calibration-based methods (GPTQ, AWQ) take
 token windows: ``samples`` of them are used, ``batch_size`` at a time.
 """
 
@@ -24,6 +27,8 @@ class WeightOnlyConfig(Config):
     group_size: int = 128
     symmetric: bool = True
     lm_head: bool = False
+    embedding: bool = False
+    ragged_groups: bool = False
 
     def __post_init__(self) -> None:
         check(self.bits in BITS, f"bits must be one of 2, 3, 4, 8 for weight-only quantization, got {self.bits}")
@@ -94,3 +99,7 @@ class AWQConfig(CalibratedConfig):
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.grid >= 1, f"grid must be >= 1, got {self.grid}")
+        check(
+            not (self.clip and self.ragged_groups),
+            "AWQ's clip search needs whole groups: set clip: false or ragged_groups: false",
+        )

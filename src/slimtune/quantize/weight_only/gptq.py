@@ -15,7 +15,7 @@ import logging
 
 import torch
 
-from slimtune.quantize.weight_only.grid import QuantizedWeight, encode, qparams, resolve_group, rtn
+from slimtune.quantize.weight_only.grid import QuantizedWeight, _groups, encode, qparams, resolve_group, rtn
 
 log = logging.getLogger(__name__)
 
@@ -45,13 +45,13 @@ def gptq(
     point) and their error feeds the later columns like any rounding error."""
     w = w.detach().clone().float()
     h = h.detach().clone().float()
-    out, width = w.shape
+    width = w.shape[1]
     group = resolve_group(group_size, width)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
     # the grid of every group, from the weight before any update (identical to RTN's grid when nothing moves)
-    scale, zero = qparams(w.reshape(out, width // group, group), bits=bits, symmetric=symmetric)
+    scale, zero = qparams(_groups(w, group), bits=bits, symmetric=symmetric)  # a ragged last group is shorter
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
     w, h = w[:, perm], h[perm][:, perm]
     keep = None if mask is None else mask[:, perm]

@@ -1,7 +1,9 @@
 """The weight-only integer grid: per-group scales and integer zero points, codes, dequantization, RTN and HQQ.
 
 Everything works on an (out, in) weight in fp32. Groups run along the input dimension (``group_size`` columns
-share a scale and a zero point; per-channel is one group of the whole row). Codes are unsigned in
+share a scale and a zero point; per-channel is one group of the whole row). A width that ``group_size`` does not
+divide gets a shorter last group (ragged groups): it is quantized on its own min/max, and its codes pad to a whole
+group with the zero point (0.0), as ``MatMulNBits`` pads K to a block multiple. Codes are unsigned in
 [0, 2**bits - 1] and dequantize as ``(code - zero) * scale``, the layout ONNX Runtime's ``MatMulNBits`` reads:
 symmetric grids fix ``zero = 2**(bits-1)``. ``QuantizedWeight`` holds what a quantized layer stores beside its
 dequantized fp32 weight so the exporter can emit the very same codes.
@@ -38,9 +40,19 @@ def resolve_group(group_size: int, in_features: int) -> int:
     return in_features if group_size == -1 else group_size
 
 
+def n_groups(width: int, group: int) -> int:
+    """Groups per row: the last one is shorter when ``group`` does not divide ``width`` (ragged)."""
+    return -(-width // group)
+
+
 def _groups(w: torch.Tensor, group: int) -> torch.Tensor:
+    """(out, in) → (out, groups, group); a ragged last group is padded with zeros, which change neither its
+    min/max grid (the range always includes 0) nor its codes' meaning (a zero encodes as the zero point)."""
     out, width = w.shape
-    return w.reshape(out, width // group, group)
+    pad = n_groups(width, group) * group - width
+    if pad:
+        w = torch.nn.functional.pad(w, (0, pad))
+    return w.reshape(out, -1, group)
 
 
 def qparams(w: torch.Tensor, *, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -67,9 +79,9 @@ def encode(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) 
 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
-    out, width = codes.shape
-    q = codes.float().reshape(out, width // group, group)
-    return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).reshape(out, width)
+    width = codes.shape[1]
+    q = _groups(codes.float(), group)
+    return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).flatten(1)[:, :width]
 
 
 def rtn(
@@ -81,7 +93,7 @@ def rtn(
     group = resolve_group(group_size, w.shape[1])
     g = _groups(w.float(), group)
     scale, zero = qparams(g if clip is None else g * clip.unsqueeze(-1), bits=bits, symmetric=symmetric)
-    codes = encode(g, scale, zero, bits).reshape(w.shape)
+    codes = encode(g, scale, zero, bits).flatten(1)[:, : w.shape[1]]
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, method)
 
 
@@ -122,5 +134,5 @@ def hqq(
         best_s, best_z = torch.where(better, s, best_s), torch.where(better, z, best_z)
         best_err = torch.minimum(err, best_err)
     scale, zero = best_s.squeeze(-1), best_z.squeeze(-1)
-    codes = encode(g, scale, zero, bits).reshape(w.shape)
+    codes = encode(g, scale, zero, bits).flatten(1)[:, : w.shape[1]]
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, "hqq")
