@@ -76,6 +76,8 @@ class GPTQConfig(CalibratedConfig):
     damp: float = 0.01
     block_size: int = 128
     act_order: bool = False
+    static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
+    mse: bool = False  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,6 +92,18 @@ class AWQConfig(CalibratedConfig):
 
     grid: int = 20
     clip: bool = False  # also search a per-group range shrink (1 → 0.5) on the layer output error (not q/k)
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.grid >= 1, f"grid must be >= 1, got {self.grid}")
+
+
+@dataclass(frozen=True, kw_only=True)
+class AWQGPTQConfig(GPTQConfig):
+    """AWQ's channel scales (searched on a ``grid`` of ratios and folded), then GPTQ on the scaled weights
+    (``awq_gptq``); GPTQ's options apply."""
+
+    grid: int = 20
 
     def __post_init__(self) -> None:
         super().__post_init__()

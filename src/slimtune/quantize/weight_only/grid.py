@@ -39,8 +39,10 @@ def resolve_group(group_size: int, in_features: int) -> int:
 
 
 def _groups(w: torch.Tensor, group: int) -> torch.Tensor:
+    """[out, groups, group]; a width ``group`` does not divide is zero-padded (ragged last group: zeros code to
+    the zero point exactly and the min/max range always spans 0, so the short group keeps its own grid)."""
     out, width = w.shape
-    return w.reshape(out, width // group, group)
+    return torch.nn.functional.pad(w, (0, -width % group)).reshape(out, -1, group)
 
 
 def qparams(w: torch.Tensor, *, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
@@ -68,8 +70,8 @@ def encode(w: torch.Tensor, scale: torch.Tensor, zero: torch.Tensor, bits: int) 
 
 def dequantize(codes: torch.Tensor, scales: torch.Tensor, zeros: torch.Tensor, group: int) -> torch.Tensor:
     out, width = codes.shape
-    q = codes.float().reshape(out, width // group, group)
-    return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).reshape(out, width)
+    q = torch.nn.functional.pad(codes.float(), (0, -width % group)).reshape(out, -1, group)  # ragged: last is short
+    return ((q - zeros.unsqueeze(-1)) * scales.unsqueeze(-1)).reshape(out, -1)[:, :width]
 
 
 def rtn(
@@ -81,7 +83,7 @@ def rtn(
     group = resolve_group(group_size, w.shape[1])
     g = _groups(w.float(), group)
     scale, zero = qparams(g if clip is None else g * clip.unsqueeze(-1), bits=bits, symmetric=symmetric)
-    codes = encode(g, scale, zero, bits).reshape(w.shape)
+    codes = encode(g, scale, zero, bits).reshape(w.shape[0], -1)[:, : w.shape[1]]
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, method)
 
 
@@ -122,5 +124,5 @@ def hqq(
         best_s, best_z = torch.where(better, s, best_s), torch.where(better, z, best_z)
         best_err = torch.minimum(err, best_err)
     scale, zero = best_s.squeeze(-1), best_z.squeeze(-1)
-    codes = encode(g, scale, zero, bits).reshape(w.shape)
+    codes = encode(g, scale, zero, bits).reshape(w.shape[0], -1)[:, : w.shape[1]]
     return QuantizedWeight(codes.to(torch.uint8), scale, zero, bits, group, symmetric, "hqq")
