@@ -188,7 +188,7 @@ def main() -> None:
 def merge(setup: dict[str, Any], row: dict[str, Any]) -> None:
     OUT.mkdir(exist_ok=True)
     path = OUT / "lm_quantization.json"
-    with open(OUT / ".lm_quantization.lock", "w") as lock:
+    with open(Path(tempfile.gettempdir()) / "slimtune-lm_quantization.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.is_file() else {}
         key = (row["grid"], row["method"])
