@@ -75,9 +75,9 @@ class GPTQConfig(CalibratedConfig):
 
     damp: float = 0.01
     block_size: int = 128
-    act_order: bool = False
+    act_order: bool = True  # measured best with mse (SmolLM2 int4 g64: +14.5% perplexity vs +33.1% without both)
     static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
-    mse: bool = False  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
+    mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
 
     def __post_init__(self) -> None:
         super().__post_init__()
