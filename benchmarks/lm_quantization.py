@@ -232,6 +232,15 @@ def render(result: dict[str, Any]) -> str:
         "reruns the whole model per MatMul input (120 runs of the calibration set) and was not run in the time;",
         "the hqq library's rows (hqq-lib) were not run either.",
     ]
+    for grid, goal in GOALS.items():
+        got = [r for r in rows if r["grid"] == grid]
+        if not got:
+            lines.append(f"- {grid} ≤ +{goal:.0f}%: not measured")
+            continue
+        best = min(got, key=lambda r: r["delta_pct"])
+        verdict = "met" if best["delta_pct"] <= goal else "not met"
+        lines.append(f"- {grid} with the best algorithm ≤ +{goal:.0f}%: **{verdict}** — {best['method']} "
+                     f"({best['impl']}) {best['delta_pct']:+.1f}%")  # fmt: skip
     return "\n".join(lines + why) + "\n"
 
 
