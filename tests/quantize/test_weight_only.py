@@ -35,7 +35,7 @@ def test_rtn_codes_fit_the_bits_and_dequantize_near_the_weight(bits: int, group:
     assert torch.equal(q.zeros, q.zeros.round())
     err = (q.dequantize() - W).abs()
     # round to nearest: within half a step (one step where a symmetric code is clamped)
-    step = q.scales.repeat_interleave(q.group_size, dim=1)
+    step = q.scales.abs().repeat_interleave(q.group_size, dim=1)
     assert bool((err <= step * (1.0 if symmetric else 0.5) + 1e-6).all())
 
 

@@ -11,6 +11,7 @@ from slimtune.quantize.weight_only.api import (
 )
 from slimtune.quantize.weight_only.config import (
     AWQConfig,
+    AWQGPTQConfig,
     GPTQConfig,
     HQQConfig,
     RTNConfig,
@@ -24,6 +25,7 @@ del _methods
 __all__ = [
     "LM_QUANTIZERS",
     "AWQConfig",
+    "AWQGPTQConfig",
     "GPTQConfig",
     "HQQConfig",
     "QuantizedWeight",

@@ -44,7 +44,7 @@ def capture_inputs(
 def group_errors(w: torch.Tensor, q: torch.Tensor, x: torch.Tensor, group: int) -> torch.Tensor:
     """(out, groups): Σ_tokens (X_g · (W − Q)_gᵀ)² per output row and input group."""
     dq = _groups(w - q, group)  # out, G, k
-    xg = x.reshape(x.shape[0], -1, group)  # t, G, k
+    xg = _groups(x, group)  # t, G, k (a ragged last group zero-padded like the weight's)
     return torch.einsum("tgk,ogk->tog", xg, dq).pow(2).sum(dim=0)
 
 
@@ -54,7 +54,7 @@ def clip_ratios(
 ) -> torch.Tensor:  # fmt: skip
     """The best clip ratio (out, groups) for the (out, in) weight ``w`` fed ``x`` [tokens, in]."""
     group = resolve_group(group_size, w.shape[1])
-    out, groups = w.shape[0], w.shape[1] // group
+    out, groups = w.shape[0], -(-w.shape[1] // group)
     best = torch.ones(out, groups)
     best_err = torch.full((out, groups), float("inf"))
     for i in range(steps):

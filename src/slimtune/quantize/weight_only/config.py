@@ -80,7 +80,9 @@ class GPTQConfig(CalibratedConfig):
 
     damp: float = 0.01
     block_size: int = 128
-    act_order: bool = False
+    act_order: bool = True  # measured best with mse (SmolLM2 int4 g64: +14.5% perplexity vs +33.1% without both)
+    static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
+    mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -103,3 +105,15 @@ class AWQConfig(CalibratedConfig):
             not (self.clip and self.ragged_groups),
             "AWQ's clip search needs whole groups: set clip: false or ragged_groups: false",
         )
+
+
+@dataclass(frozen=True, kw_only=True)
+class AWQGPTQConfig(GPTQConfig):
+    """AWQ's channel scales (searched on a ``grid`` of ratios and folded), then GPTQ on the scaled weights
+    (``awq_gptq``); GPTQ's options apply."""
+
+    grid: int = 20
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        check(self.grid >= 1, f"grid must be >= 1, got {self.grid}")

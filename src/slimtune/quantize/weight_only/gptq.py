@@ -16,6 +16,7 @@ import logging
 import torch
 
 from slimtune.quantize.weight_only.grid import QuantizedWeight, _groups, encode, qparams, resolve_group, rtn
+from slimtune.quantize.weight_only.mse_grid import padded_importance, search_qparams
 
 log = logging.getLogger(__name__)
 
@@ -38,20 +39,34 @@ class HessianStats:
 
 def gptq(
     w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01,
-    block_size: int = 128, act_order: bool = False, name: str = "layer", mask: torch.Tensor | None = None,
+    block_size: int = 128, act_order: bool = False, static_groups: bool = True, mse: bool = False,
+    name: str = "layer", mask: torch.Tensor | None = None,
 ) -> QuantizedWeight:  # fmt: skip
     """Quantize the (out, in) weight ``w`` with the Hessian ``h`` (in, in); see the module docstring.
+    ``static_groups=False`` (only without act-order) fits each group's grid when the solver reaches it, on the
+    weights the earlier columns' errors have already moved (the reference's lazy grids). ``mse`` picks each
+    grid by the diag(H)-weighted rounding error over range shrinks (``mse_grid``) instead of min/max.
     ``mask`` (bool, (out, in)): weights where it is False (a pruned model's zeros) stay exactly zero (code = zero
     point) and their error feeds the later columns like any rounding error."""
     w = w.detach().clone().float()
     h = h.detach().clone().float()
-    width = w.shape[1]
+    width = int(w.shape[1])
     group = resolve_group(group_size, width)
     dead = torch.diag(h) == 0
     h[dead, dead] = 1.0
     w[:, dead] = 0.0
-    # the grid of every group, from the weight before any update (identical to RTN's grid when nothing moves)
-    scale, zero = qparams(_groups(w, group), bits=bits, symmetric=symmetric)  # a ragged last group is shorter
+    importance = torch.diag(h).clone() if mse else None
+
+    def fit(cols: torch.Tensor, start: int) -> tuple[torch.Tensor, torch.Tensor]:
+        g = _groups(cols, group)
+        if importance is None:
+            return qparams(g, bits=bits, symmetric=symmetric)
+        imp = padded_importance(importance[start : start + cols.shape[1]], group)
+        return search_qparams(g, bits=bits, symmetric=symmetric, importance=imp)
+
+    lazy = not static_groups and not act_order
+    # static: the grid of every group from the weight before any update (RTN's grid when nothing moves)
+    scale, zero = fit(w, 0)
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
     w, h = w[:, perm], h[perm][:, perm]
     keep = None if mask is None else mask[:, perm]
@@ -73,6 +88,11 @@ def gptq(
         for j in range(i2 - i1):
             col = wb[:, j]
             gi = col_group[i1 + j]
+            if lazy and (i1 + j) % group == 0:  # refit this group on the columns as they are now
+                end = min(i1 + j + group, width)
+                cols = torch.cat([wb[:, j : j + end - i1 - j], w[:, i2:end]], dim=1)
+                s_new, z_new = fit(cols, i1 + j)
+                scale[:, gi], zero[:, gi] = s_new[:, 0], z_new[:, 0]
             s, z = scale[:, gi], zero[:, gi]
             q = encode(col.unsqueeze(-1), s, z, bits).squeeze(-1)
             if keep is not None:

@@ -56,20 +56,22 @@ def _groups(w: torch.Tensor, group: int) -> torch.Tensor:
 
 
 def qparams(w: torch.Tensor, *, bits: int, symmetric: bool) -> tuple[torch.Tensor, torch.Tensor]:
-    """Scale and zero point of each row of ``w`` [..., group] (the grid GPTQ's reference uses:
-    the range always includes 0; an all-zero group gets scale 1)."""
+    """Scale and zero point of each row of ``w`` [..., group]. Asymmetric: the min/max range, always including 0
+    (GPTQ's reference grid). Symmetric: ONNX Runtime's MatMulNBits convention, zero point 2**(bits-1) and the
+    value of largest magnitude mapped exactly onto code 0 (scale = that signed value / -2**(bits-1), negative
+    when it is positive), so the codes use all 2**bits levels (a step of max|w|/8 at 4 bits, not max|w|/7.5).
+    An all-zero group gets scale 1."""
     maxq = 2**bits - 1
+    if symmetric:
+        peak = w.gather(-1, w.abs().argmax(dim=-1, keepdim=True)).squeeze(-1)
+        scale = peak / -float(2 ** (bits - 1))
+        scale = torch.where(scale != 0, scale, torch.ones_like(scale))
+        return scale, torch.full_like(scale, float(2 ** (bits - 1)))
     lo = torch.clamp(w.amin(dim=-1), max=0.0)
     hi = torch.clamp(w.amax(dim=-1), min=0.0)
-    if symmetric:
-        hi = torch.maximum(hi, -lo)
-        lo = -hi
     scale = (hi - lo) / maxq
     scale = torch.where(scale > 0, scale, torch.ones_like(scale))
-    if symmetric:
-        zero = torch.full_like(scale, float(2 ** (bits - 1)))
-    else:
-        zero = torch.clamp(torch.round(-lo / scale), 0, maxq)
+    zero = torch.clamp(torch.round(-lo / scale), 0, maxq)
     return scale, zero
 
 
@@ -127,7 +129,7 @@ def hqq(
             z = torch.clamp(torch.round((q - target / s).mean(dim=-1, keepdim=True)), 0, maxq)
         d = q - z
         fitted = (target * d).sum(dim=-1, keepdim=True) / (d * d).sum(dim=-1, keepdim=True).clamp_min(1e-12)
-        s = torch.where(fitted > 0, fitted, s)
+        s = torch.where(fitted * s > 0, fitted, s)  # keep the sign (a symmetric scale may be negative)
         beta *= kappa
         err = error(s, z)
         better = err < best_err

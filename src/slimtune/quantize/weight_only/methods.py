@@ -11,7 +11,7 @@ from torch import nn
 from slimtune.models.blocks import BlockContext, calibration_pass, linear_weight
 from slimtune.quantize.weight_only.api import block_targets, register_lm_quantizer, store_
 from slimtune.quantize.weight_only.awq import AWQ
-from slimtune.quantize.weight_only.config import AWQConfig, GPTQConfig, HQQConfig, RTNConfig
+from slimtune.quantize.weight_only.config import AWQConfig, AWQGPTQConfig, GPTQConfig, HQQConfig, RTNConfig
 from slimtune.quantize.weight_only.gptq import HessianStats, gptq
 from slimtune.quantize.weight_only.grid import hqq, rtn
 
@@ -55,6 +55,7 @@ class GPTQ:
             zeros = w != 0  # a pruned layer keeps its zeros (mask-aware GPTQ)
             qw = gptq(w, stats.h, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric,
                       damp=c.damp, block_size=c.block_size, act_order=c.act_order,
+                      static_groups=c.static_groups, mse=c.mse,
                       name=f"{ctx.name}.{name}", mask=None if bool(zeros.all()) else zeros)  # fmt: skip
             store_(layer, qw)
 
@@ -71,6 +72,16 @@ def _awq(model: nn.Module, config: AWQConfig, calibration: torch.Tensor | None) 
     algo = AWQ(bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, grid=config.grid,
                clip=config.clip)  # fmt: skip
     calibration_pass(model, calibration, algo, batch_size=config.batch_size)
+
+
+@register_lm_quantizer(
+    "awq-gptq", AWQGPTQConfig, help="AWQ channel scales folded first, then GPTQ on the scaled weights"
+)
+def _awq_gptq(model: nn.Module, config: AWQGPTQConfig, calibration: torch.Tensor | None) -> None:
+    from slimtune.quantize.weight_only.awq_gptq import AWQGPTQ
+
+    assert calibration is not None
+    calibration_pass(model, calibration, AWQGPTQ(config), batch_size=config.batch_size)
 
 
 def method_names() -> list[str]:
