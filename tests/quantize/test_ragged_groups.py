@@ -28,7 +28,7 @@ def test_last_group_is_quantized_on_its_own_range(symmetric: bool) -> None:
     assert torch.allclose(qw.scales[:, 2], tail.scales[:, 0]) and torch.equal(qw.zeros[:, 2], tail.zeros[:, 0])
     deq = qw.dequantize()
     assert deq.shape == W.shape and torch.equal(deq[:, 64:], tail.dequantize())
-    assert (deq - W).abs().max() <= qw.scales.max() / 2 + 1e-6
+    assert (deq - W).abs().max() <= qw.scales.abs().max() / 2 + 1e-6  # symmetric scales may be negative (ORT)
     h = hqq(W, bits=4, group_size=32)  # HQQ starts from RTN's grid and never ends worse
     plain = rtn(W, bits=4, group_size=32, symmetric=False)
     assert (h.dequantize() - W).abs().mean() <= (plain.dequantize() - W).abs().mean() + 1e-6
