@@ -30,7 +30,7 @@ def _ops(path: Path) -> dict[str, int]:
     return out
 
 
-@pytest.mark.parametrize("make, blocks", [(tiny_llama, 14), (tiny_gpt2, 8)])
+@pytest.mark.parametrize("make, blocks", [(tiny_llama, 8), (tiny_gpt2, 8)])  # llama: fused q|k|v, gate|up
 def test_tied_embedding_and_head_share_one_quantized_tensor(make, blocks: int, tmp_path: Path) -> None:
     fp32 = export_lm_onnx(make(), tmp_path / "fp32.onnx").stat().st_size
     model = make()
@@ -66,7 +66,7 @@ def test_embedding_alone_unties_and_keeps_head_fp32(tmp_path: Path) -> None:
     quantize_lm_(model, RTNConfig(bits=8, group_size=32, embedding=True))
     assert torch.equal(model.lm_head.weight, emb) and not torch.equal(model.get_input_embeddings().weight, emb)
     report = export_lm(model, tmp_path / "e.onnx", config=CHECK)
-    assert report["gather_block_quantized"] == 1 and report["matmul_nbits"] == 14 and report["greedy_identical"]
+    assert report["gather_block_quantized"] == 1 and report["matmul_nbits"] == 8 and report["greedy_identical"]
     assert report["max_abs_diff"] < 1e-4
     nbits = [n for n in onnx.load(str(tmp_path / "e.onnx")).graph.node if n.op_type == "MatMulNBits"]
     assert not [n for n in nbits if any(a.name == "N" and a.i == 257 for a in n.attribute)]  # lm_head stays fp32
@@ -83,7 +83,10 @@ def test_ragged_embedding_and_layers_export_exactly(tmp_path: Path) -> None:
     assert b.shape == (257, 2, 16)  # K 48 padded to 2 blocks of 32
 
 
-def test_a_weight_used_by_an_unknown_node_stays_fp32_and_is_reported(tmp_path: Path, caplog) -> None:
+def test_a_weight_used_by_an_unknown_node_stays_fp32_and_is_reported(tmp_path: Path, caplog, monkeypatch) -> None:
+    from slimtune.export import lm_fuse
+
+    monkeypatch.setattr(lm_fuse, "unsupported_reason", lambda model: "traced in this test")  # one MatMul per Linear
     model = tiny_llama()
     quantize_lm_(model, RTNConfig(bits=4, group_size=32))
     path = export_lm_onnx(model, tmp_path / "m.onnx")

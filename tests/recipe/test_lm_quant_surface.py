@@ -83,7 +83,7 @@ def test_stage_quantize_help_lists_the_lm_methods(capsys: pytest.CaptureFixture[
     with pytest.raises(SystemExit):
         main(["stage", "quantize", "--help"])
     out = capsys.readouterr().out
-    assert "causal LMs: method = awq | gptq | hqq | rtn | smoothquant" in out
+    assert "causal LMs: method = awq | awq-gptq | gptq | hqq | rtn | smoothquant" in out
     for key in ("bits_budget = 4.5", "alpha_grid = []", "mode = dynamic", "sensitivity_windows = 4"):
         assert key in out
     assert "--set method=smoothquant" in out

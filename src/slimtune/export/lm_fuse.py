@@ -14,8 +14,9 @@ prompt phase ignores a ``position_ids`` input, so left padding cannot be express
 instead (``runtime.decoder`` does that for any graph without ``position_ids``), which keeps every row's positions
 exact: a padded row computes what it would alone.
 
-A weight-only quantized model keeps one MatMul per Linear on that Linear's own transposed weight, which is what
-``lm_nbits``' MatMulNBits rewrite looks for. ``unsupported_reason`` says when this graph cannot serve a model
+Weight-only quantized Linears on one grid are fused like fp32 ones (``lm_nbits``' MatMulNBits rewrite finds the
+concatenated weight and packs the concatenated codes into one node); Linears on different grids (a mixed-precision
+plan) keep one MatMul each. ``unsupported_reason`` says when this graph cannot serve a model
 (GPT-2, sliding windows, non-SiLU MLPs, position-dependent RoPE scaling); ``lm_onnx`` then traces the model.
 """
 
@@ -107,6 +108,16 @@ class _Builder:
         return y
 
 
+def _fusable(modules: list[Any]) -> bool:
+    """Linears that can share one MatMul: all fp32, or all weight-only quantized on one grid (the MatMulNBits
+    rewrite then packs their concatenated codes into one node); a mix (say, a mixed-precision plan) stays apart."""
+    grids = set()
+    for m in modules:
+        qw = getattr(m, "slimtune_qweight", None)
+        grids.add(None if qw is None else (qw.bits, qw.group_size, qw.symmetric, tuple(qw.shape)[1:]))
+    return len(grids) == 1
+
+
 def _eps(norm: Any) -> float:
     return float(getattr(norm, "variance_epsilon", getattr(norm, "eps", 1e-6)))
 
@@ -126,7 +137,6 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
     from onnx import TensorProto, helper
 
     decoder = KVDecoder(model)
-    quantized = any(hasattr(m, "slimtune_qweight") for m in model.modules())
     body = model.model
     g = _Builder()
     # attention inputs shared by every layer
@@ -158,7 +168,7 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
         x, residual = _norm(g, residual, pending, layer.input_layernorm, f"layers.{i}.input_norm")
         name = f"layers.{i}"  # short names: the MatMulNBits rewrite adds three per quantized Linear
         q_norm = getattr(attn, "q_norm", None)
-        if quantized or q_norm is not None:
+        if not _fusable([attn.q_proj, attn.k_proj, attn.v_proj]) or q_norm is not None:
             q, k, v = (g.linear(x, getattr(attn, f"{p}_proj"), f"{name}.{p}") for p in "qkv")
             if q_norm is not None:  # Qwen3: RMSNorm per head before RoPE
                 q = _head_norm(g, q, q_norm, heads, d, f"{name}.q_norm")
@@ -176,7 +186,7 @@ def build_fused_lm(model: CausalLM, *, opset: int = 17, context: int) -> Any:
         present += outs[1:]
         pending = g.linear(outs[0], attn.o_proj, f"{name}.o")
         x, residual = _norm(g, residual, pending, layer.post_attention_layernorm, f"layers.{i}.post_norm")
-        if quantized:
+        if not _fusable([mlp.gate_proj, mlp.up_proj]):
             gate, up = g.linear(x, mlp.gate_proj, f"{name}.gate"), g.linear(x, mlp.up_proj, f"{name}.up")
         else:
             both = g.fused_linear(x, [mlp.gate_proj, mlp.up_proj], f"{name}.gate_up")
