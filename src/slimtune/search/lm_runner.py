@@ -15,13 +15,12 @@ from typing import Any
 from torch import nn
 
 from slimtune._io import write_text
-from slimtune._outputs import read_manifest, record_outputs, remove_outputs
 from slimtune.data.core import DataSplits
 from slimtune.errors import ConfigError, OutputExistsError
 from slimtune.search.lm_space import LMSearchConfig, base_name, build_lm_space, candidate_name, estimated_bytes
 from slimtune.search.pareto import pareto_front
 from slimtune.search.progress import Progress, ProgressEvent
-from slimtune.search.runner import BEST, PAGE, SEARCH_JSON, WORK, fingerprint
+from slimtune.search.runner import SEARCH_JSON, WORK, claim_outputs, fingerprint
 from slimtune.search.space import Base
 
 FORMAT_VERSION = 1
@@ -73,14 +72,7 @@ class LMSearch:
         self.evaluations = 0
         if (out / SEARCH_JSON).exists() and not force:
             raise OutputExistsError(f"'{out}' already holds a search; pass --force to replace it")
-        listed = set((read_manifest(out) or {}).get("outputs", ()))
-        for name in (SEARCH_JSON, WORK, BEST, PAGE):
-            target = out / name
-            if name not in listed and (target.exists() or target.is_symlink()):
-                raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
-        remove_outputs(out, only=(SEARCH_JSON, WORK, BEST, PAGE))
-        out.mkdir(parents=True, exist_ok=True)
-        record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
+        claim_outputs(out, clear=True)
         cands: list[dict[str, Any]] = [
             {"id": c.id, "name": candidate_name(c), "config": c.spec, "base": c.base.id, "status": "pending",
              "evaluations": []}

@@ -26,6 +26,20 @@ SEARCH_JSON, WORK, BEST, PAGE = "search.json", "work", "best", "search.html"
 FORMAT_VERSION = 1
 
 
+def claim_outputs(out: Path, *, clear: bool) -> None:
+    """Make ``out`` the search's folder: with ``clear``, what an earlier search wrote there (listed in the folder's
+    manifest) goes, and a file by one of the search's names that slimtune did not write is refused."""
+    if clear:
+        listed = set((read_manifest(out) or {}).get("outputs", ()))
+        for name in (SEARCH_JSON, WORK, BEST, PAGE):
+            target = out / name
+            if name not in listed and (target.exists() or target.is_symlink()):
+                raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
+        remove_outputs(out, only=(SEARCH_JSON, WORK, BEST, PAGE))
+    out.mkdir(parents=True, exist_ok=True)
+    record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
+
+
 def fingerprint(model: nn.Module) -> str:
     h = hashlib.sha1()
     for name, t in model.state_dict().items():
@@ -56,15 +70,7 @@ class Search:
         path = out / SEARCH_JSON
         if path.exists() and not resume and not force:
             raise OutputExistsError(f"'{out}' already holds a search; pass --resume to continue it or --force")
-        if not resume:  # only what an earlier search here wrote (listed in the folder's manifest) goes
-            listed = set((read_manifest(out) or {}).get("outputs", ()))
-            for name in (SEARCH_JSON, WORK, BEST, PAGE):
-                target = out / name
-                if name not in listed and (target.exists() or target.is_symlink()):
-                    raise OutputExistsError(f"'{target}' was not written by slimtune; pick another output folder")
-            remove_outputs(out, only=(SEARCH_JSON, WORK, BEST, PAGE))
-        out.mkdir(parents=True, exist_ok=True)
-        record_outputs(out, SEARCH_JSON, WORK, BEST, PAGE)
+        claim_outputs(out, clear=not resume)
         print_ = fingerprint(teacher)
         if resume and path.exists():
             self.state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
