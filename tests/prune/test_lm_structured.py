@@ -144,3 +144,15 @@ def test_recipe_prune_stage_runs_lm_structured_with_recovery(tmp_path: Path) -> 
     assert len(record["layers"]) == 2 and load_model(result.artifact) is not None
     with pytest.raises(ConfigError, match="heads_ratio must be in"):
         stage.parse({"method": "lm-structured", "heads_ratio": 1.5}, where="stages[0]")
+
+
+def test_global_scope_compares_layers_by_relative_importance() -> None:
+    from slimtune.prune.lm_structured import _drop_lowest
+
+    # layer 1's activations are 100x layer 0's (deeper layers see a larger residual stream): ranked raw, layer 0
+    # would lose all but one channel; relative to each layer's mean, the least important of each go
+    g = torch.Generator().manual_seed(0)
+    shallow, deep = torch.rand(16, generator=g) + 0.5, 100 * (torch.rand(16, generator=g) + 0.5)
+    drops = _drop_lowest([shallow, deep], 0.5, "global", "ffn")
+    assert sum(len(d) for d in drops) == 16 and 4 <= len(drops[0]) <= 12
+    assert set(drops[0]) == set(torch.argsort(shallow)[: len(drops[0])].tolist())

@@ -6,7 +6,8 @@ the query heads that read it); without it (GPT-2, MHA Llama) a unit is ``head_gr
 ``query_ratio`` then removes the same number of query heads inside every KV group (the group stays shared by equal
 numbers of query heads). FFN channels go with their gate, up and down weights together. Depth (ShortGPT): the
 ``drop_layers`` blocks whose output is most like their input are removed. ``scope: global`` ranks units and
-channels across layers (each layer keeps its best unit and channel), so layers may end with different widths;
+channels across layers by their importance relative to their layer's mean (each layer keeps its best unit and
+channel), so layers may end with different widths;
 ``layer`` removes the same fraction from every layer. ``hidden_ratio`` (Llama family) then removes that
 fraction of the hidden size through the embedding, every RMSNorm and residual (``lm_hidden``). The per-layer
 shapes save, load and export (``models/lm_layers.py``)::
@@ -103,6 +104,10 @@ def _drop_lowest(scores: list[torch.Tensor], ratio: float, scope: str, what: str
         return per_layer
     total = sum(len(s) for s in scores)
     k = round(ratio * total)
+    # activation importance grows with depth (the residual stream grows), so raw scores are not comparable across
+    # layers: ranked raw, early layers lost nearly everything (one SmolLM2 layer kept 144 of 1,536 FFN channels).
+    # Each layer's scores are taken relative to its own mean; the ranking across layers is of those.
+    scores = [s / s.mean() if float(s.mean()) > 0 else s for s in (t.float() for t in scores)]
     cands = [(float(v), i, j) for i, s in enumerate(scores) for j, v in enumerate(s.tolist()) if j != int(s.argmax())]
     if k > len(cands):
         raise ConfigError(
