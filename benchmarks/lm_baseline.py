@@ -118,18 +118,7 @@ def runners(
         og = None
     if og is not None:
         og_model = og.Model(str(genai_dir))
-
-        def run_genai(batch: int, n: int) -> list[int]:
-            params = og.GeneratorParams(og_model)
-            params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
-                                      batch_size=batch)  # fmt: skip
-            gen = og.Generator(og_model, params)
-            gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
-            while not gen.is_done():
-                gen.generate_next_token()
-            return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
-
-        out["onnxruntime-genai"] = run_genai
+        out["onnxruntime-genai"] = lambda b, n: les.genai_generate(og_model, prompt, b, n)
     llama = _llama_cpp(gguf)
     if llama is not None:
 

@@ -86,6 +86,20 @@ def build_genai(hf_folder: Path, out: Path) -> Path:
     return out
 
 
+def genai_generate(og_model: Any, prompt: list[int], batch: int, n: int) -> list[int]:
+    """Greedy ``n`` new tokens for ``batch`` copies of ``prompt`` with onnxruntime-genai's own loop (first row)."""
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(og_model)
+    params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
+                              batch_size=batch)  # fmt: skip
+    gen = og.Generator(og_model, params)
+    gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--random", action="store_true", help="random-init weights of SmolLM2's shape")
@@ -133,14 +147,7 @@ def main() -> None:
         return decoder.generate([prompt] * batch, max_new_tokens=n)[0]
 
     def run_genai(batch: int) -> list[int]:
-        params = og.GeneratorParams(og_model)
-        params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
-                                  batch_size=batch)  # fmt: skip
-        gen = og.Generator(og_model, params)
-        gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
-        while not gen.is_done():
-            gen.generate_next_token()
-        return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
+        return genai_generate(og_model, prompt, batch, n)
 
     runners = {"pytorch-eager": run_torch, "slimtune-ort": run_slimtune, "onnxruntime-genai": run_genai}
     tokens = {name: fn(1) for name, fn in runners.items()}  # warm-up, and the tokens each produced
