@@ -175,15 +175,17 @@ class _SharedCache:
             self.arrays.append(buffer)  # kept alive: the OrtValues below alias this memory
         self.values = [ort.OrtValue.ortvalue_from_numpy(a) for a in self.arrays]
         self.binding = decoder.session.io_binding()
+        # bound once (logits first: get_outputs() follows binding order); only the ids and mask change per step —
+        # the cache buffers never move and the logits are allocated by each run
+        self.binding.bind_output("logits", "cpu")
+        for past, present, value in zip(decoder.past_names, decoder.present_names, self.values):
+            self.binding.bind_ortvalue_input(past, value)
+            self.binding.bind_ortvalue_output(present, value)
 
     def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         io = self.binding
         io.bind_cpu_input("input_ids", np.ascontiguousarray(ids, dtype=np.int64))
         io.bind_cpu_input("attention_mask", np.ascontiguousarray(mask, dtype=np.int64))
-        io.bind_output("logits", "cpu")
-        for past, present, value in zip(self.decoder.past_names, self.decoder.present_names, self.values):
-            io.bind_ortvalue_input(past, value)
-            io.bind_ortvalue_output(present, value)
         self.decoder.session.run_with_iobinding(io)
         logits: np.ndarray = io.get_outputs()[0].numpy()
         return logits
