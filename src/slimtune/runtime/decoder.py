@@ -178,9 +178,9 @@ class _SharedCache:
         # bound once (logits first: get_outputs() follows binding order); only the ids and mask change per step —
         # the cache buffers never move and the logits are allocated by each run
         self.binding.bind_output("logits", "cpu")
-        for past, present, value in zip(decoder.past_names, decoder.present_names, self.values):
-            self.binding.bind_ortvalue_input(past, value)
-            self.binding.bind_ortvalue_output(present, value)
+        for past_name, present_name, value in zip(decoder.past_names, decoder.present_names, self.values):
+            self.binding.bind_ortvalue_input(past_name, value)
+            self.binding.bind_ortvalue_output(present_name, value)
 
     def step(self, ids: np.ndarray, mask: np.ndarray) -> np.ndarray:
         io = self.binding
