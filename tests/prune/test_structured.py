@@ -289,7 +289,7 @@ def test_recipe_spelling_builds_the_config() -> None:
     [
         ({"ratio": 1.0}, r"ratio must be in \[0, 1\), got 1.0"),
         ({"ratio": -0.1}, r"ratio must be in \[0, 1\), got -0.1"),
-        ({"ratio": 0.5, "target_macs": 0.5}, "give ratio .* or target_macs .*, not both"),
+        ({"ratio": 0.5, "target_macs": 0.5}, "give one of ratio .* target_macs .*, not ratio and target_macs"),
         ({"target_macs": 0.0}, r"target_macs must be in \(0, 1\]"),
         ({"targets": ("neurons", "head")}, "unknown target 'head' \\(did you mean 'heads'\\?\\); choose from"),
         ({"targets": ("layers",)}, "give layers_ratio"),

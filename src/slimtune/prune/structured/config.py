@@ -30,6 +30,10 @@ class StructuredPruneConfig(Config):
     blocks (measured on resnet-small: half the MACs with odd channel counts ran slower than the dense model in ORT,
     multiples of 8 1.56x faster at batch 32), 1 to turn it off; ``min_keep``: units every group keeps.
     ``taylor_batches``: training batches of gradients for 'taylor'. ``seed``: for 'random'.
+    ``target_latency``: instead of a ratio or MACs, the fraction of the model's ONNX Runtime latency to keep
+    (at ``latency_batch``, ``latency_threads``), units chosen greedily by importance lost per millisecond saved from
+    a measured per-layer latency table (``latency_table``: a saved table's path, else measured now; given with
+    ``target_macs``, the table picks which units meet the MAC budget).
     """
 
     ratio: float | None = None
@@ -44,16 +48,31 @@ class StructuredPruneConfig(Config):
     min_keep: int = 1
     taylor_batches: int = 4
     seed: int = 0
+    target_latency: float | None = None
+    latency_table: str | None = None
+    latency_batch: int = 32
+    latency_threads: int = 1
 
     def __post_init__(self) -> None:
         check(bool(self.targets), f"targets must name at least one of {', '.join(TARGETS)}")
         for t in self.targets:
             hint = did_you_mean(t, list(TARGETS))
             check(t in TARGETS, f"unknown target '{t}'{hint}; choose from {', '.join(TARGETS)}")
+        given = [n for n in ("ratio", "target_macs", "target_latency") if getattr(self, n) is not None]
         check(
-            self.ratio is None or self.target_macs is None,
-            "give ratio (fraction of units removed per group) or target_macs (fraction of MACs kept), not both",
+            len(given) <= 1,
+            "give one of ratio (fraction of units removed per group), target_macs (fraction of MACs kept) or "
+            f"target_latency (fraction of latency kept), not {' and '.join(given)}",
         )
+        if self.target_latency is not None:
+            check(0 < self.target_latency <= 1, f"target_latency must be in (0, 1], got {self.target_latency}")
+            check(bool(self.unit_targets), "target_latency needs a unit target (neurons, channels, heads or ffn)")
+        check(
+            self.latency_table is None or self.target_latency is not None or self.target_macs is not None,
+            "latency_table guides target_latency or target_macs; give one of them (a ratio ignores the table)",
+        )
+        check(self.latency_batch >= 1, f"latency_batch must be >= 1, got {self.latency_batch}")
+        check(self.latency_threads >= 1, f"latency_threads must be >= 1, got {self.latency_threads}")
         if self.ratio is not None:
             check(0 <= self.ratio < 1, f"ratio must be in [0, 1), got {self.ratio}")
         if self.target_macs is not None:

@@ -41,6 +41,7 @@ class StructuredResult:
     outcomes: list[Outcome] = field(default_factory=list)
     macs: tuple[int, int] | None = None
     config: StructuredPruneConfig | None = None
+    latency: tuple[float, float] | None = None  # predicted ORT ms before/after (latency-aware planning)
 
     def lines(self) -> list[str]:
         return summary_lines(self, self.macs)
@@ -175,7 +176,10 @@ def _prune_units(
             + (" (no BatchNorm follows a pruned layer); use importance 'l1'" if config.importance == "bn-scale" else "")
         )
     ratio = config.effective_ratio
-    if config.target_macs is not None:
+    if config.target_latency is not None or config.latency_table is not None:
+        chosen = _latency_plan(model, scored, config, full, one, result)
+        ratio = 1 - sum(len(k) for _, k in chosen) / sum(g.units for g, _ in chosen)
+    elif config.target_macs is not None:
         ratio, chosen = fit_budget(model, scored, config, full, one)
     else:
         chosen = plan(scored, ratio, config)
@@ -185,3 +189,43 @@ def _prune_units(
     unscored = {id(g) for g, s in zip(groups, scores) if s is None}
     kept = {id(g): len(k) for g, k in chosen}
     result.outcomes = outcomes(every, kept, excluded, unscored, config, ratio)
+
+
+def _latency_plan(
+    model: nn.Module,
+    scored: list[tuple[Group, torch.Tensor]],
+    config: StructuredPruneConfig,
+    full: int,
+    one: Any,
+    result: StructuredResult,
+) -> list[tuple[Group, torch.Tensor]]:
+    """Plan by the measured latency table: to ``target_latency`` of the predicted latency, or to ``target_macs``
+    with units chosen by importance lost per millisecond saved."""
+    from slimtune.prune.structured.latency import LatencyTable, measure_latency_table
+    from slimtune.prune.structured.latency_plan import calibrate, greedy_plan, predictor
+    from slimtune.prune.structured.planning import macs_counter
+
+    if not isinstance(one, torch.Tensor):
+        raise ConfigError("latency-aware pruning times the model on one input tensor; pass example_inputs as a tensor")
+    if config.latency_table is not None:
+        table = LatencyTable.load(config.latency_table)
+        if (table.batch, table.threads) != (config.latency_batch, config.latency_threads):
+            log.info("latency table %s was measured at batch %d, %d threads", config.latency_table, table.batch,
+                     table.threads)  # fmt: skip
+    else:
+        steps = {m.name: config.multiple(g.target, g.units, g.unit) * g.unit for g, _ in scored for m in g.members}
+        table = measure_latency_table(model, one, batch=config.latency_batch, threads=config.latency_threads,
+                                      step=steps)  # fmt: skip
+    groups = [g for g, _ in scored]
+    if not table.calibration:
+        calibrate(table, model, scored, config, one)
+    latency = predictor(groups, table)
+    before = latency([g.units for g in groups])
+    if config.target_latency is not None:
+        chosen = greedy_plan(scored, config, latency=latency, budget=config.target_latency * before)
+    else:
+        assert config.target_macs is not None
+        chosen = greedy_plan(scored, config, latency=latency, budget=config.target_macs * full,
+                             stop=macs_counter(model, groups, one), what="target_macs")  # fmt: skip
+    result.latency = (before, latency([len(k) for _, k in chosen]))
+    return chosen

@@ -59,7 +59,7 @@ def _owners(member: Member) -> set[str]:
     return {".".join(filter(None, (member.name, p.rpartition(".")[0]))) for p in paths}
 
 
-def _counter(model: nn.Module, groups: list[Group], x: Any) -> Callable[[Plan], float]:
+def macs_counter(model: nn.Module, groups: list[Group], x: Any) -> Callable[[Plan], float]:
     """MACs of ``model`` cut by a plan, without cutting: each layer's MACs (counted once) scale with the kept
     fraction of every axis cut in it (a Linear's by in × out, an attention's matmuls by its heads)."""
     base = count_macs_by_layer(model, x)
@@ -118,7 +118,7 @@ def fit_budget(
     pruned copies), and its plan topped up to spend what is left under the budget."""
     assert config.target_macs is not None
     budget = config.target_macs * full
-    macs = _counter(model, [g for g, _ in scored], x)
+    macs = macs_counter(model, [g for g, _ in scored], x)
     lo, hi = 0.0, 1 - 1e-9
     if macs(plan(scored, hi, config)) > budget:
         least = macs(plan(scored, hi, config)) / full

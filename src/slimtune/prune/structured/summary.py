@@ -55,6 +55,8 @@ def _multiple_source(config: StructuredPruneConfig, target: str, multiple: int) 
 def _why(group: Group, kept: int, config: StructuredPruneConfig, ratio: float) -> str:
     """Why a planned group kept more units than ``ratio`` asks ('' when it kept exactly that)."""
     n, noun = group.units, NOUNS.get(group.target, group.target)
+    if config.target_latency is not None:
+        return "" if kept < n else f"the latency budget (target_latency {config.target_latency:g}) is met without it"
     if config.target_macs is not None:
         return "" if kept < n else f"the MAC budget (target_macs {config.target_macs:g}) is met without cutting it"
     if config.global_ranking:
@@ -123,6 +125,11 @@ def record(
     }
     if config.target_macs is not None:
         out["target_macs"] = config.target_macs
+    if config.target_latency is not None:
+        out["target_latency"] = config.target_latency
+    if result.latency is not None:
+        out["latency_ms_predicted"] = {"before": round(result.latency[0], 4), "after": round(result.latency[1], 4)}
+        out["latency_setting"] = {"batch": config.latency_batch, "threads": config.latency_threads}
     if "layers" in config.targets:
         out["layers_ratio"] = config.layers_ratio
         out["removed_layers"] = list(result.removed_layers)
@@ -140,6 +147,9 @@ def lines(result: Any, macs: tuple[int, int] | None) -> list[str]:
     head = "structured pruning" + (f" (ratio {result.ratio:.3g})" if config is None or config.unit_targets else "")
     if macs is not None and macs[0]:
         head += f": MACs {macs[0]:,} → {macs[1]:,} (×{macs[1] / macs[0]:.2f})"
+    latency = getattr(result, "latency", None)
+    if latency is not None and latency[0]:
+        head += f", predicted ORT latency {latency[0]:.3g} → {latency[1]:.3g} ms (×{latency[1] / latency[0]:.2f})"
     rows = result.outcomes
     head += f"; {sum(o.status == 'cut' for o in rows)} groups cut, {sum(o.status != 'cut' for o in rows)} whole"
     out = [head]
