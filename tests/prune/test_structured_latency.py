@@ -39,7 +39,7 @@ def fake_table(model: nn.Module, x: torch.Tensor, cost: dict[str, float] | None 
         table.layers[name] = LayerCurve("linear" if isinstance(m, nn.Linear) else "conv", full, cins, couts, ms)
     total = table.layer_sum({})
     table.model_ms = total + 1.0
-    table.calibrate([(0.0, 1.0), (total, total + 1.0)])  # offset 1 ms, scale 1: no timing in tests
+    assert table.calibrate([(0.0, 1.0), (total / 2, total / 2 + 1.0), (total, total + 1.0)])  # offset 1, scale 1
     return table
 
 
@@ -127,6 +127,18 @@ def test_table_round_trip_and_bad_input(digits: DataSplits, tmp_path: Path) -> N
         StructuredPruneConfig(latency_table="t.json")
     with pytest.raises(ConfigError, match="target_latency must be in"):
         StructuredPruneConfig(target_latency=1.5)
+
+
+def test_calibration_is_kept_only_when_it_explains_the_timings() -> None:
+    table = LatencyTable(
+        batch=1, threads=1, model_ms=5.0, layers={"a": LayerCurve("linear", (4, 4), [4], [4], [[4.0]])}
+    )
+    assert table.predict({}) == pytest.approx(5.0)  # uncalibrated: offset = what the layers leave of model_ms
+    assert table.calibrate([(1.0, 2.5), (2.0, 4.0), (4.0, 7.0)])  # 1 + 1.5 x
+    assert (table.scale, table.offset) == (pytest.approx(1.5), pytest.approx(1.0))
+    noisy = LatencyTable(batch=1, threads=1, model_ms=5.0, layers=table.layers)
+    assert not noisy.calibrate([(1.0, 9.0), (2.0, 2.0), (4.0, 30.0)])  # nonsense from a loaded machine
+    assert noisy.predict({}) == pytest.approx(5.0)
 
 
 def test_measured_table_covers_every_layer(digits: DataSplits) -> None:

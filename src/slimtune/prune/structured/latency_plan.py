@@ -7,6 +7,7 @@ everything."""
 from __future__ import annotations
 
 import copy
+import logging
 import math
 from collections.abc import Callable
 
@@ -19,6 +20,7 @@ from slimtune.prune.structured.graph import Group
 from slimtune.prune.structured.latency import LatencyTable, time_model
 from slimtune.prune.structured.planning import Plan, Scored, apply_plan, plan
 
+log = logging.getLogger("slimtune.prune")
 _IN = {"in_channels", "in_features"}
 _OUT = {"out_channels", "out_features"}
 
@@ -78,7 +80,9 @@ def calibrate(
     finally:
         for k, v in layouts.items():
             v.sizes[:] = sizes[k]
-    table.calibrate(points)
+    if not table.calibrate(points):
+        fit = [(round(a, 3), round(b, 3)) for a, b in points]
+        log.info("latency table: whole-model timings %s do not fit it (a loaded machine?); used uncalibrated", fit)
 
 
 def greedy_plan(
