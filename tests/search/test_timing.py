@@ -66,6 +66,18 @@ def test_models_are_timed_interleaved_so_their_ratio_survives_a_load_change(
     assert switches >= 2 * 15  # every round visits both models, for each batch size
 
 
+def test_paired_ratios_against_a_reference_cancel_each_rounds_load(
+    monkeypatch: pytest.MonkeyPatch, fake: tuple[FakeClock, list[str]]
+) -> None:
+    """With a reference, a model's latency is the reference's median times its median per-round ratio: a load
+    that changes between rounds (the fake clock's busy spell) cancels inside each round's ratio."""
+    x = torch.zeros(4, 3)
+    paths = {"ref": Path("slow.onnx"), "a": Path("fast.onnx")}
+    out = techniques.ort_latencies(paths, x, batch_sizes=(1,), budget_s=0.3, reference="ref")
+    assert out["a"]["batch1"] == pytest.approx(out["ref"]["batch1"] / 2)
+    assert out["a"]["spread_batch1"] >= 0 and "spread_batch1" not in out["ref"]
+
+
 def test_one_after_another_the_load_decides_which_is_faster(fake: tuple[FakeClock, list[str]]) -> None:
     """Why the front is timed together: timed alone, each model sees its own load."""
     x = torch.zeros(2, 3)
@@ -85,7 +97,8 @@ def test_the_front_is_timed_again_beside_the_teacher_even_if_it_carries_old_late
     now = {"batch1": 10.0, "batch8": 80.0}  # today's load: every model timed here sees it
     runs: list[set[str]] = []
 
-    def fake_latencies(paths: dict[str, Path], x: torch.Tensor) -> dict[str, dict[str, float]]:
+    def fake_latencies(paths: dict[str, Path], x: torch.Tensor, reference: str) -> dict[str, dict[str, float]]:
+        assert reference == "teacher"
         runs.append(set(paths))
         scale = {"teacher": 2.0, "a": 1.0, "b": 0.5}
         return {k: {b: v * scale[k] for b, v in now.items()} for k in paths}

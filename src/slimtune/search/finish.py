@@ -60,9 +60,9 @@ def measure_teacher(teacher: nn.Module, data: DataSplits, folder: Path) -> dict[
 
 def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any]]:
     """The front, every member timed carefully (batch 1 and 8) **together with the teacher**, interleaved,
-    so that each ratio to the teacher comes from one run under one load. Timing can change the front, so
-    repeat until the front is a set timed in one run; latencies carried over from an earlier run (a
-    resumed search, an earlier repeat) never stand beside the teacher's: they are timed again."""
+    each latency the teacher's times the member's paired per-round ratio to it (one run, one load). Timing
+    can change the front, so repeat until the front is a set timed in one run; latencies carried over from an
+    earlier run (a resumed search, an earlier repeat) never stand beside the teacher's: they are timed again."""
     x = tensor_x(s.data.test.x)
     teacher = s.state["teacher"]
     timed_together: set[str] = set()
@@ -72,10 +72,12 @@ def _measured_front(s: Search, pool: list[dict[str, Any]]) -> list[dict[str, Any
             break
         paths = {r["id"]: s.out / r["onnx"] for r in front}
         paths[TEACHER] = s.out / WORK / TEACHER / TEACHER_ONNX
-        timed = ort_latencies(paths, x)
+        timed = ort_latencies(paths, x, reference=TEACHER)
         teacher["latency_ms"] = timed.pop(TEACHER)
         for r in front:
-            r["latency_ms"] = timed[r["id"]]
+            lat = timed[r["id"]]
+            r["latency_spread"] = {k.removeprefix("spread_"): lat.pop(k) for k in list(lat) if k.startswith("spread_")}
+            r["latency_ms"] = lat
         timed_together = set(timed)
         s.save()
         front = strategy.front(pool, s.config.objective)

@@ -186,13 +186,16 @@ def ort_latencies(
     batch_sizes: tuple[int, ...] = (1, 8),
     budget_s: float = 0.3,
     rounds: int = 15,
+    reference: str | None = None,
 ) -> dict[str, dict[str, float]]:
     """ONNX Runtime latency in ms per model and batch size, the models timed **interleaved**: ``rounds``
     rounds, each timing a short block of calls of every model (the starting model rotating), and the
     median per-call time of each model's blocks. Models timed one after another on a busy machine see
     different loads (±60% seen on 2 cores) and noise decides which is faster; interleaved, a load change
     hits every model of the round alike, so their ratios hold. About ``budget_s`` of calls per model and
-    batch size."""
+    batch size. With ``reference`` (a key of ``paths``), each model's latency is the reference's median times
+    the median of the model's **paired per-round ratios** to the reference (a round's load cancels in its
+    ratio), and ``out[model]["spread_batch<n>"]`` records (p90 - p10) / median of those ratios."""
     from slimtune.export.onnx import ort_session
 
     keys = list(paths)
@@ -220,6 +223,12 @@ def ort_latencies(
                 per_call[k].append((time.perf_counter() - t0) * 1000 / block[k])
         for k in keys:
             out[k][f"batch{b}"] = statistics.median(per_call[k])
+            if reference is not None and k != reference:
+                ratios = sorted(t / r for t, r in zip(per_call[k], per_call[reference]))
+                mid = statistics.median(ratios)
+                out[k][f"batch{b}"] = statistics.median(per_call[reference]) * mid
+                lo, hi = ratios[int(0.1 * (len(ratios) - 1))], ratios[round(0.9 * (len(ratios) - 1))]
+                out[k][f"spread_batch{b}"] = round((hi - lo) / mid, 4)
     return out
 
 
