@@ -231,13 +231,14 @@ def measure_latency_table(
 ) -> LatencyTable:
     """Time every Conv/Linear of ``model`` alone in ONNX Runtime on a grid of widths (multiples of ``step``, or
     of ``step[layer]``), at ``batch`` copies of ``example``'s first item, and the whole model. Every point is
-    timed in each of ``passes`` interleaved passes over the whole grid and keeps its fastest pass median, so a
-    burst of load on a shared machine hits one pass, not the table."""
+    timed in each of ``passes`` interleaved passes over the whole grid, each in a new session, and keeps its
+    fastest pass median: on a loaded machine one session's thread pool can stall ×10 for its whole life (seen on
+    2 busy cores), and a burst of load hits one pass, not the table."""
     one = example[:1]
     big = one.expand(batch, *one.shape[1:]).contiguous()
     model = model.eval()
     rng = np.random.default_rng(0)
-    points: list[tuple[str, int, int, Any, dict[str, np.ndarray]]] = []
+    points: list[tuple[str, int, int, Any, dict[str, np.ndarray]]] = []  # (layer, i, j, graph, feed)
     shapes: dict[str, tuple[str, tuple[int, int], list[int], list[int]]] = {}
     for name, (m, shape) in layer_shapes(model, big).items():
         s = step.get(name, 8) if isinstance(step, dict) else step
@@ -257,13 +258,13 @@ def measure_latency_table(
                 else:
                     graph, x_shape = _conv_node(m, shape, cin, cout), (shape[0], cin, *shape[2:])  # type: ignore[arg-type,assignment]
                 feed = {"x": rng.standard_normal(x_shape).astype(np.float32)}
-                points.append((name, i, j, _session(graph, threads), feed))
+                points.append((name, i, j, graph, feed))
     best: dict[tuple[str, int, int], float] = {}
     model_ms = math.inf
     for _ in range(max(1, passes)):
         model_ms = min(model_ms, time_model(model, one, batch=batch, threads=threads))
-        for name, i, j, session, feed in points:
-            ms = _time_ms(session, feed, budget_s=budget_s, repeats=repeats)
+        for name, i, j, graph, feed in points:  # a fresh session each pass: a stalled thread pool stays in one
+            ms = _time_ms(_session(graph, threads), feed, budget_s=budget_s, repeats=repeats)
             best[name, i, j] = min(best.get((name, i, j), math.inf), ms)
     table = LatencyTable(batch=batch, threads=threads, model_ms=model_ms)
     for name, (kind, full, cins, couts) in shapes.items():
