@@ -32,17 +32,16 @@ import json
 import os
 import statistics
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import lm_export_speed as les  # noqa: E402  (sets HF offline, holds the SmolLM2 folder and genai builder)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import lm_export_speed as les  # (sets HF offline, holds the SmolLM2 folder and genai builder)
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parent  # run as a script, its folder is first on sys.path
 
 THREADS = les.THREADS
 PROMPT = "ROMEO:\nBut soft, what light through yonder window breaks? It is the east, and"

@@ -30,12 +30,12 @@ import time
 from pathlib import Path
 from typing import Any
 
-BENCH = Path(__file__).resolve().parent
-sys.path.insert(0, str(BENCH))
-import lm_baseline as lb  # noqa: E402
-import lm_export_speed as les  # noqa: E402  (sets HF offline, holds the SmolLM2 folder)
-import numpy as np  # noqa: E402
-import torch  # noqa: E402
+import lm_baseline as lb
+import lm_export_speed as les  # (sets HF offline, holds the SmolLM2 folder)
+import numpy as np
+import torch
+
+BENCH = Path(__file__).resolve().parent  # run as a script, its folder is first on sys.path
 
 THREADS = les.THREADS
 PROMPT = (
