@@ -4,6 +4,7 @@ page plotting perplexity, the CLI, and bad input as one line."""
 
 from __future__ import annotations
 
+import copy
 import io
 import json
 import math
@@ -263,6 +264,33 @@ def test_a_spent_time_budget_starts_no_new_base_and_still_ships(
     assert by_name["depth-0.5"]["status"] == "not-run" and by_name["depth-0.5"]["reason"] == "time budget spent"
     assert (tmp_path / "s" / "best" / "bundle.json").is_file()
     assert len(lines) == 1 and lines[0].startswith("[2/4 candidates measured] dense one-shot")
+
+
+def test_a_search_resumes_where_it_stopped(lm_and_data: tuple[torch.nn.Module, DataSplits], tmp_path: Path) -> None:
+    """A search stopped by its time budget (as a killed one) continues with --resume: the bases it finished are
+    not made again, the rest are; other options or another model are refused in one line."""
+    from slimtune.errors import OutputExistsError
+
+    model, data = lm_and_data
+    opts = {"max_ppl_increase": 5.0, "techniques": ("depth", "quant"), "precisions": ("int8-rtn",)}
+    out = tmp_path / "s"
+    search(model, data, config=_config(**opts, time_budget=0.001), out=out)
+    first = {r["name"]: r for r in json.loads((out / "search.json").read_text())["candidates"]}
+    assert first["depth-0.5"]["status"] == "not-run"
+    with pytest.raises(OutputExistsError, match="--resume"):
+        search(model, data, config=_config(**opts), out=out)
+    with pytest.raises(ConfigError, match="other search options"):
+        search(model, data, config=_config(**{**opts, "max_ppl_increase": 9.0}), out=out, resume=True)
+    other = copy.deepcopy(model)
+    with torch.no_grad():
+        next(other.parameters()).add_(1.0)
+    with pytest.raises(ConfigError, match="another model"):
+        search(other, data, config=_config(**opts), out=out, resume=True)
+    result = search(model, data, config=_config(**opts), out=out, resume=True)
+    by_name = {r["name"]: r for r in result.candidates}
+    assert by_name["depth-0.5"]["val_perplexity"] is not None and by_name["depth-0.5"]["status"] != "not-run"
+    assert by_name["model"]["evaluations"] == first["model"]["evaluations"]  # measured once, before the stop
+    assert (out / "best" / "bundle.json").is_file()
 
 
 def test_recovery_of_a_sparse_base_holds_its_zeros(lm_and_data: tuple[torch.nn.Module, DataSplits]) -> None:

@@ -63,27 +63,37 @@ class LMSearch:
         force: bool,
         progress: Progress | None,
     ) -> None:
-        if resume:
-            raise ConfigError("--resume is not supported by the language-model search yet; rerun with --force")
         self.teacher, self.data, self.config, self.out, self.progress = teacher, data, config, out, progress
         self.space = build_lm_space(config)
         self.bases = list({c.base.id: c.base for c in self.space}.values())
         self.started = time.perf_counter()
         self.evaluations = 0
-        if (out / SEARCH_JSON).exists() and not force:
-            raise OutputExistsError(f"'{out}' already holds a search; pass --force to replace it")
-        claim_outputs(out, clear=True)
-        cands: list[dict[str, Any]] = [
+        path = out / SEARCH_JSON
+        if path.exists() and not resume and not force:
+            raise OutputExistsError(f"'{out}' already holds a search; pass --resume to continue it or --force")
+        claim_outputs(out, clear=not resume)
+        print_ = fingerprint(teacher)
+        if resume and path.exists():
+            self.state: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+            self._check_same(print_)
+            self.state["config"] = config.to_dict()  # e.g. a longer time budget for the rest
+        else:
+            self.state = self._new_state(print_)
+        self.records: dict[str, dict[str, Any]] = {r["id"]: r for r in self.state["candidates"]}
+        self.elapsed_before = float(self.state.get("elapsed_s", 0.0))
+
+    def _new_state(self, print_: str) -> dict[str, Any]:
+        cands = [
             {"id": c.id, "name": candidate_name(c), "config": c.spec, "base": c.base.id, "status": "pending",
              "evaluations": []}
             for c in self.space
         ]  # fmt: skip
-        self.records: dict[str, dict[str, Any]] = {r["id"]: r for r in cands}
-        self.state: dict[str, Any] = {
+        return {
             "version": FORMAT_VERSION,
             "kind": "lm",
-            "config": config.to_dict(),
-            "teacher": {"fingerprint": fingerprint(teacher)},
+            "config": self.config.to_dict(),
+            "settings": _settings(self.config),
+            "teacher": {"fingerprint": print_},
             "elapsed_s": 0.0,
             "candidates": cands,
             "bases": {
@@ -91,13 +101,28 @@ class LMSearch:
             },
         }
 
+    def _check_same(self, print_: str) -> None:
+        """A resumed search continues only the same search: same candidates and evaluation settings, same model."""
+        ids = [r.get("id") for r in self.state.get("candidates", [])]
+        same = self.state.get("kind") == "lm" and self.state.get("version") == FORMAT_VERSION
+        if not same or ids != [c.id for c in self.space] or self.state.get("settings") != _settings(self.config):
+            raise ConfigError(
+                f"cannot resume the search in '{self.out}': it was started with other search options; "
+                "use the same options (only --time-budget may change), a new --out or --force"
+            )
+        if self.state["teacher"].get("fingerprint") != print_:
+            raise ConfigError(
+                f"cannot resume the search in '{self.out}': it was started from another model; "
+                "use the same model, a new --out or --force"
+            )
+
     # -- bookkeeping ----------------------------------------------------------------------------------------
     @property
     def reference(self) -> float:
         return float(self.state["teacher"]["val_perplexity"])
 
     def elapsed(self) -> float:
-        return time.perf_counter() - self.started
+        return self.elapsed_before + time.perf_counter() - self.started
 
     def out_of_time(self) -> bool:
         budget = self.config.time_budget_s
@@ -197,9 +222,11 @@ class LMSearch:
         pool = self.evaluated()
         ok = [lm_cost(r, self.config.objective) for r in pool if self.feasible(r)]
         best = min(ok, default=math.inf)
+        recovered = {b for b, rec in self.state["bases"].items() if rec.get("recovery") is not None}
         hits = [
             r for r in lm_front(pool, self.config.objective)
             if not self.feasible(r) and lm_cost(r, self.config.objective) < best and r["config"]["kind"] != "dense"
+            and r["base"] not in recovered
         ]  # fmt: skip
         order: list[Base] = []
         by_id = {b.id: b for b in self.bases}
@@ -238,19 +265,32 @@ class LMSearch:
     def run(self) -> None:
         from slimtune.search.lm_techniques import proxy_perplexity
 
-        ppl = proxy_perplexity(self.teacher, self.data, self.config)
-        if not math.isfinite(ppl):
-            raise ConfigError("the model's own perplexity on the validation windows is not finite; check the data")
-        self.state["teacher"].update(val_perplexity=ppl, bytes=estimated_bytes(self.teacher, "fp32", -1))
+        if self.state["teacher"].get("val_perplexity") is None:
+            ppl = proxy_perplexity(self.teacher, self.data, self.config)
+            if not math.isfinite(ppl):
+                raise ConfigError("the model's own perplexity on the validation windows is not finite; check the data")
+            self.state["teacher"].update(val_perplexity=ppl, bytes=estimated_bytes(self.teacher, "fp32", -1))
+            self.save()
         for base in self.bases:
-            if self.out_of_time() and self.evaluations:
+            records = self._base_records(base)
+            if all(r.get("val_perplexity") is not None or r["status"] in DEAD for r in records):
+                continue  # done before a resume
+            if self.out_of_time() and (self.evaluations or self.elapsed_before):
                 break  # no new work after the budget; the model itself is always measured
+            for r in records:  # a base cut short (a kill, a spent budget) is made and measured again whole
+                r.update(status="pending", evaluations=[])
+                r.pop("reason", None)
             self._evaluate_base(base)
         for base in self.recovery_targets():
             if self.out_of_time():
                 break
             self._recover(base)
         self.save()
+
+
+def _settings(config: LMSearchConfig) -> dict[str, Any]:
+    """What a resumed search must share with the one it continues: every option but the time budget."""
+    return {k: v for k, v in json.loads(json.dumps(config.to_dict())).items() if k != "time_budget"}
 
 
 __all__ = ["LMSearch", "increase", "lm_cost", "lm_front"]
