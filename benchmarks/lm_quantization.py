@@ -60,6 +60,7 @@ def configs(grid: str, calib: int, awq_grid: int) -> dict[str, Any]:
         "hqq": HQQConfig(**c),
         "gptq": GPTQConfig(**c, **cal, act_order=False, mse=False),  # the reference implementation's settings
         "gptq-ao-mse": GPTQConfig(**c, **cal, act_order=True, mse=True),
+        "gptq-ao-mse-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True),
         "awq": AWQConfig(**c, **cal, grid=awq_grid),
         "awq-gptq": AWQGPTQConfig(**c, **cal, grid=awq_grid, act_order=True, mse=True),
     }
@@ -179,6 +180,7 @@ def main() -> None:
             else:
                 row = ours(name, configs(grid, args.calib, args.awq_grid)[name], base, test.x, calib)
             row.update(grid=grid, method=name, delta_pct=100 * (row["perplexity"] / ref - 1),
+                       eval_tokens=setup["eval_tokens"], calib_tokens=setup["calib_tokens"],
                        load_avg=[load0, os.getloadavg()[0]], commit=commit)  # fmt: skip
             print(f"{grid} {name}: ppl {row['perplexity']:.2f} ({row['delta_pct']:+.1f}%), {row['seconds']:.1f} s",
                   flush=True)  # fmt: skip
@@ -192,7 +194,9 @@ def merge(setup: dict[str, Any], row: dict[str, Any]) -> None:
         fcntl.flock(lock, fcntl.LOCK_EX)
         old = json.loads(path.read_text()) if path.is_file() else {}
         key = (row["grid"], row["method"])
-        rows = [r for r in old.get("rows", []) if "mb" in r and (r["grid"], r["method"]) != key]
+        same_eval = old.get("setup", {}).get("fp32_perplexity") == setup["fp32_perplexity"]
+        # rows measured on another test slice are not comparable: they leave the table
+        rows = [r for r in old.get("rows", []) if same_eval and "mb" in r and (r["grid"], r["method"]) != key]
         commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True).stdout.strip()
         result = {"setup": {**setup, "commit": commit}, "rows": [*rows, row]}
         path.write_text(json.dumps(result, indent=2))

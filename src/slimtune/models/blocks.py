@@ -142,12 +142,7 @@ def calibration_pass(
             inputs = capture_block0(model, samples, batch_size=batch_size)
             for i, block in enumerate(layers):
                 targets = {n: m for n, m in target_layers(block).items() if select is None or select(n, m)}
-                handles = list(_hook(targets, algorithm))
-                try:
-                    inputs.run(block)
-                finally:
-                    for h in handles:
-                        h.remove()
+                observe_block(block, inputs, targets, algorithm)
                 algorithm.compress_block(BlockContext(i, block, inputs, f"layers.{i}"), targets)
                 inputs = BlockInputs(inputs.run(block), inputs.kwargs)  # the next block sees compressed outputs
                 if bar is not None:
@@ -158,6 +153,49 @@ def calibration_pass(
         model.train(was_training)
         if use_cache is not None:
             config.use_cache = use_cache
+
+
+def observe_block(
+    block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module], algorithm: BlockAlgorithm
+) -> None:
+    """Run every captured chunk through ``block`` with ``algorithm.observe`` hooked on ``targets``' inputs."""
+    handles = list(_hook(targets, algorithm))
+    try:
+        inputs.run(block)
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def sequential_stages(block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module]) -> list[list[str]]:
+    """``targets`` in the order the block's forward reaches them, grouped into stages of layers that read the same
+    input (q|k|v, gate|up): the order of GPTQ's "true sequential" mode, where each stage is compressed on the
+    inputs that the already compressed stages before it produce. Found by running the first chunk once."""
+    seen: list[tuple[str, torch.Tensor]] = []
+
+    def record(mod: nn.Module, args: tuple[Any, ...], _name: str = "") -> None:
+        seen.append((_name, args[0].detach()))
+
+    handles = [m.register_forward_pre_hook(lambda mod, args, _n=n: record(mod, args, _n)) for n, m in targets.items()]
+    try:
+        with torch.no_grad():
+            block(inputs.hidden[0], **inputs.kwargs[0])
+    finally:
+        for h in handles:
+            h.remove()
+    stages: list[list[str]] = []
+    last: torch.Tensor | None = None
+    for name, x in seen:
+        if any(name in st for st in stages):
+            continue  # a layer called twice keeps its first place
+        same = last is not None and x.shape == last.shape and bool(torch.equal(x, last))
+        if same:
+            stages[-1].append(name)
+        else:
+            stages.append([name])
+        last = x
+    stages += [[n] for n in targets if not any(n in st for st in stages)]  # never reached: alone, at the end
+    return stages
 
 
 def _hook(targets: dict[str, nn.Module], algorithm: BlockAlgorithm) -> Iterator[Any]:

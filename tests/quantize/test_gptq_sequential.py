@@ -1,0 +1,78 @@
+"""GPTQ's true-sequential mode: a block's stages (q|k|v, o, gate|up, down) are found from the forward order, and
+each stage's Hessian is collected on the outputs of the stages before it once they are quantized."""
+
+from __future__ import annotations
+
+import copy
+from typing import Any
+
+import pytest
+import torch
+
+from slimtune.models.blocks import capture_block0, sequential_stages, target_layers
+from slimtune.quantize.weight_only import GPTQConfig, quantize_lm_
+from slimtune.quantize.weight_only import methods as wo_methods
+from slimtune.quantize.weight_only.gptq import HessianStats
+from slimtune.testing.tiny_lm import tiny_gpt2, tiny_llama
+
+from .test_gptq_awq import text_ids
+
+
+def _stages(model: Any) -> list[list[str]]:
+    block = model.model.layers[0] if hasattr(model, "model") else model.transformer.h[0]
+    inputs = capture_block0(model, text_ids(2), batch_size=2)
+    return sequential_stages(block, inputs, target_layers(block))
+
+
+def test_stages_follow_the_forward_and_group_layers_reading_one_input() -> None:
+    llama = _stages(tiny_llama(hidden=64))
+    assert [sorted(s) for s in llama] == [
+        ["self_attn.k_proj", "self_attn.q_proj", "self_attn.v_proj"],
+        ["self_attn.o_proj"],
+        ["mlp.gate_proj", "mlp.up_proj"],
+        ["mlp.down_proj"],
+    ]
+    assert _stages(tiny_gpt2()) == [["attn.c_attn"], ["attn.c_proj"], ["mlp.c_fc"], ["mlp.c_proj"]]
+
+
+_GPTQ = wo_methods.gptq
+
+
+def _hessians(model: Any, ids: torch.Tensor, monkeypatch: pytest.MonkeyPatch, **options: Any) -> dict[str, Any]:
+    seen: dict[str, torch.Tensor] = {}
+
+    def spy(w: torch.Tensor, h: torch.Tensor, **kw: Any) -> Any:
+        seen[kw["name"]] = h.clone()
+        return _GPTQ(w, h, **kw)
+
+    monkeypatch.setattr(wo_methods, "gptq", spy)
+    quantize_lm_(model, GPTQConfig(bits=4, group_size=32, samples=len(ids), batch_size=4, **options), calibration=ids)
+    return seen
+
+
+def _input_hessian(model: Any, ids: torch.Tensor, layer: torch.nn.Module) -> torch.Tensor:
+    stats = HessianStats(layer.in_features)
+    model.eval()
+    handle = layer.register_forward_pre_hook(lambda _m, args: stats.add(args[0].detach()))
+    with torch.no_grad():
+        for chunk in ids.split(4):
+            model(input_ids=chunk, use_cache=False)
+    handle.remove()
+    return stats.h
+
+
+def test_true_sequential_hessians_come_from_the_quantized_earlier_stages(monkeypatch: pytest.MonkeyPatch) -> None:
+    torch.manual_seed(0)
+    fp32, ids = tiny_llama(hidden=64), text_ids(8)
+    seq = copy.deepcopy(fp32)
+    h_seq = _hessians(seq, ids, monkeypatch, true_sequential=True)
+    h_one = _hessians(copy.deepcopy(fp32), ids, monkeypatch, true_sequential=False)
+    for name in ("self_attn.o_proj", "mlp.down_proj"):
+        key = f"layers.0.{name}"
+        # the final model's earlier stages are quantized, and a layer's own weight never changes its input
+        expected = _input_hessian(seq, ids, seq.model.layers[0].get_submodule(name))
+        assert torch.allclose(h_seq[key], expected, rtol=1e-4, atol=1e-6), name
+        assert not torch.allclose(h_one[key], expected, rtol=1e-3, atol=1e-5), name
+        assert torch.allclose(h_one[key], _input_hessian(fp32, ids, fp32.model.layers[0].get_submodule(name)))
+    # the first stage reads the block input, which both modes see unchanged in block 0
+    assert torch.allclose(h_seq["layers.0.self_attn.q_proj"], h_one["layers.0.self_attn.q_proj"])
