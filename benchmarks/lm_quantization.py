@@ -61,6 +61,7 @@ def configs(grid: str, calib: int, awq_grid: int) -> dict[str, Any]:
         "gptq": GPTQConfig(**c, **cal, act_order=False, mse=False),  # the reference implementation's settings
         "gptq-ao-mse": GPTQConfig(**c, **cal, act_order=True, mse=True),
         "gptq-ao-mse-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True),
+        "gptq-seq-refit": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, refit_scales=True),
         "awq": AWQConfig(**c, **cal, grid=awq_grid),
         "awq-gptq": AWQGPTQConfig(**c, **cal, grid=awq_grid, act_order=True, mse=True),
     }

@@ -76,3 +76,39 @@ def test_true_sequential_hessians_come_from_the_quantized_earlier_stages(monkeyp
         assert torch.allclose(h_one[key], _input_hessian(fp32, ids, fp32.model.layers[0].get_submodule(name)))
     # the first stage reads the block input, which both modes see unchanged in block 0
     assert torch.allclose(h_seq["layers.0.self_attn.q_proj"], h_one["layers.0.self_attn.q_proj"])
+
+
+def test_refit_scales_keeps_codes_and_lowers_the_output_error_of_a_real_layer() -> None:
+    from slimtune.quantize.weight_only.gptq import gptq
+    from slimtune.quantize.weight_only.grid import rtn
+    from slimtune.quantize.weight_only.refit import refit_scales
+
+    from .test_gptq_quality import _real_layer
+
+    w, x = _real_layer()
+    stats = HessianStats(x.shape[1])
+    stats.add(x)
+
+    def err(q: torch.Tensor) -> float:
+        return float(((x @ (w - q).t()) ** 2).sum())
+
+    for bits, group, sym in ((4, 32, True), (3, 64, False), (3, 48, False)):
+        for qw in (rtn(w, bits=bits, group_size=group, symmetric=sym),
+                   gptq(w, stats.h, bits=bits, group_size=group, symmetric=sym, act_order=True, mse=True)):  # fmt: skip
+            fit = refit_scales(qw, w, stats.h)
+            assert torch.equal(fit.codes, qw.codes) and torch.equal(fit.zeros, qw.zeros)
+            assert err(fit.dequantize()) < 0.995 * err(qw.dequantize()), (bits, group, qw.method)
+            rows = ((w - fit.dequantize()) @ stats.h * (w - fit.dequantize())).sum(1)
+            before = ((w - qw.dequantize()) @ stats.h * (w - qw.dequantize())).sum(1)
+            assert bool((rows <= before * (1 + 1e-5) + 1e-6).all())  # no row gets worse
+
+
+def test_refit_keeps_a_pruned_layers_zeros_through_quantize_lm() -> None:
+    torch.manual_seed(0)
+    model, ids = tiny_llama(hidden=64), text_ids(8)
+    layer = model.model.layers[0].mlp.down_proj
+    with torch.no_grad():
+        layer.weight[:, ::2] = 0.0
+    cfg = GPTQConfig(bits=4, group_size=32, samples=8, batch_size=4, true_sequential=True, refit_scales=True)
+    quantize_lm_(model, cfg, calibration=ids)
+    assert bool((layer.weight[:, ::2] == 0).all()) and bool((layer.weight[:, 1::2] != 0).any())

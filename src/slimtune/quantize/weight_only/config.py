@@ -85,6 +85,7 @@ class GPTQConfig(CalibratedConfig):
     static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
     mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
     true_sequential: bool = False  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
+    refit_scales: bool = False  # after the codes are chosen, least-squares scales on the layer output (``refit``)
 
     def __post_init__(self) -> None:
         super().__post_init__()

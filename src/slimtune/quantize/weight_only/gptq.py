@@ -40,14 +40,15 @@ class HessianStats:
 def gptq(
     w: torch.Tensor, h: torch.Tensor, *, bits: int, group_size: int, symmetric: bool, damp: float = 0.01,
     block_size: int = 128, act_order: bool = False, static_groups: bool = True, mse: bool = False,
-    name: str = "layer", mask: torch.Tensor | None = None,
+    name: str = "layer", mask: torch.Tensor | None = None, grid: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> QuantizedWeight:  # fmt: skip
     """Quantize the (out, in) weight ``w`` with the Hessian ``h`` (in, in); see the module docstring.
     ``static_groups=False`` (only without act-order) fits each group's grid when the solver reaches it, on the
     weights the earlier columns' errors have already moved (the reference's lazy grids). ``mse`` picks each
     grid by the diag(H)-weighted rounding error over range shrinks (``mse_grid``) instead of min/max.
     ``mask`` (bool, (out, in)): weights where it is False (a pruned model's zeros) stay exactly zero (code = zero
-    point) and their error feeds the later columns like any rounding error."""
+    point) and their error feeds the later columns like any rounding error. ``grid`` (scales, zeros), both
+    (out, groups), fixes the static grid instead of fitting it (``refit`` passes its least-squares scales back)."""
     w = w.detach().clone().float()
     h = h.detach().clone().float()
     width = int(w.shape[1])
@@ -66,7 +67,7 @@ def gptq(
 
     lazy = not static_groups and not act_order
     # static: the grid of every group from the weight before any update (RTN's grid when nothing moves)
-    scale, zero = fit(w, 0)
+    scale, zero = fit(w, 0) if grid is None else (grid[0].clone(), grid[1].clone())
     perm = torch.argsort(torch.diag(h), descending=True) if act_order else torch.arange(width)
     w, h = w[:, perm], h[perm][:, perm]
     keep = None if mask is None else mask[:, perm]

@@ -14,6 +14,7 @@ from slimtune.quantize.weight_only.awq import AWQ
 from slimtune.quantize.weight_only.config import AWQConfig, AWQGPTQConfig, GPTQConfig, HQQConfig, RTNConfig
 from slimtune.quantize.weight_only.gptq import HessianStats, gptq
 from slimtune.quantize.weight_only.grid import hqq, rtn
+from slimtune.quantize.weight_only.refit import refit_scales
 
 
 @register_lm_quantizer("rtn", RTNConfig, help="round-to-nearest on the per-group min/max grid (no data)")
@@ -70,6 +71,8 @@ class GPTQ:
                       damp=c.damp, block_size=c.block_size, act_order=c.act_order,
                       static_groups=c.static_groups, mse=c.mse,
                       name=f"{ctx.name}.{name}", mask=None if bool(zeros.all()) else zeros)  # fmt: skip
+            if c.refit_scales:
+                qw = refit_scales(qw, w, stats.h)
             store_(layer, qw)
 
 
