@@ -112,3 +112,23 @@ def test_refit_keeps_a_pruned_layers_zeros_through_quantize_lm() -> None:
     cfg = GPTQConfig(bits=4, group_size=32, samples=8, batch_size=4, true_sequential=True, refit_scales=True)
     quantize_lm_(model, cfg, calibration=ids)
     assert bool((layer.weight[:, ::2] == 0).all()) and bool((layer.weight[:, 1::2] != 0).any())
+
+
+def test_true_sequential_sparsegpt_keeps_the_exact_sparsity_and_uses_pruned_inputs() -> None:
+    from slimtune.models.blocks import calibration_pass
+    from slimtune.prune.lm_sparse import SparseGPTConfig, _SparseGPT
+
+    torch.manual_seed(0)
+    fp32, ids = tiny_llama(hidden=64), text_ids(16)
+    outs = {}
+    for seq in (False, True):
+        model = copy.deepcopy(fp32)
+        algo = _SparseGPT(SparseGPTConfig(sparsity=0.5, samples=16, batch_size=4, true_sequential=seq))
+        calibration_pass(model, ids, algo, batch_size=4, progress=False)
+        for layer in model.model.layers:
+            for name, m in target_layers(layer).items():
+                zeros = (m.weight == 0).float().mean().item()
+                assert abs(zeros - 0.5) < 0.02, (name, zeros)
+        outs[seq] = model.model.layers[0].mlp.down_proj.weight.detach().clone()
+    # down_proj of block 0 was pruned on different (pruned-upstream) inputs: its kept weights differ
+    assert not torch.allclose(outs[False], outs[True])

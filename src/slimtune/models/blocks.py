@@ -198,6 +198,25 @@ def sequential_stages(block: nn.Module, inputs: BlockInputs, targets: dict[str, 
     return stages
 
 
+def compress_in_stages(
+    ctx: BlockContext,
+    targets: dict[str, nn.Module],
+    algorithm: BlockAlgorithm,
+    compress: Callable[[dict[str, nn.Module]], None],
+    forget: Callable[[str], object],
+) -> None:
+    """True-sequential compression of one block: ``compress`` each stage of ``sequential_stages`` in turn; before
+    every stage after the first, ``forget`` its layers' statistics and observe them again on the block whose
+    earlier stages are already compressed (the first stage's statistics come from the pass's own run)."""
+    for k, stage in enumerate(sequential_stages(ctx.block, ctx.inputs, targets)):
+        layers = {n: targets[n] for n in stage}
+        if k:
+            for n in stage:
+                forget(n)
+            observe_block(ctx.block, ctx.inputs, layers, algorithm)
+        compress(layers)
+
+
 def _hook(targets: dict[str, nn.Module], algorithm: BlockAlgorithm) -> Iterator[Any]:
     for name, layer in targets.items():
 

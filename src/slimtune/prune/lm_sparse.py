@@ -21,7 +21,13 @@ from torch import nn
 
 from slimtune.config import Config, check
 from slimtune.errors import ConfigError, DataError
-from slimtune.models.blocks import BlockContext, calibration_pass, linear_weight, set_linear_weight
+from slimtune.models.blocks import (
+    BlockContext,
+    calibration_pass,
+    compress_in_stages,
+    linear_weight,
+    set_linear_weight,
+)
 from slimtune.prune.api import PruneContext, PruneSummary, register_pruner
 from slimtune.prune.lm_sparse_math import row_keep, sparsegpt, wanda_scores
 
@@ -89,6 +95,7 @@ class SparseGPTConfig(LMSparsityConfig):
 
     block_size: int = 128
     damp: float = 0.01
+    true_sequential: bool = False  # each stage (q|k|v, o, gate|up, down) calibrated on the pruned stages' outputs
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -155,6 +162,13 @@ class _SparseGPT:
         self.stats.setdefault(name, self._stats_cls(x.shape[-1])).add(x)
 
     def compress_block(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
+        if self.config.true_sequential:
+            compress_in_stages(ctx, targets, self, lambda t: self._prune(ctx, t), lambda n: self.stats.pop(n, None))
+            self.stats.clear()
+        else:
+            self._prune(ctx, targets)
+
+    def _prune(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
         c = self.config
         n, m = c.nm
         for name, layer in targets.items():

@@ -8,7 +8,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimtune.models.blocks import BlockContext, calibration_pass, linear_weight, observe_block, sequential_stages
+from slimtune.models.blocks import BlockContext, calibration_pass, compress_in_stages, linear_weight
 from slimtune.quantize.weight_only.api import block_targets, register_lm_quantizer, store_
 from slimtune.quantize.weight_only.awq import AWQ
 from slimtune.quantize.weight_only.config import AWQConfig, AWQGPTQConfig, GPTQConfig, HQQConfig, RTNConfig
@@ -49,17 +49,11 @@ class GPTQ:
         self.stats.setdefault(name, HessianStats(x.shape[-1])).add(x)
 
     def compress_block(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
-        if not self.config.true_sequential:
+        if self.config.true_sequential:
+            compress_in_stages(ctx, targets, self, lambda t: self._quantize(ctx, t), lambda n: self.stats.pop(n, None))
+            self.stats.clear()
+        else:
             self._quantize(ctx, targets)
-            return
-        for k, stage in enumerate(sequential_stages(ctx.block, ctx.inputs, targets)):
-            layers = {n: targets[n] for n in stage}
-            if k:  # the Hessians of this stage again, on the outputs of the stages already quantized
-                for n in stage:
-                    self.stats.pop(n, None)
-                observe_block(ctx.block, ctx.inputs, layers, self)
-            self._quantize(ctx, layers)
-        self.stats.clear()
 
     def _quantize(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
         c = self.config
