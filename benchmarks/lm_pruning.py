@@ -13,6 +13,7 @@ benchmarks/results/lm_pruning.{json,md} (same method, pattern, calibration size 
 
     python benchmarks/lm_pruning.py                                                  # one-shot, 2k calib tokens
     python benchmarks/lm_pruning.py --calib 64 --calib-window 256 --methods sparsegpt --recover-minutes 10
+    python benchmarks/lm_pruning.py --calib 64 --calib-window 256 --methods sparsegpt-seq --patterns 50%
 """
 
 from __future__ import annotations
@@ -84,7 +85,8 @@ def main() -> None:
     parser.add_argument("--calib", type=int, default=16)
     parser.add_argument("--calib-window", type=int, default=128)
     parser.add_argument("--threads", type=int, default=1)  # 2 threads on a loaded machine: the solver crawls
-    parser.add_argument("--methods", nargs="+", default=["magnitude", "wanda", "sparsegpt"])
+    parser.add_argument("--methods", nargs="+", default=["magnitude", "wanda", "sparsegpt"],
+                        help="also sparsegpt-seq (true sequential), sparsegpt-seq-owl (+ OWL at 50%%)")  # fmt: skip
     parser.add_argument("--patterns", nargs="+", default=["50%", "2:4"])
     parser.add_argument("--recover-minutes", type=float, default=0.0)
     parser.add_argument("--recover-windows", type=int, default=96)
@@ -116,8 +118,11 @@ def main() -> None:
             if method == "magnitude":
                 magnitude_(model, sparsity=0.5, n=2 if pattern == "2:4" else 0, m=4 if pattern == "2:4" else 0)
             else:
+                extra = {"true_sequential": True} if method.startswith("sparsegpt-seq") else {}
+                if method.endswith("-owl") and pattern == "50%":
+                    extra["owl"] = True
                 cls = WandaConfig if method == "wanda" else SparseGPTConfig
-                prune_(model, cls(samples=args.calib, **options), data=data)
+                prune_(model, cls(samples=args.calib, **options, **extra), data=data)
             prune_s = time.perf_counter() - start
             start = time.perf_counter()
             value = corpus.ppl(model)
@@ -152,7 +157,7 @@ def merged(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 
 def best(rows: list[dict[str, Any]], pattern: str, recovered: bool) -> dict[str, Any] | None:
-    cands = [r for r in rows if r["method"] == "sparsegpt" and r["pattern"] == pattern
+    cands = [r for r in rows if r["method"].startswith("sparsegpt") and r["pattern"] == pattern
              and (r["recover_minutes"] > 0) == recovered]  # fmt: skip
     return min(cands, key=lambda r: r["delta_pct"]) if cands else None
 
