@@ -129,11 +129,29 @@ def hqq_lib_row(grid: str, base: torch.nn.Module, test: torch.Tensor) -> dict[st
             "options": c}  # fmt: skip
 
 
+def ensure_bundle() -> None:
+    """lm_baseline.py's fp32 SmolLM2 bundle (the graph ORT's quantizer rewrites), exported here if missing."""
+    if (BUNDLE / "model.onnx").is_file():
+        return
+    from lm_baseline import PROMPT, load_model
+
+    from slimtune.data import load_text as load
+    from slimtune.export.lm_bundle import export_lm_bundle
+    from slimtune.export.lm_onnx import LMExportConfig
+
+    model, tok, _ = load_model(False)
+    data = load("shakespeare", model, window=512, limit=8)
+    assert isinstance(data.test.x, torch.Tensor)
+    export_lm_bundle(model, tok, BUNDLE, windows=data.test.x[-4:, :64], prompts=[PROMPT], config=LMExportConfig(),
+                     force=True)  # fmt: skip
+
+
 def ort_row(name: str, grid: str, test: Any, calib: torch.Tensor, threads: int) -> dict[str, Any]:
     from _ort_weight_only import ort_quantize
 
     from slimtune.recipe.lm import onnx_perplexity
 
+    ensure_bundle()
     c = parse_grid(grid)
     with tempfile.TemporaryDirectory() as tmp:
         out = Path(tmp) / "model.onnx"
