@@ -62,6 +62,10 @@ def configs(grid: str, calib: int, awq_grid: int) -> dict[str, Any]:
         "gptq-ao-mse": GPTQConfig(**c, **cal, act_order=True, mse=True),
         "gptq-ao-mse-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True),
         "gptq-seq-refit": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, refit_scales=True),
+        "gptaq-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, gptaq=True),
+        "gptaq-seq-refit": GPTQConfig(
+            **c, **cal, act_order=True, mse=True, true_sequential=True, gptaq=True, refit_scales=True
+        ),
         "awq": AWQConfig(**c, **cal, grid=awq_grid),
         "awq-gptq": AWQGPTQConfig(**c, **cal, grid=awq_grid, act_order=True, mse=True),
     }

@@ -11,7 +11,7 @@ import torch
 
 from slimtune.models.blocks import capture_block0, sequential_stages, target_layers
 from slimtune.quantize.weight_only import GPTQConfig, quantize_lm_
-from slimtune.quantize.weight_only import methods as wo_methods
+from slimtune.quantize.weight_only import gptq_block as wo_methods
 from slimtune.quantize.weight_only.gptq import HessianStats
 from slimtune.testing.tiny_lm import tiny_gpt2, tiny_llama
 
@@ -132,3 +132,42 @@ def test_true_sequential_sparsegpt_keeps_the_exact_sparsity_and_uses_pruned_inpu
         outs[seq] = model.model.layers[0].mlp.down_proj.weight.detach().clone()
     # down_proj of block 0 was pruned on different (pruned-upstream) inputs: its kept weights differ
     assert not torch.allclose(outs[False], outs[True])
+
+
+def test_gptaq_fits_the_fp32_inputs_better_than_gptq() -> None:
+    from slimtune.quantize.weight_only.gptq import gptq
+
+    gen = torch.Generator().manual_seed(0)
+    x = torch.randn(2048, 64, generator=gen) @ (torch.eye(64) + 0.3 * torch.randn(64, 64, generator=gen))
+    x_fp = x + 0.3 * x @ torch.randn(64, 64, generator=gen) / 8  # upstream quantization moved the inputs
+    w = torch.randn(32, 64, generator=gen)
+    stats = HessianStats(64)
+    for a, b in zip(x.split(256), x_fp.split(256)):
+        stats.add(a, b)
+    assert stats.d is not None
+
+    def err(q: torch.Tensor) -> float:  # against what the fp32 model computes
+        return float(((x_fp @ w.t() - x @ q.t()) ** 2).sum())
+
+    kw: dict[str, Any] = {"bits": 4, "group_size": 32, "symmetric": True, "act_order": True}
+    plain = err(gptq(w, stats.h, **kw).dequantize())
+    asym = err(gptq(w, stats.h, dxxt=stats.d, **kw).dequantize())
+    full = err(gptq(w, stats.h, dxxt=stats.d, alpha=1.0, **kw).dequantize())
+    assert asym < 0.95 * plain and full < asym, (plain, asym, full)
+
+
+def test_gptaq_sees_no_difference_in_block0s_first_stage_and_one_after(monkeypatch: pytest.MonkeyPatch) -> None:
+    seen: dict[str, Any] = {}
+
+    def spy(w: torch.Tensor, h: torch.Tensor, **kw: Any) -> Any:
+        seen[kw["name"]] = kw.get("dxxt")
+        return _GPTQ(w, h, **kw)
+
+    monkeypatch.setattr(wo_methods, "gptq", spy)
+    torch.manual_seed(0)
+    model, ids = tiny_llama(hidden=64), text_ids(8)
+    cfg = GPTQConfig(bits=4, group_size=32, samples=8, batch_size=4, true_sequential=True, gptaq=True)
+    quantize_lm_(model, cfg, calibration=ids)
+    assert float(seen["layers.0.self_attn.q_proj"].abs().max()) == 0.0  # block 0's input is the same in both
+    assert float(seen["layers.0.mlp.down_proj"].abs().max()) > 0.0
+    assert float(seen["layers.1.self_attn.q_proj"].abs().max()) > 0.0

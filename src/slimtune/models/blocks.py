@@ -204,13 +204,16 @@ def compress_in_stages(
     algorithm: BlockAlgorithm,
     compress: Callable[[dict[str, nn.Module]], None],
     forget: Callable[[str], object],
+    *,
+    refresh_first: bool = False,
 ) -> None:
     """True-sequential compression of one block: ``compress`` each stage of ``sequential_stages`` in turn; before
     every stage after the first, ``forget`` its layers' statistics and observe them again on the block whose
-    earlier stages are already compressed (the first stage's statistics come from the pass's own run)."""
+    earlier stages are already compressed (the first stage's statistics come from the pass's own run unless
+    ``refresh_first``)."""
     for k, stage in enumerate(sequential_stages(ctx.block, ctx.inputs, targets)):
         layers = {n: targets[n] for n in stage}
-        if k:
+        if k or refresh_first:
             for n in stage:
                 forget(n)
             observe_block(ctx.block, ctx.inputs, layers, algorithm)

@@ -86,11 +86,14 @@ class GPTQConfig(CalibratedConfig):
     mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
     true_sequential: bool = False  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
     refit_scales: bool = False  # after the codes are chosen, least-squares scales on the layer output (``refit``)
+    gptaq: bool = False  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
+    gptaq_alpha: float = 0.25
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(0 < self.damp < 1, f"damp must be in (0, 1), got {self.damp}")
         check(self.block_size >= 1, f"block_size must be >= 1, got {self.block_size}")
+        check(0 < self.gptaq_alpha <= 1, f"gptaq_alpha must be in (0, 1], got {self.gptaq_alpha}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -8,13 +8,12 @@ from typing import Any
 import torch
 from torch import nn
 
-from slimtune.models.blocks import BlockContext, calibration_pass, compress_in_stages, linear_weight
+from slimtune.models.blocks import calibration_pass, linear_weight
 from slimtune.quantize.weight_only.api import block_targets, register_lm_quantizer, store_
 from slimtune.quantize.weight_only.awq import AWQ
 from slimtune.quantize.weight_only.config import AWQConfig, AWQGPTQConfig, GPTQConfig, HQQConfig, RTNConfig
-from slimtune.quantize.weight_only.gptq import HessianStats, gptq
+from slimtune.quantize.weight_only.gptq_block import GPTQ
 from slimtune.quantize.weight_only.grid import hqq, rtn
-from slimtune.quantize.weight_only.refit import refit_scales
 
 
 @register_lm_quantizer("rtn", RTNConfig, help="round-to-nearest on the per-group min/max grid (no data)")
@@ -36,38 +35,6 @@ def _hqq(model: nn.Module, config: HQQConfig, calibration: torch.Tensor | None) 
                 layer,
                 hqq(w, bits=config.bits, group_size=config.group_size, symmetric=config.symmetric, iters=config.iters),
             )
-
-
-class GPTQ:
-    """The block algorithm: one Hessian per target layer, then the GPTQ solver layer by layer."""
-
-    def __init__(self, config: GPTQConfig) -> None:
-        self.config = config
-        self.stats: dict[str, HessianStats] = {}
-
-    def observe(self, name: str, layer: nn.Module, x: torch.Tensor) -> None:
-        self.stats.setdefault(name, HessianStats(x.shape[-1])).add(x)
-
-    def compress_block(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
-        if self.config.true_sequential:
-            compress_in_stages(ctx, targets, self, lambda t: self._quantize(ctx, t), lambda n: self.stats.pop(n, None))
-            self.stats.clear()
-        else:
-            self._quantize(ctx, targets)
-
-    def _quantize(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
-        c = self.config
-        for name, layer in targets.items():
-            stats = self.stats.pop(name)
-            w = linear_weight(layer)
-            zeros = w != 0  # a pruned layer keeps its zeros (mask-aware GPTQ)
-            qw = gptq(w, stats.h, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric,
-                      damp=c.damp, block_size=c.block_size, act_order=c.act_order,
-                      static_groups=c.static_groups, mse=c.mse,
-                      name=f"{ctx.name}.{name}", mask=None if bool(zeros.all()) else zeros)  # fmt: skip
-            if c.refit_scales:
-                qw = refit_scales(qw, w, stats.h)
-            store_(layer, qw)
 
 
 @register_lm_quantizer("gptq", GPTQConfig, help="GPTQ: Hessian-weighted error feedback from calibration text")
