@@ -1,13 +1,14 @@
-"""Torch-Pruning's LLM width pruning vs slimtune's ``lm-structured`` on SmolLM2-135M at the same parameter count,
-each followed by the same distillation recovery (``recover_lm_``, same budget, same data, same teacher cache).
+"""Torch-Pruning's LLM width pruning vs slimtune's ``lm-structured`` on SmolLM2-135M at the same shapes, each
+followed by the same distillation recovery (``recover_lm_``, same budget, same data, same teacher cache).
 
-Torch-Pruning (pip ``torch-pruning``), as in its examples/LLMs/prune_llm.py: ``MetaPruner`` with
-``GroupMagnitudeImportance(p=2)``, one ``pruning_ratio`` for the hidden size, the heads (``num_heads`` per q/k/v
-projection: its GQA handling) and the FFN, ``prune_head_dims=False``, ``round_to=4``, lm_head ignored; then the
-attention/MLP attributes updated as the example does. slimtune: KV groups / query heads / FFN channels by
-activation importance (no hidden-size pruning), ratios chosen to land on the same parameter count. A crash is
-recorded with its error line (Torch-Pruning#461/#516 report GQA shape errors). Perplexity on The Tempest first
-4 × 256 tokens. Writes benchmarks/results/lm_vs_torch_pruning.{json,md}.
+``--mode hidden-ffn`` (default): both remove ``--tp-ratio`` of the hidden size and of every layer's FFN channels,
+so the two models have identical shapes and parameter counts. Torch-Pruning (pip ``torch-pruning``): ``MetaPruner``
+with ``GroupMagnitudeImportance(p=2)``, ``round_to=4``, lm_head and q/k/v ignored as roots (their input columns
+still follow the hidden size). ``--mode heads``: its examples/LLMs/prune_llm.py as written (one ratio for hidden
+size, GQA heads through ``num_heads`` and FFN) against slimtune's KV groups + FFN at the same parameter count; its
+dependency graph never finished building here, so that mode records a timeout. slimtune ranks by activation
+importance on calibration text. A crash is recorded with its error line (Torch-Pruning#461/#516 report GQA shape
+errors). Perplexity on The Tempest first 4 × 256 tokens. Writes benchmarks/results/lm_vs_torch_pruning.{json,md}.
 
     python benchmarks/lm_vs_torch_pruning.py --recover-minutes 10
 """
@@ -28,19 +29,18 @@ from _lm_prune import RESULTS, Corpus, commit, curve_text, lm_data, load, model_
 from slimtune.env import collect
 from slimtune.prune import LMStructuredConfig, prune_
 
-NOTES: list[str] = [  # what the runs of 2026-12-07 say (shared 2-core machine, load 8 → 45, 23 GB RAM)
-    "- **Goal not measured.** Torch-Pruning 1.6 made no model here: `MetaPruner.__init__` was still in",
-    "  `DependencyGraph.get_all_groups` → `get_pruning_group` → `Group.has_pruning_op` (py-spy) when the 480 s",
-    "  limit stopped it (a second try, after the first comparison run was OOM-killed); on a 2-layer tiny Llama",
-    "  (9 query / 3 KV heads) it had not finished either after ~10 min at ~10% of a core. No GQA shape error was",
-    "  seen (Torch-Pruning#461/#516) because pruning never started. Tracing needed",
-    "  `output_transform=lambda out: out.logits.sum()`: without it transformers 5's output breaks its tracer",
-    "  (\"'tuple' object has no attribute 'grad_fn'\"); `GroupNormImportance` of its example is",
-    "  `GroupMagnitudeImportance` in 1.6.",
-    "- slimtune lm-structured at the same budget (heads_ratio 0.34 = one of the 3 KV groups of every layer with",
-    "  its 3 query heads, ffn_ratio 0.56, layer scope): 60.3% of the parameters in one call, one-shot",
-    "  perplexity 162.75 (+304%), measured in the first comparison run, which the kernel's OOM killer then",
-    "  stopped during its recovery (the machine's memory was exhausted by all engineers' jobs).",
+NOTES: list[str] = [  # what the runs of 2026-12-07 (session 13, shared 2-core machine, load 3-5) say
+    "- **Same shapes, different choices.** Both models end with hidden size 432 and 1,152 FFN channels per layer",
+    "  (heads kept). Torch-Pruning's parameter count is higher only because pruning unties lm_head from",
+    "  embed_tokens (two 49,152 × 432 tables; the values are the same columns): 107.2 M vs 86.0 M counted here.",
+    "- **One-shot:** slimtune 289.5 vs Torch-Pruning 268,049. Torch-Pruning ranks the hidden channels by the",
+    "  L2 norm of the whole coupled group's weights; slimtune by activation energy on calibration text through",
+    "  every norm and residual (``lm_hidden``). Magnitude alone keeps channels the model does not use.",
+    "- **Heads.** Torch-Pruning's own LLM example (GQA heads through ``num_heads``) never finished building its",
+    "  dependency graph here: with q/k/v as roots ``MetaPruner.__init__`` was still in ``get_all_groups`` after",
+    "  480 s on SmolLM2 and after 60 s on a 2-layer tiny Llama (an earlier session saw the same for ~10 min);",
+    "  ignoring q/k/v as roots (heads kept, their input columns still follow the hidden size) builds it in under",
+    "  a second. ``--mode heads`` reproduces the hang (recorded as a timeout).",
 ]
 
 
@@ -48,22 +48,27 @@ def params(model: Any) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
-def torch_pruning_(model: Any, ratio: float, example: torch.Tensor) -> None:
-    """Torch-Pruning's LLM width pruning (examples/LLMs/prune_llm.py), GQA-aware through ``num_heads``."""
+def torch_pruning_(model: Any, ratio: float, example: torch.Tensor, heads: bool) -> None:
+    """Torch-Pruning's LLM width pruning (examples/LLMs/prune_llm.py). ``heads``: GQA-aware head pruning through
+    ``num_heads`` as the example does (its dependency graph never finishes building here, even on a 2-layer tiny
+    Llama); otherwise hidden size + FFN only, with q/k/v ignored as roots (their input columns still follow the
+    hidden size): the dependency graph then builds in well under a second."""
     import torch_pruning as tp
 
     cfg = model.config
     num_heads: dict[Any, int] = {}
+    qkv: list[Any] = []
     for name, m in model.named_modules():
         if name.endswith("self_attn"):
             num_heads[m.q_proj] = cfg.num_attention_heads
             num_heads[m.k_proj] = cfg.num_key_value_heads
             num_heads[m.v_proj] = cfg.num_key_value_heads
+            qkv += [m.q_proj, m.k_proj, m.v_proj]
     pruner = tp.pruner.MetaPruner(
         model, example_inputs=example, importance=tp.importance.GroupMagnitudeImportance(p=2, group_reduction="mean"),
-        global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head], num_heads=num_heads,
-        prune_num_heads=True, prune_head_dims=False, head_pruning_ratio=ratio, round_to=4,
-        output_transform=lambda out: out.logits.sum(),
+        global_pruning=False, pruning_ratio=ratio, ignored_layers=[model.lm_head, *([] if heads else qkv)],
+        num_heads=num_heads if heads else {}, prune_num_heads=heads, prune_head_dims=False,
+        head_pruning_ratio=ratio if heads else 0.0, round_to=4, output_transform=lambda out: out.logits.sum(),
     )  # fmt: skip
     for group in pruner.step(interactive=True):
         group.prune()
@@ -106,6 +111,11 @@ def run_row(name: str, prune: Any, base: Any, corpus: Corpus, args: Any, dense: 
         return row
     row["prune_s"] = time.perf_counter() - started
     row["params"] = params(model)
+    layers = model.model.layers
+    row["shapes"] = {"hidden": int(model.model.embed_tokens.weight.shape[1]),
+                     "ffn": sorted({int(b.mlp.down_proj.in_features) for b in layers}),
+                     "q_out": sorted({int(b.self_attn.q_proj.out_features) for b in layers}),
+                     "kv_out": sorted({int(b.self_attn.k_proj.out_features) for b in layers})}  # fmt: skip
     row["params_ratio"] = row["params"] / params(base)
     try:
         row["oneshot_ppl"] = corpus.ppl(model)
@@ -126,6 +136,9 @@ def run_row(name: str, prune: Any, base: Any, corpus: Corpus, args: Any, dense: 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--mode", choices=["hidden-ffn", "heads"], default="hidden-ffn",
+                        help="hidden-ffn: both prune hidden size + FFN by --tp-ratio (same shapes); heads: TP's "
+                        "example with GQA heads vs slimtune KV groups (--heads-ratio/--ffn-ratio)")  # fmt: skip
     parser.add_argument("--tp-ratio", type=float, default=0.25)
     parser.add_argument("--heads-ratio", type=float, default=0.34)
     parser.add_argument("--ffn-ratio", type=float, default=0.56)
@@ -155,11 +168,16 @@ def main() -> None:
         out["torch_pruning"] = tp.__version__
     except ImportError:
         out["torch_pruning"] = None
-    slim = LMStructuredConfig(heads_ratio=args.heads_ratio, ffn_ratio=args.ffn_ratio, scope="layer", samples=args.calib)
+    heads = args.mode == "heads"
+    slim = (
+        LMStructuredConfig(heads_ratio=args.heads_ratio, ffn_ratio=args.ffn_ratio, scope="layer", samples=args.calib)
+        if heads
+        else LMStructuredConfig(hidden_ratio=args.tp_ratio, ffn_ratio=args.tp_ratio, scope="layer", samples=args.calib)
+    )
     rows = {
         "slimtune lm-structured": lambda m: prune_(m, slim, data=data),
         "torch-pruning": lambda m: with_timeout(
-            args.tp_timeout, torch_pruning_, m, args.tp_ratio, data.train.x[:1, :64]
+            args.tp_timeout, torch_pruning_, m, args.tp_ratio, data.train.x[:1, :64], heads
         ),
     }
     for name, prune in rows.items():
@@ -182,15 +200,28 @@ def write(out: dict[str, Any]) -> None:
     out["goal_met"] = None if a is None or b is None else a <= b
     (RESULTS / "lm_vs_torch_pruning.json").write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     s = out["settings"]
+    if s.get("mode", "heads") == "heads":
+        what = [
+            f"Torch-Pruning {out['torch_pruning']} (examples/LLMs/prune_llm.py style: MetaPruner,",
+            f"GroupMagnitudeImportance, ratio {s['tp_ratio']} for hidden size, heads (GQA via num_heads) and FFN) vs",
+            f"slimtune lm-structured (heads_ratio {s['heads_ratio']}: whole KV groups; ffn_ratio {s['ffn_ratio']};",
+            f"layer scope; activation importance on {s['calib']} × 256 train-play tokens; hidden size not pruned).",
+        ]
+    else:
+        what = [
+            f"Both remove {s['tp_ratio']:.0%} of the hidden size and of every layer's FFN channels (same shapes; heads",
+            f"kept): Torch-Pruning {out['torch_pruning']} (MetaPruner, GroupMagnitudeImportance p=2, round_to 4,",
+            "lm_head and q/k/v ignored as roots — with its GQA head pruning on, as in its examples/LLMs/prune_llm.py,",
+            "the dependency graph never finished building here, even for a 2-layer tiny Llama) vs slimtune",
+            f"lm-structured (hidden_ratio = ffn_ratio = {s['tp_ratio']}, layer scope, activation importance on",
+            f"{s['calib']} × 256 train-play tokens).",
+        ]
     lines = [
-        "# SmolLM2-135M width pruning to ~60% of the parameters: slimtune lm-structured vs Torch-Pruning",
+        "# SmolLM2-135M width pruning: slimtune lm-structured vs Torch-Pruning at the same shapes",
         "",
-        f"Torch-Pruning {out['torch_pruning']} (examples/LLMs/prune_llm.py style: MetaPruner,",
-        f"GroupMagnitudeImportance, ratio {s['tp_ratio']} for hidden size, heads (GQA via num_heads) and FFN) vs",
-        f"slimtune lm-structured (heads_ratio {s['heads_ratio']}: whole KV groups; ffn_ratio {s['ffn_ratio']}; layer",
-        f"scope; activation importance on {s['calib']} × 256 train-play tokens; hidden size not pruned). Same",
-        f"recovery for both: `recover_lm_`, {s['recover_minutes']:g} training minutes, lr {s['lr']}, top-32 cached",
-        f"teacher logits. Perplexity: The Tempest first 4 × 256 tokens, dense {out['dense_ppl']:.2f}.",
+        *what,
+        f"Same recovery for both: `recover_lm_`, {s['recover_minutes']:g} training minutes, lr {s['lr']}, top-32",
+        f"cached teacher logits. Perplexity: The Tempest first 4 × 256 tokens, dense {out['dense_ppl']:.2f}.",
         f"Commit {out['commit'][:10]}; load average {out['load']} (2 shared cores).",
         "",
         "| method | parameters | one-shot ppl | recovery | recovered ppl | Δ vs dense |",
@@ -208,7 +239,8 @@ def write(out: dict[str, Any]) -> None:
         )
     curves = [f"- {r['method']}: {curve_text(r['recovery'])}" for r in out["rows"] if r.get("recovery")]
     verdict = "**not measured**" if out["goal_met"] is None else (
-        f"**{'met' if out['goal_met'] else 'not met'}** (slimtune {a:.2f} vs Torch-Pruning {b:.2f})")  # fmt: skip
+        f"**{'met' if out['goal_met'] else 'not met'}** (slimtune {a:.2f} vs Torch-Pruning {b:.2f}, "
+        f"{'after the same recovery' if st_row and st_row.get('recovery') else 'one-shot: recovery not run'})")  # fmt: skip
     lines += ["", "Recovery curves (validation perplexity by training tokens):", "", *(curves or ["- none"])]
     lines += ["", "## Goal (issue #21)", "", f"- slimtune's perplexity ≤ Torch-Pruning's at the same ratio: {verdict}."]
     lines += ["", "## Notes", "", *NOTES] if NOTES else []
