@@ -238,9 +238,9 @@ def write(out: dict[str, Any]) -> None:
             f"{budget} | {r.get('recovered_ppl', float('nan')):.2f} | {r['delta_pct']:+.1f}% |"
         )
     curves = [f"- {r['method']}: {curve_text(r['recovery'])}" for r in out["rows"] if r.get("recovery")]
+    how = "after the same recovery" if st_row and st_row.get("recovery") else "one-shot, no recovery run"
     verdict = "**not measured**" if out["goal_met"] is None else (
-        f"**{'met' if out['goal_met'] else 'not met'}** (slimtune {a:.2f} vs Torch-Pruning {b:.2f}, "
-        f"{'after the same recovery' if st_row and st_row.get('recovery') else 'one-shot: recovery not run'})")  # fmt: skip
+        f"**{'met' if out['goal_met'] else 'not met'}** (slimtune {a:.2f} vs TP {b:.2f}, {how})")  # fmt: skip
     lines += ["", "Recovery curves (validation perplexity by training tokens):", "", *(curves or ["- none"])]
     lines += ["", "## Goal (issue #21)", "", f"- slimtune's perplexity ≤ Torch-Pruning's at the same ratio: {verdict}."]
     lines += ["", "## Notes", "", *NOTES] if NOTES else []
