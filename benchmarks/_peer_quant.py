@@ -8,7 +8,7 @@ state dict plus a JSON with the peer's version, its settings, the quantize wall 
 
 Peers: ``llmc-gptq`` (llm-compressor's GPTQModifier, its defaults: static act-order, dampening 0.01, 128-column
 blocks; lm_head ignored), ``hqq`` (the hqq library's Quantizer with ``optimize=True``; ``--axis`` 0 or 1,
-``--round-zero``), ``gptqmodel`` (GPTQModel's GPTQ on CPU).
+``--round-zero``, ``--no-optimize``), ``gptqmodel`` (GPTQModel's GPTQ on CPU).
 """
 
 from __future__ import annotations
@@ -71,7 +71,7 @@ def llmc_gptq(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> tuple[dic
 Weights = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
-def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool) -> Weights:
+def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool, optimize: bool) -> Weights:
     from hqq.core.quantize import Quantizer
 
     model = load(folder)
@@ -81,12 +81,12 @@ def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool) -> Wei
         for name, layer in block_linears(model).items():
             w = layer.weight.data.float()
             group = w.shape[1] if g["group_size"] == -1 else g["group_size"]
-            wq, meta = Quantizer.quantize(w, nbits=g["bits"], group_size=group, optimize=True, axis=axis,
+            wq, meta = Quantizer.quantize(w, nbits=g["bits"], group_size=group, optimize=optimize, axis=axis,
                                           round_zero=round_zero, bitpack=False, compute_dtype=torch.float32,
                                           device="cpu")  # fmt: skip
             out[f"{name}.weight"] = Quantizer.dequantize(wq, meta).reshape(w.shape).contiguous()
     secs = time.perf_counter() - t0
-    return out, {"seconds": secs, "settings": {"axis": axis, "optimize": True, "round_zero": round_zero,
+    return out, {"seconds": secs, "settings": {"axis": axis, "optimize": optimize, "round_zero": round_zero,
                                                 "symmetric": False}}  # fmt: skip
 
 
@@ -117,6 +117,7 @@ def main() -> None:
     ap.add_argument("--calib", type=Path)
     ap.add_argument("--axis", type=int, default=1)
     ap.add_argument("--round-zero", action="store_true")
+    ap.add_argument("--no-optimize", action="store_true", help="hqq: its min/max grid only (a control)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
     ap.add_argument("--meta", type=Path, required=True)
@@ -131,7 +132,7 @@ def main() -> None:
             assert calib is not None, "--calib is required"
             weights, info = llmc_gptq(args.model, g, calib)
         elif args.peer == "hqq":
-            weights, info = hqq_lib(args.model, g, args.axis, args.round_zero)
+            weights, info = hqq_lib(args.model, g, args.axis, args.round_zero, not args.no_optimize)
         else:
             assert calib is not None, "--calib is required"
             weights, info = gptqmodel(args.model, g, calib)

@@ -10,6 +10,7 @@ code, the same fp32 reference. Peers that run on this CPU:
                   where the group does not divide the width the groups run over the flattened weight across row ends);
   hqq-lib-axis0   the same with hqq's default axis=0 (groups of ``group`` elements strided down the flattened weight);
                   both in their own venv (``--hqq-python``). hqq is asymmetric only (float zero points).
+  hqq-lib-axis1-minmax  a control: hqq's Quantizer with optimize=False (its min/max grid, float zero points).
   gptqmodel       GPTQModel: its row says whether it installs/runs here (``--gptqmodel-python``).
 
 The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single SmolLM2 layers with the Hessian of the
@@ -46,7 +47,7 @@ from slimtune.quantize.weight_only.api import block_targets
 BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
-PEERS = ["ort-gptq", "llmc-gptq", "hqq-lib-axis1", "hqq-lib-axis0", "gptqmodel"]
+PEERS = ["ort-gptq", "llmc-gptq", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax", "gptqmodel"]
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
                "give int4 (its RTN/HQQ configs: 'Only support 2, 4 or 8 bits quantization')")  # fmt: skip
@@ -94,13 +95,21 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     if not Path(python).is_file():
         return {"runs_here": f"no: {python} not found (see the install note in the report)", "impl": peer}
     axis = 0 if peer == "hqq-lib-axis0" else 1
+    extra = ["--no-optimize"] if peer.endswith("-minmax") else []
+    tool = "hqq" if peer.startswith("hqq") else peer
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         save_file({"input_ids": calib.contiguous()}, str(t / "calib.safetensors"))
-        cmd = ["nice", "-n", "5", python, str(BENCH / "_peer_quant.py"), "--peer", peer.split("-axis")[0].replace(
-            "hqq-lib", "hqq"), "--model", str(HF), "--grid", grid, "--calib", str(t / "calib.safetensors"),
-            "--axis", str(axis), "--threads", str(args.threads), "--out", str(t / "w.safetensors"),
-            "--meta", str(t / "meta.json")]  # fmt: skip
+        files = [
+            "--calib",
+            str(t / "calib.safetensors"),
+            "--out",
+            str(t / "w.safetensors"),
+            "--meta",
+            str(t / "meta.json"),
+        ]
+        cmd = ["nice", "-n", "5", python, str(BENCH / "_peer_quant.py"), "--peer", tool, "--model", str(HF),
+               "--grid", grid, "--axis", str(axis), "--threads", str(args.threads), *files, *extra]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         (BENCH / ".cache" / f"peer-{peer}-{grid}.log").write_text(proc.stdout + proc.stderr)
