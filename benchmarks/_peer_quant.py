@@ -41,7 +41,10 @@ def load(folder: Path) -> Any:
     return transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
 
 
-def llmc_gptq(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+Weights = tuple[dict[str, torch.Tensor], dict[str, Any]]
+
+
+def llmc_gptq(folder: Path, g: dict[str, Any], calib: torch.Tensor, bypass: bool) -> Weights:
     from compressed_tensors.quantization import QuantizationArgs, QuantizationScheme
     from compressed_tensors.quantization.lifecycle.forward import fake_quantize
     from datasets import Dataset
@@ -51,24 +54,27 @@ def llmc_gptq(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> tuple[dic
     model = load(folder)
     args = QuantizationArgs(num_bits=g["bits"], type="int", symmetric=g["symmetric"], strategy="group",
                             group_size=g["group_size"])  # fmt: skip
-    recipe = GPTQModifier(config_groups={"g": QuantizationScheme(targets=["Linear"], weights=args)}, ignore=["lm_head"])
+    scheme = {"g": QuantizationScheme(targets=["Linear"], weights=args)}
+    recipe = GPTQModifier(config_groups=scheme, ignore=["lm_head"], bypass_divisibility_checks=bypass)
     data = Dataset.from_dict({"input_ids": calib.tolist(), "attention_mask": torch.ones_like(calib).tolist()})
     t0 = time.perf_counter()
     oneshot(model=model, dataset=data, recipe=recipe, num_calibration_samples=calib.shape[0],
             max_seq_length=calib.shape[1], shuffle_calibration_samples=False)  # fmt: skip
     secs = time.perf_counter() - t0
-    out = {}
+    out, how = {}, "compressed_tensors fake_quantize"
     with torch.no_grad():
         for name, layer in block_linears(model).items():
             qargs = layer.quantization_scheme.weights
-            out[f"{name}.weight"] = fake_quantize(layer.weight, layer.weight_scale, layer.weight_zero_point, qargs)
+            try:  # the weights as compressed-tensors stores them
+                w = fake_quantize(layer.weight, layer.weight_scale, layer.weight_zero_point, qargs)
+            except Exception:  # a group that does not divide the width (bypass): GPTQ's own fake-quant weight
+                w, how = layer.weight.detach().clone(), "GPTQ's weight (fake_quantize refuses ragged groups)"
+            out[f"{name}.weight"] = w
     used = next(iter(block_linears(model).values())).quantization_scheme.weights
     settings = {"block_size": recipe.block_size, "dampening_frac": recipe.dampening_frac,
-                "actorder": str(used.actorder), "observer": str(used.observer)}  # fmt: skip
+                "actorder": str(used.actorder), "observer": str(used.observer), "dequantized_by": how,
+                "bypass_divisibility_checks": bypass}  # fmt: skip
     return out, {"seconds": secs, "settings": settings}
-
-
-Weights = tuple[dict[str, torch.Tensor], dict[str, Any]]
 
 
 def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool, optimize: bool) -> Weights:
@@ -90,16 +96,24 @@ def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool, optimi
                                                 "symmetric": False}}  # fmt: skip
 
 
-def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
+def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> Weights:
     from gptqmodel import GPTQModel, QuantizeConfig
 
-    cfg = QuantizeConfig(bits=g["bits"], group_size=g["group_size"], sym=g["symmetric"], desc_act=True)
+    cfg = QuantizeConfig(bits=g["bits"], group_size=g["group_size"], sym=g["symmetric"])  # its defaults otherwise
     model = GPTQModel.load(str(folder), cfg, device="cpu")
     rows = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib]
     t0 = time.perf_counter()
     model.quantize(rows, batch_size=1)
     secs = time.perf_counter() - t0
-    raise RuntimeError(f"gptqmodel quantized in {secs:.0f} s but dequantizing its packed layers is not written")
+    out = {}
+    with torch.no_grad():
+        for name, layer in model.model.named_modules():
+            if ".layers." in f".{name}" and hasattr(layer, "dequantize_weight"):
+                w = layer.dequantize_weight().float()
+                out[f"{name}.weight"] = (w.T if w.shape[0] == layer.in_features else w).contiguous()
+    keys = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "static_groups", "damp_percent", "mse")
+    settings = {k: str(getattr(model.quantize_config, k, None)) for k in keys}
+    return out, {"seconds": secs, "settings": settings}
 
 
 def versions(peer: str) -> str:
@@ -117,6 +131,7 @@ def main() -> None:
     ap.add_argument("--calib", type=Path)
     ap.add_argument("--axis", type=int, default=1)
     ap.add_argument("--round-zero", action="store_true")
+    ap.add_argument("--bypass", action="store_true", help="llm-compressor: bypass_divisibility_checks=True")
     ap.add_argument("--no-optimize", action="store_true", help="hqq: its min/max grid only (a control)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
@@ -130,7 +145,7 @@ def main() -> None:
     try:
         if args.peer == "llmc-gptq":
             assert calib is not None, "--calib is required"
-            weights, info = llmc_gptq(args.model, g, calib)
+            weights, info = llmc_gptq(args.model, g, calib, args.bypass)
         elif args.peer == "hqq":
             weights, info = hqq_lib(args.model, g, args.axis, args.round_zero, not args.no_optimize)
         else:

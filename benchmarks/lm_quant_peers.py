@@ -6,6 +6,7 @@ code, the same fp32 reference. Peers that run on this CPU:
                   onnxruntime.quantization) on slimtune's fp32 ONNX; perplexity through ORT (lm_quantization.ort_row).
   llmc-gptq       llm-compressor's GPTQModifier (its defaults), in its own venv (``--llmc-python``: it pins an older
                   transformers than slimtune's); the dequantized weights come back as safetensors (_peer_quant.py).
+  llmc-gptq-bypass  the same with bypass_divisibility_checks=True (its refusal of g128 on width 576 lifted).
   hqq-lib-axis1   the hqq library's Quantizer (optimize=True), groups along the input columns of each row (axis=1;
                   where the group does not divide the width the groups run over the flattened weight across row ends);
   hqq-lib-axis0   the same with hqq's default axis=0 (groups of ``group`` elements strided down the flattened weight);
@@ -47,7 +48,15 @@ from slimtune.quantize.weight_only.api import block_targets
 BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
-PEERS = ["ort-gptq", "llmc-gptq", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax", "gptqmodel"]
+PEERS = [
+    "ort-gptq",
+    "llmc-gptq",
+    "llmc-gptq-bypass",
+    "hqq-lib-axis1",
+    "hqq-lib-axis0",
+    "hqq-lib-axis1-minmax",
+    "gptqmodel",
+]
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
                "give int4 (its RTN/HQQ configs: 'Only support 2, 4 or 8 bits quantization')")  # fmt: skip
@@ -72,17 +81,20 @@ def row_groups(base: torch.nn.Module, group: int) -> int:
     return sum(m.weight.shape[0] * math.ceil(m.weight.shape[1] / group) for m in block_targets(base).values())
 
 
-def max_levels(w: torch.Tensor, group: int, axis: int) -> int:
-    """Most distinct values in one group (≤ 2^bits when the weights really sit on the peer's grid)."""
-    flat = w.reshape(-1)
-    if axis == 0 and flat.numel() % group == 0:
-        blocks = flat.reshape(group, -1).T
-    elif w.shape[1] % group == 0:
-        blocks = w.reshape(-1, group)
-    else:  # hqq axis=1 across row ends
-        blocks = flat.reshape(-1, group)
-    s = blocks.sort(dim=1).values
-    return int(((s[:, 1:] != s[:, :-1]).sum(1) + 1).max())
+def max_levels(w: torch.Tensor, group: int, flat: bool, axis: int) -> int:
+    """Most distinct values in one group (≤ 2^bits when the weights really sit on the peer's grid). ``flat``: hqq's
+    groups over the flattened weight (axis=1: consecutive elements; axis=0: strided); else groups along each row's
+    columns, the last one shorter where the group does not divide the width."""
+    if flat:
+        v = w.reshape(-1)
+        blocks = [v.reshape(group, -1).T if axis == 0 else v.reshape(-1, group)]
+    else:
+        blocks = [w[:, i : i + group] for i in range(0, w.shape[1], group)]
+    most = 0
+    for b in blocks:
+        s = b.sort(dim=1).values
+        most = max(most, int(((s[:, 1:] != s[:, :-1]).sum(1) + 1).max()))
+    return most
 
 
 def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Tensor, calib: torch.Tensor,
@@ -90,13 +102,14 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     """Run _peer_quant.py in the peer's venv, load its dequantized weights into a copy of ``base``, score them."""
     from safetensors.torch import load_file, save_file
 
-    python = {"llmc-gptq": args.llmc_python, "gptqmodel": args.gptqmodel_python}.get(peer, args.hqq_python)
+    python = args.hqq_python if peer.startswith("hqq") else args.llmc_python
+    python = args.gptqmodel_python if peer == "gptqmodel" else python
     c = lq.parse_grid(grid)
     if not Path(python).is_file():
         return {"runs_here": f"no: {python} not found (see the install note in the report)", "impl": peer}
     axis = 0 if peer == "hqq-lib-axis0" else 1
-    extra = ["--no-optimize"] if peer.endswith("-minmax") else []
-    tool = "hqq" if peer.startswith("hqq") else peer
+    extra = {"hqq-lib-axis1-minmax": ["--no-optimize"], "llmc-gptq-bypass": ["--bypass"]}.get(peer, [])
+    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         save_file({"input_ids": calib.contiguous()}, str(t / "calib.safetensors"))
@@ -125,7 +138,7 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     assert not missing and len(weights) == len(block_targets(model)), f"unexpected weights {sorted(missing)[:3]}"
     model.load_state_dict(weights, strict=False)
     group = c["group_size"] if c["group_size"] > 0 else 576
-    levels = max(max_levels(w, group, axis) for w in weights.values())
+    levels = max(max_levels(w, group, peer.startswith("hqq"), axis) for w in weights.values())
     ppl = perplexity(model, test, batch_size=4)["perplexity"]
     if peer.startswith("hqq"):  # float zero points, groups over the flattened weight
         groups, zero, tokens = sum(w.numel() for w in weights.values()) // group, 4.0, 0
