@@ -172,7 +172,8 @@ def _ort_version() -> str:
     return str(onnxruntime.__version__)
 
 
-def main() -> None:
+def parser() -> argparse.ArgumentParser:
+    """The options (lm_quant_peers.py reads the defaults: the same windows, calibration and threads)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--window", type=int, default=256)
     ap.add_argument("--eval", type=int, default=8)
@@ -182,7 +183,11 @@ def main() -> None:
     ap.add_argument("--grids", nargs="+", default=["int4-g128-sym", "int3-g64-asym"])
     ap.add_argument("--methods", nargs="+", default=["rtn", "hqq", "gptq", "gptq-ao-mse", "awq", "awq-gptq"])
     ap.add_argument("--awq-grid", type=int, default=10)
-    args = ap.parse_args()
+    return ap
+
+
+def main() -> None:
+    args = parser().parse_args()
     torch.set_num_threads(args.threads)
     base = load_lm("smollm2-135m")
     data = load_text("shakespeare", base, window=args.window, limit=max(args.eval, args.calib))
