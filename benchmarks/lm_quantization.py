@@ -176,8 +176,8 @@ def parser() -> argparse.ArgumentParser:
     """The options (lm_quant_peers.py reads the defaults: the same windows, calibration and threads)."""
     ap = argparse.ArgumentParser()
     ap.add_argument("--window", type=int, default=256)
-    ap.add_argument("--eval", type=int, default=8)
-    ap.add_argument("--calib", type=int, default=16)
+    ap.add_argument("--eval", type=int, default=32)
+    ap.add_argument("--calib", type=int, default=64)
     ap.add_argument("--ort-calib", type=int, default=4, help="ORT's GPTQ reruns the model per MatMul: fewer windows")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--grids", nargs="+", default=["int4-g128-sym", "int3-g64-asym"])
