@@ -253,16 +253,21 @@ def render(result: dict[str, Any]) -> str:
         "## Goals",
         "",
     ]  # fmt: skip
-    why = [
+    ladder = ["rtn", "gptq", "gptq-ao-mse", "gptq-ao-mse-seq", "gptq-seq-refit", "gptaq-seq", "gptaq-seq-refit"]
+    why = ["", "## What each GPTQ option adds (same slice, same calibration)", ""]
+    for grid in GOALS:
+        got = {r["method"]: r["delta_pct"] for r in rows if r["grid"] == grid}
+        steps = [f"{m} {got[m]:+.1f}%" for m in ladder if m in got]
+        if steps:
+            why.append(f"- {grid}: " + " → ".join(steps))
+    why += [
         "",
-        "Why not met (measured): the model was stored on a Q4_1 grid (groups of 32, asymmetric), so its weights sit on",
-        "16 levels per 32 columns and any other 4-bit grid adds a full rounding error to an already-rounded weight",
-        "(anchor OPT-125M, a true fp16 model: GPTQ g128 +6.5%). On a layer proxy (blocks 0/14/29, held-out text) GPTQ",
-        "with act-order and MSE grids leaves 5-7% of RTN's layer output error, but layers 1-2's MLPs keep 50-90%;",
-        "calibration is 4k tokens because the shared machine ran at load 5-30 (proxy: 0.087 of RTN's error with 4k",
-        "tokens vs 0.073 with 32k). ORT's quantizer has no 3-bit mode ('Only support 2, 4 or 8 bits'); ORT's GPTQ",
-        "reruns the whole model per MatMul input (120 runs of the calibration set) and was not run in the time;",
-        "the hqq library's rows (hqq-lib) were not run either.",
+        "rtn: min/max grid; gptq: the reference settings (no act-order, min/max grids); gptq-ao-mse: act-order +",
+        "static groups + diag(H)-weighted MSE grids; -seq: true-sequential stages (q|k|v, o, gate|up, down), each on",
+        "the outputs of the already quantized stages; -refit: least-squares group scales for the chosen codes; gptaq:",
+        "GPTAQ's asymmetric term (the layer fits the fp32 model's own inputs, alpha 0.25). SmolLM2 was stored on",
+        "a Q4_1 grid (groups of 32, asymmetric), so any other grid adds a rounding error to already-rounded weights",
+        "(on that grid RTN reproduces it exactly). Peers' implementations on the same windows: lm_quant_peers.md.",
     ]
     for grid, goal in GOALS.items():
         got = [r for r in rows if r["grid"] == grid]
