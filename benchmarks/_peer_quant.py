@@ -154,9 +154,10 @@ def main() -> None:
         save_file(weights, str(args.out))
         meta.update(info)
     except Exception as exc:  # the peer's own refusal, kept as one line for the table
-        last = traceback.extract_tb(exc.__traceback__)[-1]
+        frames = traceback.extract_tb(exc.__traceback__)  # the deepest frame in the peer's code, not torch's
+        last = next((f for f in reversed(frames) if f"{os.sep}torch{os.sep}" not in f.filename), frames[-1])
         meta["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        meta["error_at"] = f"{Path(last.filename).name}:{last.lineno}"
+        meta["error_at"] = f"{'/'.join(Path(last.filename).parts[-2:])}:{last.lineno}"
         traceback.print_exc()
     args.meta.write_text(json.dumps(meta, indent=2))
 

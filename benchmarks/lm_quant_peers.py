@@ -12,7 +12,8 @@ code, the same fp32 reference. Peers that run on this CPU:
   hqq-lib-axis0   the same with hqq's default axis=0 (groups of ``group`` elements strided down the flattened weight);
                   both in their own venv (``--hqq-python``). hqq is asymmetric only (float zero points).
   hqq-lib-axis1-minmax  a control: hqq's Quantizer with optimize=False (its min/max grid, float zero points).
-  gptqmodel       GPTQModel: its row says whether it installs/runs here (``--gptqmodel-python``).
+  gptqmodel       GPTQModel (its defaults) in its own venv (``--gptqmodel-python``).
+  slimtune-*      slimtune's own rtn / gptq / gptq-ao-mse (lm_quantization.ours) for a grid lm_quantization.md lacks.
 
 The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single SmolLM2 layers with the Hessian of the
 calibration windows and reports the layer output error tr(ΔW H ΔWᵀ) relative to ORT's RTN: as ORT has it, with the
@@ -48,15 +49,9 @@ from slimtune.quantize.weight_only.api import block_targets
 BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
-PEERS = [
-    "ort-gptq",
-    "llmc-gptq",
-    "llmc-gptq-bypass",
-    "hqq-lib-axis1",
-    "hqq-lib-axis0",
-    "hqq-lib-axis1-minmax",
-    "gptqmodel",
-]
+PEERS = ["ort-gptq", "llmc-gptq", "llmc-gptq-bypass", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax"]
+PEERS += ["gptqmodel"]
+OURS = ["slimtune-rtn", "slimtune-gptq", "slimtune-gptq-ao-mse"]  # for grids lm_quantization.md lacks (int4-g64-sym)
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
                "give int4 (its RTN/HQQ configs: 'Only support 2, 4 or 8 bits quantization')")  # fmt: skip
@@ -210,7 +205,7 @@ def ort_gptq_check(base: torch.nn.Module, calib: torch.Tensor, layers: list[str]
 def main() -> None:
     d = lq.parser().parse_args([])  # lm_quantization.py's defaults: the same windows, calibration, threads
     ap = argparse.ArgumentParser()
-    ap.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    ap.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS + OURS)
     ap.add_argument("--grids", nargs="+", default=d.grids)
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--llmc-python", default="/work/venv-llmc/bin/python")
@@ -240,7 +235,12 @@ def main() -> None:
         for peer in args.peers:
             load0 = os.getloadavg()[0]
             print(f"{grid} {peer} ...", flush=True)
-            if peer == "ort-gptq":
+            if peer in OURS:
+                name = peer.removeprefix("slimtune-")
+                row = lq.ours(name, lq.configs(grid, d.calib, d.awq_grid)[name], base, test.x, calib)
+                tokens = 0 if name == "rtn" else int(calib.numel())
+                row.update(runs_here="yes", settings=row.pop("options"), calib_tokens=tokens)
+            elif peer == "ort-gptq":
                 if lq.parse_grid(grid)["bits"] != 4:
                     row: dict[str, Any] = {"runs_here": ORT_NO_3BIT, "impl": "onnxruntime " + lq._ort_version()}
                 else:
