@@ -12,7 +12,9 @@ code, the same fp32 reference. Peers that run on this CPU:
   hqq-lib-axis0   the same with hqq's default axis=0 (groups of ``group`` elements strided down the flattened weight);
                   both in their own venv (``--hqq-python``). hqq is asymmetric only (float zero points).
   hqq-lib-axis1-minmax  a control: hqq's Quantizer with optimize=False (its min/max grid, float zero points).
-  gptqmodel       GPTQModel (its defaults) in its own venv (``--gptqmodel-python``).
+  gptqmodel       GPTQModel (its defaults) in its own venv (``--gptqmodel-python``); gptqmodel-2workers: the same
+                  with GPTQMODEL_CPU_WORKERS=2 (its default, (cpu_count + 1) // 2 = 1 worker here, is below the 2 its
+                  own model-loader pool asks for). Its worker threads may run 2 layers at once; torch ops 1 thread.
   slimtune-*      slimtune's own rtn / gptq / gptq-ao-mse (lm_quantization.ours) for a grid lm_quantization.md lacks.
 
 The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single SmolLM2 layers with the Hessian of the
@@ -50,7 +52,7 @@ BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
 PEERS = ["ort-gptq", "llmc-gptq", "llmc-gptq-bypass", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax"]
-PEERS += ["gptqmodel"]
+PEERS += ["gptqmodel", "gptqmodel-2workers"]
 OURS = ["slimtune-rtn", "slimtune-gptq", "slimtune-gptq-ao-mse"]  # for grids lm_quantization.md lacks (int4-g64-sym)
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
@@ -98,13 +100,13 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     from safetensors.torch import load_file, save_file
 
     python = args.hqq_python if peer.startswith("hqq") else args.llmc_python
-    python = args.gptqmodel_python if peer == "gptqmodel" else python
+    python = args.gptqmodel_python if peer.startswith("gptqmodel") else python
     c = lq.parse_grid(grid)
     if not Path(python).is_file():
         return {"runs_here": f"no: {python} not found (see the install note in the report)", "impl": peer}
     axis = 0 if peer == "hqq-lib-axis0" else 1
     extra = {"hqq-lib-axis1-minmax": ["--no-optimize"], "llmc-gptq-bypass": ["--bypass"]}.get(peer, [])
-    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass")
+    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass").removesuffix("-2workers")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         save_file({"input_ids": calib.contiguous()}, str(t / "calib.safetensors"))
@@ -119,6 +121,8 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
         cmd = ["nice", "-n", "5", python, str(BENCH / "_peer_quant.py"), "--peer", tool, "--model", str(HF),
                "--grid", grid, "--axis", str(axis), "--threads", str(args.threads), *files, *extra]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+        if peer == "gptqmodel-2workers":  # its default on a 2-core machine (1 CPU worker) refuses its own loader pool
+            env["GPTQMODEL_CPU_WORKERS"] = "2"
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         (BENCH / ".cache" / f"peer-{peer}-{grid}.log").write_text(proc.stdout + proc.stderr)
         if not (t / "meta.json").is_file():
