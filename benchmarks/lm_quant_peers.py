@@ -319,6 +319,7 @@ def render(result: dict[str, Any], ours: dict[str, Any]) -> str:
         + "; ".join(f"{g} {r['method']} ({r['impl']}) {r['delta_pct']:+.1f}%" for g, r in best.items())
         + ".",
     ]
+    lines += ["", "## Notes (measured here)", "", *NOTES]
     settings = [f"- {r['grid']} {r['peer']}: {json.dumps(r['settings'])}" for r in rows if r.get("settings")]
     if settings:
         lines += ["", "Settings per row (peer defaults unless named):", "", *settings]
@@ -343,6 +344,25 @@ def render(result: dict[str, Any], ours: dict[str, Any]) -> str:
         ]
         lines += ["", *CAUSE]
     return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "- hqq is asymmetric only and keeps float zero points (its optimizer re-fits the zero as a float even with",
+    "  round_zero). On this model float zero points are what costs most: the min/max control (optimize=False) is",
+    "  plain float-zero RTN, while slimtune's RTN on the same range with an integer zero point gives +27.4% (int4",
+    "  g128) / +176.8% (int3 g64) in lm_quantization.md. hqq's default axis=0 is its better setting here; its groups",
+    "  then run strided down the flattened weight (not along a row's columns), a layout MatMulNBits cannot store.",
+    "- gptqmodel 7.7.0 needs torch >= 2.14.1; 7.6.0 installs beside torch 2.13.0 CPU (its own venv, ~2.5 min). With",
+    "  its defaults it refuses to start on this 2-core machine (its model-loader pool asks for 2 CPU workers, the",
+    "  default gives (cores + 1) // 2 = 1); GPTQMODEL_CPU_WORKERS=2 runs it. Its defaults: act_group_aware ordering,",
+    "  damp 0.05, no desc_act. Its weights come from its saved checkpoint, dequantized by its own torch kernel; that",
+    "  kernel's logits differ from the dequantized model's by the max in the JSON (kernel arithmetic), so the row",
+    "  scores GPTQModel's codes, not its kernel.",
+    "- llm-compressor 0.14 needs transformers 5.17 (slimtune's venv has 5.25), so it runs in its own venv. It refuses",
+    "  groups of 128 on SmolLM2's 576 columns; with bypass_divisibility_checks its observer fails (error in the row).",
+    "- Quantize times come from other runs and loads than lm_quantization.md's (load average per row in the JSON):",
+    "  indicative only.",
+]
 
 
 CAUSE = [
