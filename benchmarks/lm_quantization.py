@@ -233,9 +233,8 @@ def render(result: dict[str, Any]) -> str:
         "(anchor OPT-125M, a true fp16 model: GPTQ g128 +6.5%). On a layer proxy (blocks 0/14/29, held-out text) GPTQ",
         "with act-order and MSE grids leaves 5-7% of RTN's layer output error, but layers 1-2's MLPs keep 50-90%;",
         "calibration is 4k tokens because the shared machine ran at load 5-30 (proxy: 0.087 of RTN's error with 4k",
-        "tokens vs 0.073 with 32k). ORT's quantizer has no 3-bit mode ('Only support 2, 4 or 8 bits'); ORT's GPTQ",
-        "reruns the whole model per MatMul input (120 runs of the calibration set) and was not run in the time;",
-        "the hqq library's rows (hqq-lib) were not run either.",
+        "tokens vs 0.073 with 32k). ORT's quantizer has no 3-bit mode ('Only support 2, 4 or 8 bits'). ORT's GPTQ,",
+        "llm-compressor, GPTQModel and the hqq library: lm_quant_peers.md (same windows, own venvs).",
     ]
     for grid, goal in GOALS.items():
         got = [r for r in rows if r["grid"] == grid]
