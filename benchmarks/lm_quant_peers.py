@@ -21,7 +21,8 @@ The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single Smol
 calibration windows and reports the layer output error tr(ΔW H ΔWᵀ) relative to ORT's RTN: as ORT has it, with the
 Cholesky factor's row/column fixed, and after ORT's re-quantization of GPTQ's output into MatMulNBits codes.
 Writes benchmarks/results/lm_quant_peers.{json,md}; rows merge by (grid, peer).
-Run: ``PYTHONPATH=src python benchmarks/lm_quant_peers.py --peers hqq-lib-axis1 --grids int4-g128-sym``.
+Run: ``PYTHONPATH=src python benchmarks/lm_quant_peers.py --peers hqq-lib-axis1 --grids int4-g128-sym``; the
+peers' venvs (``--llmc-python`` etc.) are made as benchmarks/requirements.txt says (torch 2.13.0 CPU in each).
 """
 
 from __future__ import annotations
