@@ -16,14 +16,16 @@ import torch
 
 
 class _Reader:
-    """ORT calibration reader: one prefill feed (empty KV cache) per calibration window."""
+    """ORT calibration reader: one prefill feed (empty KV cache) per calibration window, only the graph's inputs
+    (the current export has no position_ids input)."""
 
-    def __init__(self, windows: torch.Tensor, past: dict[str, np.ndarray]) -> None:
-        self.feeds = [
+    def __init__(self, windows: torch.Tensor, past: dict[str, np.ndarray], names: set[str]) -> None:
+        feeds = [
             {"input_ids": w[None].numpy(), "attention_mask": np.ones((1, w.numel()), np.int64),
              "position_ids": np.arange(w.numel(), dtype=np.int64)[None], **past}
             for w in windows
         ]  # fmt: skip
+        self.feeds = [{k: v for k, v in f.items() if k in names} for f in feeds]
         self.i = 0
 
     def get_next(self) -> dict[str, np.ndarray] | None:
@@ -64,9 +66,10 @@ def ort_quantize(
     else:
         from slimtune.runtime.decoder import ort_decoder_session
 
-        past = _empty_past(ort_decoder_session(fp32, threads=1))
-        algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=_Reader(calib, past), block_size=group,
-                                             perchannel=True)  # fmt: skip
+        session = ort_decoder_session(fp32, threads=1)
+        names = {i.name for i in session.get_inputs()}
+        reader = _Reader(calib, _empty_past(session), names)
+        algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=group, perchannel=True)
     quant = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=symmetric, algo_config=algo)
     quant.process()
     secs = time.perf_counter() - t0

@@ -97,22 +97,37 @@ def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool, optimi
 
 
 def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> Weights:
-    from gptqmodel import GPTQModel, QuantizeConfig
+    """GPTQModel's quantize, then its saved checkpoint loaded back with its torch kernel (BACKEND.TORCH) and each
+    layer dequantized by that kernel's own ``dequantize_weight`` (as its ``dequantize_model`` does, kept fp32); the
+    kernel's logits on one calibration window are compared with the dequantized model's as a check."""
+    import tempfile
 
-    cfg = QuantizeConfig(bits=g["bits"], group_size=g["group_size"], sym=g["symmetric"])  # its defaults otherwise
+    from gptqmodel import BACKEND, GPTQModel, QuantizeConfig
+
+    # its defaults otherwise; kept in memory (its default offloads finished layers to disk as meta tensors)
+    cfg = QuantizeConfig(bits=g["bits"], group_size=g["group_size"], sym=g["symmetric"], offload_to_disk=False)
     model = GPTQModel.load(str(folder), cfg, device="cpu")
     rows = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib]
     t0 = time.perf_counter()
     model.quantize(rows, batch_size=1)
     secs = time.perf_counter() - t0
-    out = {}
-    with torch.no_grad():
-        for name, layer in model.model.named_modules():
-            if ".layers." in f".{name}" and hasattr(layer, "dequantize_weight"):
-                w = layer.dequantize_weight().float()
-                out[f"{name}.weight"] = (w.T if w.shape[0] == layer.in_features else w).contiguous()
     keys = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "static_groups", "damp_percent", "mse")
     settings = {k: str(getattr(model.quantize_config, k, None)) for k in keys}
+    with tempfile.TemporaryDirectory() as tmp:
+        model.save(tmp)
+        del model
+        packed = GPTQModel.load(tmp, backend=BACKEND.TORCH, device="cpu")
+        out = {}
+        with torch.no_grad():
+            for name, layer in packed.model.named_modules():
+                if ".layers." in f".{name}" and hasattr(layer, "dequantize_weight"):
+                    w = layer.dequantize_weight().float()  # [in, out]
+                    out[f"{name}.weight"] = (w.T if w.shape[0] == layer.in_features else w).contiguous()
+            ids = calib[:1]
+            kernel = packed.model(input_ids=ids).logits.float()
+            plain = load(folder)
+            plain.load_state_dict(out, strict=False)
+            settings["kernel_vs_dequantized_max_abs_logit"] = float((plain(input_ids=ids).logits - kernel).abs().max())
     return out, {"seconds": secs, "settings": settings}
 
 
@@ -154,9 +169,10 @@ def main() -> None:
         save_file(weights, str(args.out))
         meta.update(info)
     except Exception as exc:  # the peer's own refusal, kept as one line for the table
-        last = traceback.extract_tb(exc.__traceback__)[-1]
+        frames = traceback.extract_tb(exc.__traceback__)  # the deepest frame in the peer's code, not torch's
+        last = next((f for f in reversed(frames) if f"{os.sep}torch{os.sep}" not in f.filename), frames[-1])
         meta["error"] = f"{type(exc).__name__}: {str(exc).strip().splitlines()[0] if str(exc).strip() else ''}"
-        meta["error_at"] = f"{Path(last.filename).name}:{last.lineno}"
+        meta["error_at"] = f"{'/'.join(Path(last.filename).parts[-2:])}:{last.lineno}"
         traceback.print_exc()
     args.meta.write_text(json.dumps(meta, indent=2))
 

@@ -12,13 +12,17 @@ code, the same fp32 reference. Peers that run on this CPU:
   hqq-lib-axis0   the same with hqq's default axis=0 (groups of ``group`` elements strided down the flattened weight);
                   both in their own venv (``--hqq-python``). hqq is asymmetric only (float zero points).
   hqq-lib-axis1-minmax  a control: hqq's Quantizer with optimize=False (its min/max grid, float zero points).
-  gptqmodel       GPTQModel: its row says whether it installs/runs here (``--gptqmodel-python``).
+  gptqmodel       GPTQModel (its defaults) in its own venv (``--gptqmodel-python``); gptqmodel-2workers: the same
+                  with GPTQMODEL_CPU_WORKERS=2 (its default, (cpu_count + 1) // 2 = 1 worker here, is below the 2 its
+                  own model-loader pool asks for). Its worker threads may run 2 layers at once; torch ops 1 thread.
+  slimtune-*      slimtune's own rtn / gptq / gptq-ao-mse (lm_quantization.ours) for a grid lm_quantization.md lacks.
 
 The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single SmolLM2 layers with the Hessian of the
 calibration windows and reports the layer output error tr(ΔW H ΔWᵀ) relative to ORT's RTN: as ORT has it, with the
 Cholesky factor's row/column fixed, and after ORT's re-quantization of GPTQ's output into MatMulNBits codes.
 Writes benchmarks/results/lm_quant_peers.{json,md}; rows merge by (grid, peer).
-Run: ``PYTHONPATH=src python benchmarks/lm_quant_peers.py --peers hqq-lib-axis1 --grids int4-g128-sym``.
+Run: ``PYTHONPATH=src python benchmarks/lm_quant_peers.py --peers hqq-lib-axis1 --grids int4-g128-sym``; the
+peers' venvs (``--llmc-python`` etc.) are made as benchmarks/requirements.txt says (torch 2.13.0 CPU in each).
 """
 
 from __future__ import annotations
@@ -48,15 +52,9 @@ from slimtune.quantize.weight_only.api import block_targets
 BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
-PEERS = [
-    "ort-gptq",
-    "llmc-gptq",
-    "llmc-gptq-bypass",
-    "hqq-lib-axis1",
-    "hqq-lib-axis0",
-    "hqq-lib-axis1-minmax",
-    "gptqmodel",
-]
+PEERS = ["ort-gptq", "llmc-gptq", "llmc-gptq-bypass", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax"]
+PEERS += ["gptqmodel", "gptqmodel-2workers"]
+OURS = ["slimtune-rtn", "slimtune-gptq", "slimtune-gptq-ao-mse"]  # for grids lm_quantization.md lacks (int4-g64-sym)
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
                "give int4 (its RTN/HQQ configs: 'Only support 2, 4 or 8 bits quantization')")  # fmt: skip
@@ -103,13 +101,13 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     from safetensors.torch import load_file, save_file
 
     python = args.hqq_python if peer.startswith("hqq") else args.llmc_python
-    python = args.gptqmodel_python if peer == "gptqmodel" else python
+    python = args.gptqmodel_python if peer.startswith("gptqmodel") else python
     c = lq.parse_grid(grid)
     if not Path(python).is_file():
         return {"runs_here": f"no: {python} not found (see the install note in the report)", "impl": peer}
     axis = 0 if peer == "hqq-lib-axis0" else 1
     extra = {"hqq-lib-axis1-minmax": ["--no-optimize"], "llmc-gptq-bypass": ["--bypass"]}.get(peer, [])
-    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass")
+    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass").removesuffix("-2workers")
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         save_file({"input_ids": calib.contiguous()}, str(t / "calib.safetensors"))
@@ -124,6 +122,8 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
         cmd = ["nice", "-n", "5", python, str(BENCH / "_peer_quant.py"), "--peer", tool, "--model", str(HF),
                "--grid", grid, "--axis", str(axis), "--threads", str(args.threads), *files, *extra]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
+        if peer == "gptqmodel-2workers":  # its default on a 2-core machine (1 CPU worker) refuses its own loader pool
+            env["GPTQMODEL_CPU_WORKERS"] = "2"
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         (BENCH / ".cache" / f"peer-{peer}-{grid}.log").write_text(proc.stdout + proc.stderr)
         if not (t / "meta.json").is_file():
@@ -210,7 +210,7 @@ def ort_gptq_check(base: torch.nn.Module, calib: torch.Tensor, layers: list[str]
 def main() -> None:
     d = lq.parser().parse_args([])  # lm_quantization.py's defaults: the same windows, calibration, threads
     ap = argparse.ArgumentParser()
-    ap.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS)
+    ap.add_argument("--peers", nargs="+", default=PEERS, choices=PEERS + OURS)
     ap.add_argument("--grids", nargs="+", default=d.grids)
     ap.add_argument("--threads", type=int, default=d.threads)
     ap.add_argument("--llmc-python", default="/work/venv-llmc/bin/python")
@@ -240,7 +240,12 @@ def main() -> None:
         for peer in args.peers:
             load0 = os.getloadavg()[0]
             print(f"{grid} {peer} ...", flush=True)
-            if peer == "ort-gptq":
+            if peer in OURS:
+                name = peer.removeprefix("slimtune-")
+                row = lq.ours(name, lq.configs(grid, d.calib, d.awq_grid)[name], base, test.x, calib)
+                tokens = 0 if name == "rtn" else int(calib.numel())
+                row.update(runs_here="yes", settings=row.pop("options"), calib_tokens=tokens)
+            elif peer == "ort-gptq":
                 if lq.parse_grid(grid)["bits"] != 4:
                     row: dict[str, Any] = {"runs_here": ORT_NO_3BIT, "impl": "onnxruntime " + lq._ort_version()}
                 else:
@@ -315,6 +320,7 @@ def render(result: dict[str, Any], ours: dict[str, Any]) -> str:
         + "; ".join(f"{g} {r['method']} ({r['impl']}) {r['delta_pct']:+.1f}%" for g, r in best.items())
         + ".",
     ]
+    lines += ["", "## Notes (measured here)", "", *NOTES]
     settings = [f"- {r['grid']} {r['peer']}: {json.dumps(r['settings'])}" for r in rows if r.get("settings")]
     if settings:
         lines += ["", "Settings per row (peer defaults unless named):", "", *settings]
@@ -339,6 +345,25 @@ def render(result: dict[str, Any], ours: dict[str, Any]) -> str:
         ]
         lines += ["", *CAUSE]
     return "\n".join(lines) + "\n"
+
+
+NOTES = [
+    "- hqq is asymmetric only and keeps float zero points (its optimizer re-fits the zero as a float even with",
+    "  round_zero). On this model float zero points are what costs most: the min/max control (optimize=False) is",
+    "  plain float-zero RTN, while slimtune's RTN on the same range with an integer zero point gives +27.4% (int4",
+    "  g128) / +176.8% (int3 g64) in lm_quantization.md. hqq's default axis=0 is its better setting here; its groups",
+    "  then run strided down the flattened weight (not along a row's columns), a layout MatMulNBits cannot store.",
+    "- gptqmodel 7.7.0 needs torch >= 2.14.1; 7.6.0 installs beside torch 2.13.0 CPU (its own venv, ~2.5 min). With",
+    "  its defaults it refuses to start on this 2-core machine (its model-loader pool asks for 2 CPU workers, the",
+    "  default gives (cores + 1) // 2 = 1); GPTQMODEL_CPU_WORKERS=2 runs it. Its defaults: act_group_aware ordering,",
+    "  damp 0.05, no desc_act. Its weights come from its saved checkpoint, dequantized by its own torch kernel; that",
+    "  kernel's logits differ from the dequantized model's by the max in the JSON (kernel arithmetic), so the row",
+    "  scores GPTQModel's codes, not its kernel.",
+    "- llm-compressor 0.14 needs transformers 5.17 (slimtune's venv has 5.25), so it runs in its own venv. It refuses",
+    "  groups of 128 on SmolLM2's 576 columns; with bypass_divisibility_checks its observer fails (error in the row).",
+    "- Quantize times come from other runs and loads than lm_quantization.md's (load average per row in the JSON):",
+    "  indicative only.",
+]
 
 
 CAUSE = [

@@ -267,7 +267,8 @@ def render(result: dict[str, Any]) -> str:
         "the outputs of the already quantized stages; -refit: least-squares group scales for the chosen codes; gptaq:",
         "GPTAQ's asymmetric term (the layer fits the fp32 model's own inputs, alpha 0.25). SmolLM2 was stored on",
         "a Q4_1 grid (groups of 32, asymmetric), so any other grid adds a rounding error to already-rounded weights",
-        "(on that grid RTN reproduces it exactly). Peers' implementations on the same windows: lm_quant_peers.md.",
+        "(on that grid RTN reproduces it exactly). ORT's quantizer has no 3-bit mode. ORT's GPTQ, llm-compressor,",
+        "GPTQModel and the hqq library: lm_quant_peers.md (own venvs).",
     ]
     for grid, goal in GOALS.items():
         got = [r for r in rows if r["grid"] == grid]
