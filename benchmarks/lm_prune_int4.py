@@ -42,41 +42,32 @@ def export(model: Any, tok: Any, name: str, windows: torch.Tensor) -> Path:
     )
 
 
-def int4_(model: Any) -> None:
-    from slimtune.quantize.weight_only import RTNConfig, quantize_lm_
+def int4_(model: Any, calib: torch.Tensor) -> None:
+    """GPTQ (the defaults) on groups of 32, asymmetric; the tied embedding + lm_head table RTN on the same grid."""
+    from slimtune.quantize.weight_only import GPTQConfig, quantize_lm_
 
-    quantize_lm_(model, RTNConfig(bits=4, group_size=32, symmetric=False))
+    cfg = GPTQConfig(bits=4, group_size=32, symmetric=False, samples=len(calib), batch_size=4, lm_head=True,
+                     embedding=True)  # fmt: skip
+    quantize_lm_(model, cfg, calibration=calib)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--drop", type=int, nargs="+", default=[2, 3, 4], help="blocks removed before int4")
-    parser.add_argument("--windows", type=int, default=16, help="Tempest windows of 256 tokens for perplexity")
-    parser.add_argument("--calib", type=int, default=16)
-    parser.add_argument("--recover-minutes", type=float, default=0.0)
-    parser.add_argument("--recover-windows", type=int, default=96)
-    parser.add_argument("--lr", type=float, default=5e-5)
-    parser.add_argument("--rounds", type=int, default=5)
-    parser.add_argument("--new-tokens", type=int, default=32)
-    args = parser.parse_args()
+def build(args: Any) -> dict[str, Any]:
+    """Prune, quantize, score and export every row (the slow part; timing is separate)."""
     from slimtune.prune import LMStructuredConfig, prune_
 
-    torch.set_num_threads(lb.THREADS)
+    torch.set_num_threads(args.threads)
     base, tok = model_and_tokenizer()
     corpus = Corpus(tok, windows_=args.windows)
-    data = lm_data(corpus.train_windows(args.calib), corpus.val)
+    calib = corpus.train_windows(args.calib)
+    data = lm_data(calib, corpus.val)
     parity_windows = corpus.val[:2, :64]
-    rows: list[dict[str, Any]] = []
-    bundles: dict[str, Path] = {}
     dense_ppl = corpus.ppl(base)
-    rows.append({"name": "fp32", "perplexity": dense_ppl, "params": sum(p.numel() for p in base.parameters())})
-    bundles["fp32"] = export(base, tok, "fp32", parity_windows)
+    rows: list[dict[str, Any]] = [{"name": "fp32", "perplexity": dense_ppl, "blocks": len(base.model.layers),
+                                   "params": sum(p.numel() for p in base.parameters())}]  # fmt: skip
+    rows[0]["bundle"] = str(export(base, tok, "fp32", parity_windows))
     for k in [0, *args.drop]:
-        model, started, row = (
-            copy.deepcopy(base),
-            time.perf_counter(),
-            {"name": "int4-g32" if not k else f"drop{k}+int4-g32"},
-        )
+        model, started = copy.deepcopy(base), time.perf_counter()
+        row: dict[str, Any] = {"name": "int4-g32" if not k else f"drop{k}+int4-g32"}
         if k:
             prune_(model, LMStructuredConfig(drop_layers=k, samples=args.calib), data=data)
             row["dropped_ppl"] = corpus.ppl(model)
@@ -86,36 +77,62 @@ def main() -> None:
                 row["recovered_ppl"] = corpus.ppl(model)
         row["params"] = sum(p.numel() for p in model.parameters())
         row["blocks"] = len(model.model.layers)
-        int4_(model)
+        int4_(model, calib)
         row["perplexity"] = corpus.ppl(model)
         row["prepare_s"] = time.perf_counter() - started
-        bundles[row["name"]] = export(model, tok, row["name"], parity_windows)
-        row["parity"] = json.loads((bundles[row["name"]] / "bundle.json").read_text())["parity"]
+        folder = export(model, tok, row["name"], parity_windows)
+        row["bundle"], row["parity"] = str(folder), json.loads((folder / "bundle.json").read_text())["parity"]
         rows.append(row)
         print(f"{row['name']}: ppl {row['perplexity']:.2f} ({100 * (row['perplexity'] / dense_ppl - 1):+.1f}%)",
               flush=True)  # fmt: skip
         del model
-    from slimtune.runtime.decoder import Decoder, ort_decoder_session
-
-    prompt = tok.encode(lb.PROMPT)
-    run: dict[str, Any] = {}
-    for name, folder in bundles.items():
-        decoder = Decoder(ort_decoder_session(folder / "model.onnx", threads=lb.THREADS))
-        run[name] = lambda b, n, d=decoder: d.generate([prompt] * b, max_new_tokens=n)[0]
-    timing = lb.time_runtimes(run, new_tokens=args.new_tokens, rounds=args.rounds)
-    speed = {(r["runtime"], r["batch"]): r["decode_tokens_per_s_rounds"] for r in timing["rows"]}
     for row in rows:
         row["perplexity_delta_pct"] = 100 * (row["perplexity"] / dense_ppl - 1)
+    return {"model": "smollm2-135m", "commit": commit(), "settings": vars(args), "build_load_end": load(),
+            "prompt": tok.encode(lb.PROMPT), "rows": rows}  # fmt: skip
+
+
+def time_rows(out: dict[str, Any], args: Any) -> None:
+    """Interleaved ORT decode rounds over every bundle (``THREADS`` threads); ratios per round against fp32."""
+    from slimtune.runtime.decoder import Decoder, ort_decoder_session
+
+    prompt, run = out["prompt"], {}
+    for row in out["rows"]:
+        decoder = Decoder(ort_decoder_session(Path(row["bundle"]) / "model.onnx", threads=lb.THREADS))
+        run[row["name"]] = lambda b, n, d=decoder: d.generate([prompt] * b, max_new_tokens=n)[0]
+    timing = lb.time_runtimes(run, new_tokens=args.new_tokens, rounds=args.rounds)
+    speed = {(r["runtime"], r["batch"]): r["decode_tokens_per_s_rounds"] for r in timing["rows"]}
+    for row in out["rows"]:
         for b in (1, 8):
             ratios = [x / y for x, y in zip(speed[(row["name"], b)], speed[("fp32", b)], strict=True)]
             row[f"decode_b{b}_tok_s"] = statistics.median(speed[(row["name"], b)])
             row[f"decode_b{b}_vs_fp32"] = statistics.median(ratios)
             row[f"decode_b{b}_vs_fp32_spread"] = [min(ratios), max(ratios)]
         row["goal_met"] = row["decode_b1_vs_fp32"] >= GOAL_SPEED and row["perplexity_delta_pct"] <= GOAL_PPL
-    out = {"model": "smollm2-135m", "commit": commit(), "settings": vars(args), "threads": lb.THREADS,
-           "load_per_round": timing["load_per_round"], "load_end": load(), "rows": rows, "env": collect()}  # fmt: skip
+    out.update(threads=lb.THREADS, rounds=args.rounds, new_tokens=args.new_tokens, timing_commit=commit(),
+               load_per_round=timing["load_per_round"], env=collect())  # fmt: skip
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--phase", choices=["build", "time", "all"], default="all",
+                        help="build: prune, quantize, score, export; time: decode rounds (idle machine)")  # fmt: skip
+    parser.add_argument("--drop", type=int, nargs="+", default=[2, 3, 4], help="blocks removed before int4")
+    parser.add_argument("--windows", type=int, default=16, help="Tempest windows of 256 tokens for perplexity")
+    parser.add_argument("--calib", type=int, default=32, help="train windows of 256 tokens (ShortGPT and GPTQ)")
+    parser.add_argument("--threads", type=int, default=1, help="torch threads of the build phase")
+    parser.add_argument("--recover-minutes", type=float, default=0.0)
+    parser.add_argument("--recover-windows", type=int, default=96)
+    parser.add_argument("--lr", type=float, default=5e-5)
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--new-tokens", type=int, default=32)
+    args = parser.parse_args()
+    path = RESULTS / "lm_prune_int4.json"
+    out = build(args) if args.phase != "time" else json.loads(path.read_text(encoding="utf-8"))
+    if args.phase != "build":
+        time_rows(out, args)
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / "lm_prune_int4.json").write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
+    path.write_text(json.dumps(out, indent=2, default=str) + "\n", encoding="utf-8")
     (RESULTS / "lm_prune_int4.md").write_text(render(out), encoding="utf-8")
     print(render(out))
 
@@ -126,22 +143,30 @@ def render(out: dict[str, Any]) -> str:
         "# SmolLM2-135M: depth pruning + int4 (MatMulNBits) vs ORT fp32",
         "",
         f"Perplexity on The Tempest's first {s['windows']} × 256 tokens (PyTorch, fake-quant = the ONNX within its",
-        "parity check); int4: RTN groups of 32 asymmetric (the grid SmolLM2 was stored on); blocks removed by",
-        f"ShortGPT similarity on {s['calib']} × 256 train-play tokens; recovery {s['recover_minutes']:g} min.",
-        f"Decode: ONNX Runtime, {out['threads']} threads, {s['rounds']} interleaved rounds, {s['new_tokens']} new",
-        f"tokens; × = median of per-round ratios to fp32 [min, max]. Load average per round {out['load_per_round']}.",
-        f"Commit {out['commit']}.",
+        f"parity check); int4: GPTQ (defaults) groups of 32 asymmetric on {s['calib']} × 256 train-play tokens, the",
+        "tied embedding + lm_head RTN on the same grid (one GatherBlockQuantized/MatMulNBits table); blocks removed by",
+        f"ShortGPT similarity on the same tokens; recovery {s['recover_minutes']:g} min. Decode: ONNX Runtime,",
+        f"{out.get('threads', '-')} threads, {out.get('rounds', '-')} interleaved rounds, {out.get('new_tokens', '-')}"
+        " new tokens; × = median of per-round ratios to fp32 [min, max]; load average per round",
+        f"{out.get('load_per_round', '-')}. Commit {out['commit']} (timing: {out.get('timing_commit', '-')}).",
         "",
         "| model | blocks | params | perplexity | Δ | decode b1 tok/s | × fp32 b1 | decode b8 tok/s | × fp32 b8 |",
         "|---|---|---|---|---|---|---|---|---|",
     ]
+    timed = "decode_b1_vs_fp32" in out["rows"][-1]
     for r in out["rows"]:
+        if not timed:
+            lines.append(f"| {r['name']} | {r['blocks']} | {r['params'] / 1e6:.1f} M | {r['perplexity']:.2f} | "
+                         f"{r['perplexity_delta_pct']:+.1f}% | - | - | - | - |")  # fmt: skip
+            continue
         lo, hi = r["decode_b1_vs_fp32_spread"]
         lines.append(
             f"| {r['name']} | {r.get('blocks', 30)} | {r['params'] / 1e6:.1f} M | {r['perplexity']:.2f} | "
             f"{r['perplexity_delta_pct']:+.1f}% | {r['decode_b1_tok_s']:.1f} | ×{r['decode_b1_vs_fp32']:.2f} "
             f"[{lo:.2f}, {hi:.2f}] | {r['decode_b8_tok_s']:.1f} | ×{r['decode_b8_vs_fp32']:.2f} |"
         )
+    if not timed:
+        return "\n".join([*lines, "", "Decode not timed yet (run --phase time on an idle machine)."]) + "\n"
     met = [r for r in out["rows"] if r["goal_met"]]
     best = max(out["rows"][1:], key=lambda r: r["decode_b1_vs_fp32"] if r["perplexity_delta_pct"] <= GOAL_PPL else 0)
     verdict = (f"**met** by {', '.join(r['name'] for r in met)}" if met else

@@ -15,6 +15,7 @@ from slimtune.models.blocks import BlockContext, linear_weight
 from slimtune.quantize.weight_only.awq import AWQ, apply_scale_, fold_groups
 from slimtune.quantize.weight_only.config import AWQGPTQConfig
 from slimtune.quantize.weight_only.gptq import HessianStats, gptq
+from slimtune.quantize.weight_only.refit import refit_scales
 
 
 class AWQGPTQ:
@@ -45,6 +46,8 @@ class AWQGPTQ:
             qw = gptq(linear_weight(layer), h[name], bits=c.bits, group_size=c.group_size, symmetric=c.symmetric,
                       damp=c.damp, block_size=c.block_size, act_order=c.act_order, static_groups=c.static_groups,
                       mse=c.mse, name=f"{ctx.name}.{name}")  # fmt: skip
+            if c.refit_scales:
+                qw = refit_scales(qw, linear_weight(layer), h[name])
             qw.method = "awq-gptq"
             store_(layer, qw)
         self.awq.stats, self.hessians = {}, {}

@@ -84,8 +84,8 @@ class GPTQConfig(CalibratedConfig):
     act_order: bool = True  # measured best with mse (SmolLM2 int4 g64: +14.5% perplexity vs +33.1% without both)
     static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
     mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
-    true_sequential: bool = False  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
-    refit_scales: bool = False  # after the codes are chosen, least-squares scales on the layer output (``refit``)
+    true_sequential: bool = True  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
+    refit_scales: bool = True  # after the codes are chosen, least-squares scales on the layer output (``refit``)
     gptaq: bool = False  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
     gptaq_alpha: float = 0.25
 
@@ -116,10 +116,16 @@ class AWQConfig(CalibratedConfig):
 @dataclass(frozen=True, kw_only=True)
 class AWQGPTQConfig(GPTQConfig):
     """AWQ's channel scales (searched on a ``grid`` of ratios and folded), then GPTQ on the scaled weights
-    (``awq_gptq``); GPTQ's options apply."""
+    (``awq_gptq``); GPTQ's options apply, except true_sequential and gptaq (method gptq)."""
 
     grid: int = 20
+    true_sequential: bool = False  # not supported here: AWQ's scales are searched on the block's own inputs
 
     def __post_init__(self) -> None:
         super().__post_init__()
         check(self.grid >= 1, f"grid must be >= 1, got {self.grid}")
+        check(
+            not self.true_sequential and not self.gptaq,
+            "awq-gptq quantizes every layer of a block on the same inputs: true_sequential and gptaq are options of "
+            "method gptq; set them false here or use gptq",
+        )
