@@ -171,3 +171,16 @@ def test_gptaq_sees_no_difference_in_block0s_first_stage_and_one_after(monkeypat
     assert float(seen["layers.0.self_attn.q_proj"].abs().max()) == 0.0  # block 0's input is the same in both
     assert float(seen["layers.0.mlp.down_proj"].abs().max()) > 0.0
     assert float(seen["layers.1.self_attn.q_proj"].abs().max()) > 0.0
+
+
+def test_options_that_do_not_apply_are_refused_in_one_line() -> None:
+    from slimtune.errors import ConfigError
+    from slimtune.quantize.weight_only import AWQGPTQConfig
+
+    with pytest.raises(ConfigError, match="true_sequential and gptaq are options of method gptq"):
+        AWQGPTQConfig(true_sequential=True)
+    with pytest.raises(ConfigError, match="true_sequential and gptaq"):
+        AWQGPTQConfig(gptaq=True)
+    with pytest.raises(ConfigError, match="gptaq_alpha must be in"):
+        GPTQConfig(gptaq=True, gptaq_alpha=0.0)
+    assert GPTQConfig().true_sequential and GPTQConfig().refit_scales and not GPTQConfig().gptaq
