@@ -78,7 +78,7 @@ def smoothquant_lm_(
     units = wanted or _chosen_fallback(model, config, held_out, info, sim)
     fallback = [name for unit in units for name in unit]
     if fallback:
-        info["fallback"] = fallback
+        info.update(fallback=fallback, fallback_units=["+".join(u) for u in units])
     model.slimtune_smoothquant = {  # type: ignore[assignment]
         "alpha": alpha,
         "mode": config.mode,
