@@ -3,7 +3,8 @@ b8 prefill and b1/b8 decode tokens/s, MB on disk.
 
 Variants are named by their parts: ``plain`` (no smoothing) or ``sq`` (global α, searched once on ``--grid``),
 ``layer`` (``alpha_scope: layer``, α per smoothing group on ``--grid``), ``auto`` (``fallback: auto``,
-budget ``--budget``), ``fb<N>`` (``fallback: N``), ``pct`` / ``ent`` (static percentile / entropy ranges), and
+budget ``--budget``, or ``b<percent>``: ``b1`` is +1%), ``fb<N>`` (``fallback: N``), ``pct`` / ``ent`` (static
+percentile / entropy ranges), and
 the mode last: ``dynamic`` or ``static``. Calibration: ``--calib`` Shakespeare train-play windows; α, the fallback
 ranking and ``auto`` use ``--val`` other train windows; perplexity on the first ``--eval`` test-play windows
 (``--window`` tokens each, the same slice for every row), through ONNX Runtime.
@@ -60,6 +61,8 @@ def options(variant: str, args: argparse.Namespace, alpha: float | None) -> dict
     for p in parts:
         if p.startswith("fb") and p[2:].isdigit():
             opts["fallback"] = int(p[2:])
+        if p.startswith("b") and p[1:].replace(".", "", 1).isdigit():  # b1 = fallback: auto within +1%
+            opts["fallback_budget"] = float(p[1:]) / 100
     opts["calibrate"] = {"pct": "percentile", "ent": "entropy"}.get(next((p for p in parts if p in ("pct", "ent")), ""),
                                                                    "minmax")  # fmt: skip
     return opts
@@ -80,7 +83,14 @@ def quality(args: argparse.Namespace) -> None:
     if not (args.reuse and (fp32_dir / "bundle.json").is_file()):
         export_lm_bundle(base, tok.tokenizer, fp32_dir, windows=test.x[:2, :48], config=check, force=True)
     rows: dict[str, dict[str, Any]] = {"fp32": {"variant": "fp32", "bundle": str(fp32_dir), "alpha": None}}
-    global_alpha: float | None = None
+    path = RESULTS / f"lm_smoothquant{args.tag}.json"
+    earlier = json.loads(path.read_text()) if args.append and path.is_file() else None
+    if earlier is not None:  # add rows to an earlier run on the same windows
+        same = all(earlier["setup"][k] == getattr(args, k) for k in ("window", "eval", "calib", "val"))
+        if not same:
+            raise SystemExit("--append: the earlier run used other windows; give its --window/--eval/--calib/--val")
+        rows = {r["variant"]: r for r in earlier["rows"] if r["variant"] not in args.variants}
+    global_alpha: float | None = next((r["alpha"] for r in rows.values() if r["variant"] == "sq-dynamic"), None)
     for variant in args.variants:
         model = copy.deepcopy(base)
         cfg = SmoothQuantConfig(**options(variant, args, global_alpha))
@@ -96,18 +106,19 @@ def quality(args: argparse.Namespace) -> None:
         print(f"{variant}: made in {info['seconds']:.0f} s; fallback {info.get('fallback', [])}", flush=True)
         del model
     for name, row in rows.items():
+        if "perplexity" in row:
+            continue
         t0 = time.perf_counter()
         row["perplexity"] = onnx_perplexity(Path(row["bundle"]) / "model.onnx", test.x, test.y,
                                             threads=args.quality_threads)["perplexity"]  # fmt: skip
         row["delta_pct"] = 100 * (row["perplexity"] / rows["fp32"]["perplexity"] - 1)
         print(f"{name}: ORT ppl {row['perplexity']:.3f} ({row['delta_pct']:+.2f}%, {time.perf_counter() - t0:.0f} s)",
               flush=True)  # fmt: skip
-    setup = {**vars(args), "commit": _commit(), "load_average_quality": os.getloadavg(), "cpu": platform.processor(),
-             "torch_fp32_perplexity": torch_ppl, "eval_tokens": int(test.x.numel())}  # fmt: skip
+    setup = {**(earlier["setup"] if earlier else {}), **vars(args), "variants": [r for r in rows if r != "fp32"]}
+    setup.update(commit=_commit(), load_average_quality=os.getloadavg(), cpu=platform.processor(),
+                 torch_fp32_perplexity=torch_ppl, eval_tokens=int(test.x.numel()))  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
-    (RESULTS / f"lm_smoothquant{args.tag}.json").write_text(
-        json.dumps({"setup": setup, "rows": list(rows.values())}, indent=2, default=str)
-    )
+    path.write_text(json.dumps({"setup": setup, "rows": list(rows.values())}, indent=2, default=str))
     write_md(args.tag)
 
 
@@ -184,6 +195,7 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results files (lm_smoothquant{tag}.json)")
     ap.add_argument("--reuse", action="store_true", help="reuse the fp32 bundle of an earlier run")
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
+    ap.add_argument("--append", action="store_true", help="add the variants to the earlier JSON (same windows)")
     args = ap.parse_args()
     quality(args) if args.phase == "quality" else speed(args)
 

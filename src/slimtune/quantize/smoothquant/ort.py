@@ -2,9 +2,11 @@
 
 ``dynamic``: ``quantize_dynamic`` turns every MatMul/Gemm with a constant weight into ``DynamicQuantizeLinear`` +
 ``MatMulInteger`` (int8 weights per output channel, uint8 activations quantized per call). ``static``: QDQ with
-the activation ranges of prefill calibration windows (MinMax), int8 per-channel weights. The fp32 export is
-parity-checked first (the smoothing is exact), then the int8 file's logits and greedy tokens are measured
-against the PyTorch model (int8 rounding moves them; only the top-1 agreement is held to a floor).
+the activation ranges of prefill calibration windows (``calibrate``: MinMax, Percentile or Entropy), int8
+per-channel weights; the fused graph's MatMul inputs are typed fp32 first (``_float_typed``) so the calibrator sees
+them. The fp32 export is parity-checked first (the smoothing is exact), then the int8 file's logits and greedy
+tokens are measured against the PyTorch model (int8 rounding moves them; only the top-1 agreement is held to a
+floor).
 
 An fp32 fallback (``fallback`` in the model's SmoothQuant settings: Linear names) becomes ONNX Runtime's
 ``nodes_to_exclude``. The node of each Linear is found in the exported file itself (``linear_nodes``: the MatMul
@@ -120,13 +122,17 @@ def quantize_lm_onnx(
             if calibration is None or len(calibration) == 0:
                 raise ParityError("static int8 needs calibration windows; give calibration token ids")
             reader = _PrefillReader(src, calibration.long().numpy())
+            typed = _float_typed(src)
             extra_static = {**extra, "ActivationSymmetric": False, "WeightSymmetric": True}
-            quantize_static(str(src), str(tmp), reader, quant_format=QuantFormat.QDQ,  # type: ignore[arg-type]
-                            op_types_to_quantize=OPS, per_channel=per_channel, reduce_range=reduce_range,
-                            activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
-                            calibrate_method=getattr(CalibrationMethod, CALIBRATE[calibrate]),
-                            extra_options=extra_static, nodes_to_exclude=list(exclude or []),
-                            calibration_providers=["CPUExecutionProvider"])  # fmt: skip
+            try:
+                quantize_static(str(typed), str(tmp), reader, quant_format=QuantFormat.QDQ,  # type: ignore[arg-type]
+                                op_types_to_quantize=OPS, per_channel=per_channel, reduce_range=reduce_range,
+                                activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                                calibrate_method=getattr(CalibrationMethod, CALIBRATE[calibrate]),
+                                extra_options=extra_static, nodes_to_exclude=list(exclude or []),
+                                calibration_providers=["CPUExecutionProvider"])  # fmt: skip
+            finally:
+                typed.unlink(missing_ok=True)
     return {"mode": mode, "per_channel": per_channel, "reduce_range": reduce_range, "ops": OPS,
             "bytes_fp32": fp32_bytes, "bytes_int8": _bytes(dst), "fp32_nodes": list(exclude or []),
             **({"calibrate": calibrate} if mode == "static" else {})}  # fmt: skip
@@ -143,6 +149,28 @@ def fallback_nodes(model: torch.nn.Module, path: str | Path, names: list[str]) -
             "unmatched); the export changed the weights — keep fallback for an fp32 SmoothQuant export"
         )
     return sorted({owner[n] for n in names})
+
+
+def _float_typed(src: Path) -> Path:
+    """A copy of the graph of ``src`` (beside it, sharing its external weights) in which every MatMul / Gemm input
+    and output is typed fp32: ONNX shape inference cannot type the outputs of the fused graph's com.microsoft ops
+    (SkipSimplifiedLayerNormalization, GroupQueryAttention), and ONNX Runtime's calibrator skips untyped tensors —
+    a static file would then quantize the weights only, never the activations."""
+    import onnx
+    from onnx import TensorProto, helper
+
+    model = onnx.load(str(src), load_external_data=False)
+    graph = model.graph
+    known = {v.name for v in [*graph.value_info, *graph.input, *graph.output]} | {t.name for t in graph.initializer}
+    for node in graph.node:
+        if node.op_type in OPS:
+            for name in [*node.input, *node.output]:
+                if name and name not in known:
+                    graph.value_info.append(helper.make_tensor_value_info(name, TensorProto.FLOAT, None))
+                    known.add(name)
+    out = src.with_name(f"{src.stem}.typed.onnx")
+    onnx.save(model, str(out))
+    return out
 
 
 def _bytes(path: Path) -> int:
