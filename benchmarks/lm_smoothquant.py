@@ -145,7 +145,7 @@ def int8_bundle(model: torch.nn.Module, fp32_bundle: Path, out: Path, calib: tor
 def speed(args: argparse.Namespace) -> None:
     path = RESULTS / f"lm_smoothquant{args.tag}.json"
     result = json.loads(path.read_text())
-    rows = result["rows"]
+    rows = [r for r in result["rows"] if r["variant"] not in args.skip_speed]
     load_before = os.getloadavg()
     runs: dict[str, list[dict]] = {r["variant"]: [] for r in rows}
     for _ in range(args.rounds):
@@ -195,6 +195,7 @@ def main() -> None:
     ap.add_argument("--tag", default="", help="suffix of the results files (lm_smoothquant{tag}.json)")
     ap.add_argument("--reuse", action="store_true", help="reuse the fp32 bundle of an earlier run")
     ap.add_argument("--variants", nargs="+", default=VARIANTS)
+    ap.add_argument("--skip-speed", nargs="*", default=[], help="variants the speed phase does not time")
     ap.add_argument("--append", action="store_true", help="add the variants to the earlier JSON (same windows)")
     args = ap.parse_args()
     quality(args) if args.phase == "quality" else speed(args)

@@ -123,7 +123,12 @@ def quantize_lm_onnx(
                 raise ParityError("static int8 needs calibration windows; give calibration token ids")
             reader = _PrefillReader(src, calibration.long().numpy())
             typed = _float_typed(src)
-            extra_static = {**extra, "ActivationSymmetric": False, "WeightSymmetric": True}
+            extra_static = {
+                **extra,
+                "ActivationSymmetric": False,
+                "WeightSymmetric": True,
+                "OpTypesToExcludeOutputQuantization": OPS,
+            }  # a MatMul output feeds fp32 ops
             try:
                 quantize_static(str(typed), str(tmp), reader, quant_format=QuantFormat.QDQ,  # type: ignore[arg-type]
                                 op_types_to_quantize=OPS, per_channel=per_channel, reduce_range=reduce_range,
