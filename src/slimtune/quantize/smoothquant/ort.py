@@ -145,6 +145,8 @@ def quantize_lm_onnx(
 
 def fallback_nodes(model: torch.nn.Module, path: str | Path, names: list[str]) -> list[str]:
     """The nodes of ``path`` that compute the Linears ``names`` (every one must be found in the file)."""
+    if not names:
+        return []
     nodes = linear_nodes(model, path)
     owner = {linear: node for node, linears in nodes.items() for linear in linears}
     missing = [n for n in names if n not in owner]
