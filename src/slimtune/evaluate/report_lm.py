@@ -105,16 +105,18 @@ def measure_lm_row(
 def lm_precision(model: nn.Module) -> dict[str, str]:
     """Each layer's precision as the exported file computes it: ``torch_precision``, overlaid with the weight-only
     codes' width (``int4``, ``int8``: mixed precision shows both) and, for a SmoothQuant model, ``int8`` W8A8 on
-    every Linear (ONNX Runtime int8 quantizes them all, the output head included)."""
+    every Linear but its fp32 fallback (ONNX Runtime int8 quantizes them, the output head included)."""
     from slimtune.quantize.precision import torch_precision
     from slimtune.quantize.weight_only.api import quantized_layers
 
     out = torch_precision(model)
     for name, (_, qw) in quantized_layers(model).items():
         out[name] = f"int{qw.bits}"
-    if getattr(model, "slimtune_smoothquant", None):
+    sq = getattr(model, "slimtune_smoothquant", None)
+    if sq:
+        kept = set(sq.get("fallback") or [])  # an fp32 fallback stays as it is
         for name, m in model.named_modules():
-            if isinstance(m, nn.Linear):
+            if isinstance(m, nn.Linear) and name not in kept:
                 out[name] = "int8"
     return out
 

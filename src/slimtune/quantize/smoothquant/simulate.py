@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import copy
-from collections.abc import Iterator, Sequence
+from collections.abc import Collection, Iterator, Sequence
 from typing import Any
 
 import torch
@@ -37,7 +37,7 @@ def fake_uint8_activation(x: torch.Tensor) -> torch.Tensor:
     return (torch.clamp(torch.round(x / scale) + zero, 0, 255) - zero) * scale
 
 
-def _targets(model: nn.Module) -> list[nn.Module]:
+def sim_targets(model: nn.Module) -> list[nn.Module]:
     layers = list(block_targets(model).values())
     get = getattr(model, "get_output_embeddings", None)
     head = get() if callable(get) else None
@@ -47,9 +47,18 @@ def _targets(model: nn.Module) -> list[nn.Module]:
 
 
 @contextlib.contextmanager
-def simulated_w8a8(model: nn.Module, *, per_channel: bool = True, reduce_range: bool = False) -> Iterator[None]:
-    """Within the block, ``model``'s Linears compute with int8-rounded weights and uint8-rounded inputs."""
-    layers = _targets(model)
+def simulated_w8a8(
+    model: nn.Module,
+    *,
+    per_channel: bool = True,
+    reduce_range: bool = False,
+    layers: Sequence[nn.Module] | None = None,
+    skip: Collection[nn.Module] = (),
+) -> Iterator[None]:
+    """Within the block, ``model``'s Linears (or only ``layers``; never those in ``skip``: an fp32 fallback)
+    compute with int8-rounded weights and uint8-rounded inputs."""
+    skipped = {id(k) for k in skip}
+    layers = [m for m in (sim_targets(model) if layers is None else layers) if id(m) not in skipped]
     saved = [linear_weight(m).clone() for m in layers]
     handles = []
     try:
