@@ -55,14 +55,14 @@ def parse_grid(grid: str) -> dict[str, Any]:
 def configs(grid: str, calib: int, awq_grid: int) -> dict[str, Any]:
     c = parse_grid(grid)
     cal = {"samples": calib, "batch_size": 4}
-    off = {"true_sequential": False, "refit_scales": False}
+    off = {"true_sequential": False, "refit_scales": False, "gptaq": False}
     return {
         "rtn": RTNConfig(**c),
         "hqq": HQQConfig(**c),
         "gptq": GPTQConfig(**c, **cal, act_order=False, mse=False, **off),  # the reference implementation's settings
         "gptq-ao-mse": GPTQConfig(**c, **cal, act_order=True, mse=True, **off),
-        "gptq-ao-mse-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, refit_scales=False),
-        "gptq-seq-refit": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, refit_scales=True),
+        "gptq-ao-mse-seq": GPTQConfig(**c, **cal, act_order=True, mse=True, **{**off, "true_sequential": True}),
+        "gptq-seq-refit": GPTQConfig(**c, **cal, act_order=True, mse=True, true_sequential=True, gptaq=False),
         "gptaq-seq": GPTQConfig(
             **c, **cal, act_order=True, mse=True, true_sequential=True, gptaq=True, refit_scales=False
         ),

@@ -65,8 +65,8 @@ def test_true_sequential_hessians_come_from_the_quantized_earlier_stages(monkeyp
     torch.manual_seed(0)
     fp32, ids = tiny_llama(hidden=64), text_ids(8)
     seq = copy.deepcopy(fp32)
-    h_seq = _hessians(seq, ids, monkeypatch, true_sequential=True)
-    h_one = _hessians(copy.deepcopy(fp32), ids, monkeypatch, true_sequential=False)
+    h_seq = _hessians(seq, ids, monkeypatch, true_sequential=True, gptaq=False)
+    h_one = _hessians(copy.deepcopy(fp32), ids, monkeypatch, true_sequential=False, gptaq=False)
     for name in ("self_attn.o_proj", "mlp.down_proj"):
         key = f"layers.0.{name}"
         # the final model's earlier stages are quantized, and a layer's own weight never changes its input
@@ -183,4 +183,4 @@ def test_options_that_do_not_apply_are_refused_in_one_line() -> None:
         AWQGPTQConfig(gptaq=True)
     with pytest.raises(ConfigError, match="gptaq_alpha must be in"):
         GPTQConfig(gptaq=True, gptaq_alpha=0.0)
-    assert GPTQConfig().true_sequential and GPTQConfig().refit_scales and not GPTQConfig().gptaq
+    assert GPTQConfig().true_sequential and GPTQConfig().refit_scales and GPTQConfig().gptaq

@@ -86,7 +86,7 @@ class GPTQConfig(CalibratedConfig):
     mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
     true_sequential: bool = True  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
     refit_scales: bool = True  # after the codes are chosen, least-squares scales on the layer output (``refit``)
-    gptaq: bool = False  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
+    gptaq: bool = True  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
     gptaq_alpha: float = 0.25
 
     def __post_init__(self) -> None:
@@ -120,6 +120,7 @@ class AWQGPTQConfig(GPTQConfig):
 
     grid: int = 20
     true_sequential: bool = False  # not supported here: AWQ's scales are searched on the block's own inputs
+    gptaq: bool = False
 
     def __post_init__(self) -> None:
         super().__post_init__()
