@@ -4,6 +4,7 @@ code, the same fp32 reference. Peers that run on this CPU:
 
   ort-gptq        ONNX Runtime's GPTQWeightOnlyQuantConfig (Intel Neural Compressor's code vendored in
                   onnxruntime.quantization) on slimtune's fp32 ONNX; perplexity through ORT (lm_quantization.ort_row).
+  ort-gptq-cholfix  a diagnosis, not a peer: the same with ``upper_cholesky`` (see below) around ORT's quantizer.
   llmc-gptq       llm-compressor's GPTQModifier (its defaults), in its own venv (``--llmc-python``: it pins an older
                   transformers than slimtune's); the dequantized weights come back as safetensors (_peer_quant.py).
   llmc-gptq-bypass  the same with bypass_divisibility_checks=True (its refusal of g128 on width 576 lifted).
@@ -53,7 +54,7 @@ BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
 PEERS = ["ort-gptq", "llmc-gptq", "llmc-gptq-bypass", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax"]
-PEERS += ["gptqmodel", "gptqmodel-2workers"]
+PEERS += ["gptqmodel", "gptqmodel-2workers", "ort-gptq-cholfix"]
 OURS = ["slimtune-rtn", "slimtune-gptq", "slimtune-gptq-ao-mse"]  # for grids lm_quantization.md lacks (int4-g64-sym)
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
@@ -245,13 +246,16 @@ def main() -> None:
                 row = lq.ours(name, lq.configs(grid, d.calib, d.awq_grid)[name], base, test.x, calib)
                 tokens = 0 if name == "rtn" else int(calib.numel())
                 row.update(runs_here="yes", settings=row.pop("options"), calib_tokens=tokens)
-            elif peer == "ort-gptq":
+            elif peer.startswith("ort-gptq"):
                 if lq.parse_grid(grid)["bits"] != 4:
                     row: dict[str, Any] = {"runs_here": ORT_NO_3BIT, "impl": "onnxruntime " + lq._ort_version()}
                 else:
                     ensure_bundle(base, data.test.x)
-                    row = lq.ort_row("ort-gptq", grid, test, calib[: d.ort_calib], args.threads)
-                    row.update(calib_tokens=int(calib[: d.ort_calib].numel()), runs_here="yes", settings=ORT_GPTQ)
+                    fix = upper_cholesky() if peer == "ort-gptq-cholfix" else contextlib.nullcontext()
+                    with fix:  # cholfix: ORT's own GPTQ with the factor's row read, its re-quantization unchanged
+                        row = lq.ort_row("ort-gptq", grid, test, calib[: d.ort_calib], args.threads)
+                    cfg = {**ORT_GPTQ, "cholesky_row_fixed": peer == "ort-gptq-cholfix"}
+                    row.update(calib_tokens=int(calib[: d.ort_calib].numel()), runs_here="yes", settings=cfg)
             else:
                 row = subprocess_peer(peer, grid, base, test.x, calib, args)
             row.update(grid=grid, peer=peer, load_avg=[load0, os.getloadavg()[0]], commit=commit())
