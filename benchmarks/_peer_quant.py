@@ -118,7 +118,8 @@ def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor, fp32: bool) 
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
         del model
-        packed = GPTQModel.load(tmp, backend=BACKEND.TORCH, device="cpu", dtype=dtype)
+        # its torch kernel takes fp16/bf16 only: fp16 keeps the saved fp16 scales as they are
+        packed = GPTQModel.load(tmp, backend=BACKEND.TORCH, device="cpu", dtype=torch.float16 if fp32 else dtype)
         out = {}
         with torch.no_grad():
             for name, layer in packed.model.named_modules():
