@@ -133,7 +133,7 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
             "gptqmodel-2workers"
         ):  # its default on a 2-core machine (1 CPU worker) refuses its own loader pool
             env["GPTQMODEL_CPU_WORKERS"] = "2"
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)  # gptqmodel writes logs/ in cwd
         (BENCH / ".cache" / f"peer-{peer}-{grid}.log").write_text(proc.stdout + proc.stderr)
         if not (t / "meta.json").is_file():
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
