@@ -96,7 +96,7 @@ def hqq_lib(folder: Path, g: dict[str, Any], axis: int, round_zero: bool, optimi
                                                 "symmetric": False}}  # fmt: skip
 
 
-def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> Weights:
+def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor, fp32: bool) -> Weights:
     """GPTQModel's quantize, then its saved checkpoint loaded back with its torch kernel (BACKEND.TORCH) and each
     layer dequantized by that kernel's own ``dequantize_weight`` (as its ``dequantize_model`` does, kept fp32); the
     kernel's logits on one calibration window are compared with the dequantized model's as a check."""
@@ -106,17 +106,20 @@ def gptqmodel(folder: Path, g: dict[str, Any], calib: torch.Tensor) -> Weights:
 
     # its defaults otherwise; kept in memory (its default offloads finished layers to disk as meta tensors)
     cfg = QuantizeConfig(bits=g["bits"], group_size=g["group_size"], sym=g["symmetric"], offload_to_disk=False)
-    model = GPTQModel.load(str(folder), cfg, device="cpu")
+    dtype: Any = torch.float32 if fp32 else "auto"  # its auto dtype on CPU is bfloat16
+    model = GPTQModel.load(str(folder), cfg, device="cpu", dtype=dtype)
     rows = [{"input_ids": r.tolist(), "attention_mask": [1] * len(r)} for r in calib]
     t0 = time.perf_counter()
     model.quantize(rows, batch_size=1)
     secs = time.perf_counter() - t0
     keys = ("bits", "group_size", "sym", "desc_act", "act_group_aware", "static_groups", "damp_percent", "mse")
     settings = {k: str(getattr(model.quantize_config, k, None)) for k in keys}
+    settings["dtype"] = str(next(model.model.parameters()).dtype)
     with tempfile.TemporaryDirectory() as tmp:
         model.save(tmp)
         del model
-        packed = GPTQModel.load(tmp, backend=BACKEND.TORCH, device="cpu")
+        # its torch kernel takes fp16/bf16 only: fp16 keeps the saved fp16 scales as they are
+        packed = GPTQModel.load(tmp, backend=BACKEND.TORCH, device="cpu", dtype=torch.float16 if fp32 else dtype)
         out = {}
         with torch.no_grad():
             for name, layer in packed.model.named_modules():
@@ -147,6 +150,7 @@ def main() -> None:
     ap.add_argument("--axis", type=int, default=1)
     ap.add_argument("--round-zero", action="store_true")
     ap.add_argument("--bypass", action="store_true", help="llm-compressor: bypass_divisibility_checks=True")
+    ap.add_argument("--fp32", action="store_true", help="gptqmodel: load in fp32 (its CPU default is bfloat16)")
     ap.add_argument("--no-optimize", action="store_true", help="hqq: its min/max grid only (a control)")
     ap.add_argument("--threads", type=int, default=1)
     ap.add_argument("--out", type=Path, required=True)
@@ -165,7 +169,7 @@ def main() -> None:
             weights, info = hqq_lib(args.model, g, args.axis, args.round_zero, not args.no_optimize)
         else:
             assert calib is not None, "--calib is required"
-            weights, info = gptqmodel(args.model, g, calib)
+            weights, info = gptqmodel(args.model, g, calib, args.fp32)
         save_file(weights, str(args.out))
         meta.update(info)
     except Exception as exc:  # the peer's own refusal, kept as one line for the table

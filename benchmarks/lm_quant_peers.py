@@ -4,6 +4,7 @@ code, the same fp32 reference. Peers that run on this CPU:
 
   ort-gptq        ONNX Runtime's GPTQWeightOnlyQuantConfig (Intel Neural Compressor's code vendored in
                   onnxruntime.quantization) on slimtune's fp32 ONNX; perplexity through ORT (lm_quantization.ort_row).
+  ort-gptq-cholfix  a diagnosis, not a peer: the same with ``upper_cholesky`` (see below) around ORT's quantizer.
   llmc-gptq       llm-compressor's GPTQModifier (its defaults), in its own venv (``--llmc-python``: it pins an older
                   transformers than slimtune's); the dequantized weights come back as safetensors (_peer_quant.py).
   llmc-gptq-bypass  the same with bypass_divisibility_checks=True (its refusal of g128 on width 576 lifted).
@@ -15,6 +16,7 @@ code, the same fp32 reference. Peers that run on this CPU:
   gptqmodel       GPTQModel (its defaults) in its own venv (``--gptqmodel-python``); gptqmodel-2workers: the same
                   with GPTQMODEL_CPU_WORKERS=2 (its default, (cpu_count + 1) // 2 = 1 worker here, is below the 2 its
                   own model-loader pool asks for). Its worker threads may run 2 layers at once; torch ops 1 thread.
+                  Its CPU default loads the model in bfloat16; gptqmodel-2workers-fp32 loads it in fp32.
   slimtune-*      slimtune's own rtn / gptq / gptq-ao-mse (lm_quantization.ours) for a grid lm_quantization.md lacks.
 
 The ORT GPTQ check (``ort_gptq_check``) runs ORT's own ``gptq()`` on single SmolLM2 layers with the Hessian of the
@@ -53,7 +55,7 @@ BENCH = Path(__file__).parent
 HF = BENCH / ".cache" / "smollm2-135m-fp32-hf"  # the fp32 model as a Hugging Face folder, for the peers' venvs
 ORT_GPTQ = {"actorder": False, "mse": False, "perchannel": True, "percdamp": 0.01, "blocksize": 128}  # its defaults
 PEERS = ["ort-gptq", "llmc-gptq", "llmc-gptq-bypass", "hqq-lib-axis1", "hqq-lib-axis0", "hqq-lib-axis1-minmax"]
-PEERS += ["gptqmodel", "gptqmodel-2workers"]
+PEERS += ["gptqmodel", "gptqmodel-2workers", "gptqmodel-2workers-fp32", "ort-gptq-cholfix"]
 OURS = ["slimtune-rtn", "slimtune-gptq", "slimtune-gptq-ao-mse"]  # for grids lm_quantization.md lacks (int4-g64-sym)
 ORT_NO_3BIT = ("not run: ORT's GPTQ path is 4-bit only — MatMulNBitsQuantizer._generate_q4_node_config writes "
                "'bits': 4 for every MatMul and GPTQWeightOnlyQuantConfig has no bits option, so bits=3 would silently "
@@ -106,8 +108,13 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
     if not Path(python).is_file():
         return {"runs_here": f"no: {python} not found (see the install note in the report)", "impl": peer}
     axis = 0 if peer == "hqq-lib-axis0" else 1
-    extra = {"hqq-lib-axis1-minmax": ["--no-optimize"], "llmc-gptq-bypass": ["--bypass"]}.get(peer, [])
-    tool = "hqq" if peer.startswith("hqq") else peer.removesuffix("-bypass").removesuffix("-2workers")
+    extra = {"hqq-lib-axis1-minmax": ["--no-optimize"], "llmc-gptq-bypass": ["--bypass"],
+             "gptqmodel-2workers-fp32": ["--fp32"]}.get(peer, [])  # fmt: skip
+    tool = (
+        "hqq"
+        if peer.startswith("hqq")
+        else peer.removesuffix("-bypass").removesuffix("-fp32").removesuffix("-2workers")
+    )
     with tempfile.TemporaryDirectory() as tmp:
         t = Path(tmp)
         save_file({"input_ids": calib.contiguous()}, str(t / "calib.safetensors"))
@@ -122,9 +129,11 @@ def subprocess_peer(peer: str, grid: str, base: torch.nn.Module, test: torch.Ten
         cmd = ["nice", "-n", "5", python, str(BENCH / "_peer_quant.py"), "--peer", tool, "--model", str(HF),
                "--grid", grid, "--axis", str(axis), "--threads", str(args.threads), *files, *extra]  # fmt: skip
         env = {**os.environ, "OMP_NUM_THREADS": str(args.threads), "HF_HUB_OFFLINE": "1", "PYTHONPATH": ""}
-        if peer == "gptqmodel-2workers":  # its default on a 2-core machine (1 CPU worker) refuses its own loader pool
+        if peer.startswith(
+            "gptqmodel-2workers"
+        ):  # its default on a 2-core machine (1 CPU worker) refuses its own loader pool
             env["GPTQMODEL_CPU_WORKERS"] = "2"
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
+        proc = subprocess.run(cmd, capture_output=True, text=True, env=env, cwd=tmp)  # gptqmodel writes logs/ in cwd
         (BENCH / ".cache" / f"peer-{peer}-{grid}.log").write_text(proc.stdout + proc.stderr)
         if not (t / "meta.json").is_file():
             tail = (proc.stderr.strip().splitlines() or ["(no output)"])[-1]
@@ -245,13 +254,16 @@ def main() -> None:
                 row = lq.ours(name, lq.configs(grid, d.calib, d.awq_grid)[name], base, test.x, calib)
                 tokens = 0 if name == "rtn" else int(calib.numel())
                 row.update(runs_here="yes", settings=row.pop("options"), calib_tokens=tokens)
-            elif peer == "ort-gptq":
+            elif peer.startswith("ort-gptq"):
                 if lq.parse_grid(grid)["bits"] != 4:
                     row: dict[str, Any] = {"runs_here": ORT_NO_3BIT, "impl": "onnxruntime " + lq._ort_version()}
                 else:
                     ensure_bundle(base, data.test.x)
-                    row = lq.ort_row("ort-gptq", grid, test, calib[: d.ort_calib], args.threads)
-                    row.update(calib_tokens=int(calib[: d.ort_calib].numel()), runs_here="yes", settings=ORT_GPTQ)
+                    fix = upper_cholesky() if peer == "ort-gptq-cholfix" else contextlib.nullcontext()
+                    with fix:  # cholfix: ORT's own GPTQ with the factor's row read, its re-quantization unchanged
+                        row = lq.ort_row("ort-gptq", grid, test, calib[: d.ort_calib], args.threads)
+                    cfg = {**ORT_GPTQ, "cholesky_row_fixed": peer == "ort-gptq-cholfix"}
+                    row.update(calib_tokens=int(calib[: d.ort_calib].numel()), runs_here="yes", settings=cfg)
             else:
                 row = subprocess_peer(peer, grid, base, test.x, calib, args)
             row.update(grid=grid, peer=peer, load_avg=[load0, os.getloadavg()[0]], commit=commit())
@@ -356,9 +368,10 @@ NOTES = [
     "- gptqmodel 7.7.0 needs torch >= 2.14.1; 7.6.0 installs beside torch 2.13.0 CPU (its own venv, ~2.5 min). With",
     "  its defaults it refuses to start on this 2-core machine (its model-loader pool asks for 2 CPU workers, the",
     "  default gives (cores + 1) // 2 = 1); GPTQMODEL_CPU_WORKERS=2 runs it. Its defaults: act_group_aware ordering,",
-    "  damp 0.05, no desc_act. Its weights come from its saved checkpoint, dequantized by its own torch kernel; that",
-    "  kernel's logits differ from the dequantized model's by the max in the JSON (kernel arithmetic), so the row",
-    "  scores GPTQModel's codes, not its kernel.",
+    "  damp 0.05, no desc_act, and on CPU the model in bfloat16 (gptqmodel-2workers; -fp32 loads it in fp32). Its",
+    "  weights come from its saved checkpoint, dequantized by its own torch kernel; that kernel's logits differ from",
+    "  the dequantized fp32 model's by the max in the JSON (bf16 rows ~1.2-1.6, its bf16 arithmetic; fp32 rows,",
+    "  reloaded in fp16 as its kernel refuses fp32, ~0.15): each row scores its codes.",
     "- llm-compressor 0.14 needs transformers 5.17 (slimtune's venv has 5.25), so it runs in its own venv. It refuses",
     "  groups of 128 on SmolLM2's 576 columns; with bypass_divisibility_checks its observer fails (error in the row).",
     "- Quantize times come from other runs and loads than lm_quantization.md's (load average per row in the JSON):",
