@@ -76,12 +76,14 @@ def configs(grid: str, calib: int, awq_grid: int) -> dict[str, Any]:
 
 def packed_mb(model: torch.nn.Module) -> float:
     """Weights as MatMulNBits stores them (codes packed to the bit width, fp32 scales, packed zero points when
-    asymmetric) plus every other parameter in fp32 (the tied embedding counted once)."""
+    asymmetric; 2- and 3-bit codes in 4-bit containers, as the export writes them) plus every other parameter in fp32
+    (the tied embedding counted once)."""
     total, seen = 0.0, set()
     for _, (layer, qw) in quantized_layers(model).items():
         seen.add(id(layer.weight))
         groups = qw.scales.numel()
-        total += qw.codes.numel() * qw.bits / 8 + 4 * groups + (0 if qw.symmetric else groups * qw.bits / 8)
+        bits = 8 if qw.bits == 8 else 4  # MatMulNBits' containers: 2- and 3-bit codes are stored in 4 bits
+        total += qw.codes.numel() * bits / 8 + 4 * groups + (0 if qw.symmetric else groups * bits / 8)
     params = {id(p): p for p in model.parameters()}
     total += sum(4 * p.numel() for k, p in params.items() if k not in seen)
     return total / 1e6
