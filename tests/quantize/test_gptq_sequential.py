@@ -183,4 +183,4 @@ def test_options_that_do_not_apply_are_refused_in_one_line() -> None:
         AWQGPTQConfig(gptaq=True)
     with pytest.raises(ConfigError, match="gptaq_alpha must be in"):
         GPTQConfig(gptaq=True, gptaq_alpha=0.0)
-    assert GPTQConfig().true_sequential and GPTQConfig().refit_scales and GPTQConfig().gptaq
+    assert GPTQConfig().true_sequential and GPTQConfig().gptaq and not GPTQConfig().refit_scales

@@ -85,7 +85,7 @@ class GPTQConfig(CalibratedConfig):
     static_groups: bool = True  # grids fixed from the original weight; False: fitted as the solver reaches them
     mse: bool = True  # grids by diag(H)-weighted rounding error over range shrinks instead of min/max
     true_sequential: bool = True  # each stage of a block (q|k|v, o, gate|up, down) sees the quantized stages' outputs
-    refit_scales: bool = True  # after the codes are chosen, least-squares scales on the layer output (``refit``)
+    refit_scales: bool = False  # least-squares scales for the chosen codes (``refit``): helps without gptaq only
     gptaq: bool = True  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
     gptaq_alpha: float = 0.25
 
