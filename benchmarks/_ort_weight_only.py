@@ -2,7 +2,7 @@
 SmolLM2 ONNX, for lm_quantization.py: RTN (DefaultWeightOnlyQuantConfig), HQQ (HQQWeightOnlyQuantConfig, asymmetric
 only) and GPTQ (GPTQWeightOnlyQuantConfig: Intel Neural Compressor's code vendored in ORT; it runs the whole model once
 per quantized MatMul input over the calibration windows, with fp32 activations, not block by block). Every MatMul with
-a constant weight is quantized (the decoder blocks' Linears; the tied lm_head is a Gemm and stays fp32, as ours).
+a constant weight is quantized except the lm_head on the tied table (``lm_head_nodes``), which stays fp32 as ours.
 Perplexity through ORT with the same windows (``slimtune.recipe.lm.onnx_perplexity``)."""
 
 from __future__ import annotations
@@ -50,6 +50,12 @@ def _empty_past(session: Any) -> dict[str, np.ndarray]:
     }
 
 
+def lm_head_nodes(model: Any) -> list[str]:
+    """The MatMuls of the fused graph that read the tied embedding table (the lm_head): kept fp32, as ours."""
+    vocab = {i.name for i in model.graph.initializer if len(i.dims) == 2 and max(i.dims) >= 10_000}
+    return [n.name for n in model.graph.node if n.op_type == "MatMul" and any(x in vocab for x in n.input)]
+
+
 def ort_quantize(
     fp32: Path, out: Path, *, method: str, bits: int, group: int, symmetric: bool, calib: torch.Tensor
 ) -> float:
@@ -70,7 +76,8 @@ def ort_quantize(
         names = {i.name for i in session.get_inputs()}
         reader = _Reader(calib, _empty_past(session), names)
         algo = mnq.GPTQWeightOnlyQuantConfig(calibration_data_reader=reader, block_size=group, perchannel=True)
-    quant = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=symmetric, algo_config=algo)
+    quant = mnq.MatMulNBitsQuantizer(model, bits=bits, block_size=group, is_symmetric=symmetric, algo_config=algo,
+                                     nodes_to_exclude=lm_head_nodes(model))  # fmt: skip
     quant.process()
     secs = time.perf_counter() - t0
     quant.model.save_model_to_file(str(out), use_external_data_format=False)
