@@ -156,12 +156,13 @@ def calibration_pass(
 
 
 def observe_block(
-    block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module], algorithm: BlockAlgorithm
-) -> None:
-    """Run every captured chunk through ``block`` with ``algorithm.observe`` hooked on ``targets``' inputs."""
+    block: nn.Module, inputs: BlockInputs, targets: dict[str, nn.Module], algorithm: Any
+) -> list[torch.Tensor]:
+    """Run every captured chunk through ``block`` with ``algorithm.observe`` hooked on ``targets``' inputs;
+    returns the block's outputs."""
     handles = list(_hook(targets, algorithm))
     try:
-        inputs.run(block)
+        return inputs.run(block)
     finally:
         for h in handles:
             h.remove()
@@ -172,11 +173,8 @@ def sequential_stages(block: nn.Module, inputs: BlockInputs, targets: dict[str, 
     input (q|k|v, gate|up): the order of GPTQ's "true sequential" mode, where each stage is compressed on the
     inputs that the already compressed stages before it produce. Found by running the first chunk once."""
     seen: list[tuple[str, torch.Tensor]] = []
-
-    def record(mod: nn.Module, args: tuple[Any, ...], _name: str = "") -> None:
-        seen.append((_name, args[0].detach()))
-
-    handles = [m.register_forward_pre_hook(lambda mod, args, _n=n: record(mod, args, _n)) for n, m in targets.items()]
+    handles = [m.register_forward_pre_hook(lambda _m, args, n=n: seen.append((n, args[0].detach())))
+               for n, m in targets.items()]  # fmt: skip
     try:
         with torch.no_grad():
             block(inputs.hidden[0], **inputs.kwargs[0])

@@ -11,8 +11,6 @@ layer, then the solver (``gptq.gptq``) layer by layer, with three options from t
 
 from __future__ import annotations
 
-from typing import Any
-
 import torch
 from torch import nn
 
@@ -66,22 +64,9 @@ class GPTQ:
     def _capture_fp(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
         """Run the still-fp32 block on the fp32 stream: keep each target's inputs and the next block's fp32 input."""
         stream = self.fp_stream if self.fp_stream is not None and ctx.index > 0 else ctx.inputs
-        store: dict[str, list[torch.Tensor]] = {n: [] for n in targets}
-
-        def hook(name: str) -> Any:
-            def grab(_: nn.Module, args: tuple[Any, ...]) -> None:
-                x = args[0].detach()
-                store[name].append(x.reshape(-1, x.shape[-1]).float())
-
-            return grab
-
-        handles = [m.register_forward_pre_hook(hook(n)) for n, m in targets.items()]
-        try:
-            outs = stream.run(ctx.block)
-        finally:
-            for h in handles:
-                h.remove()
-        self.fp_inputs, self.seen = store, {}
+        store = _Inputs()
+        outs = observe_block(ctx.block, stream, targets, store)
+        self.fp_inputs, self.seen = store.x, {}
         self.fp_stream = BlockInputs(outs, stream.kwargs)
 
     def _quantize(self, ctx: BlockContext, targets: dict[str, nn.Module]) -> None:
@@ -97,3 +82,13 @@ class GPTQ:
             if c.refit_scales:
                 qw = refit_scales(qw, w, stats.h)
             store_(layer, qw)
+
+
+class _Inputs:
+    """An ``observe`` that keeps each layer's inputs, chunk by chunk."""
+
+    def __init__(self) -> None:
+        self.x: dict[str, list[torch.Tensor]] = {}
+
+    def observe(self, name: str, layer: nn.Module, x: torch.Tensor) -> None:
+        self.x.setdefault(name, []).append(x)
