@@ -236,6 +236,24 @@ def merge(setup: dict[str, Any], row: dict[str, Any]) -> None:
         (OUT / "lm_quantization.md").write_text(render(result))
 
 
+def speed_line() -> str:
+    """Decode/prefill of each int4 grid from the committed lm_int4_peers.json (``×`` = same-round ratio to fp32)."""
+    path = OUT / "lm_int4_peers.json"
+    if not path.is_file():
+        return "not measured yet (run benchmarks/lm_int4_peers.py)"
+    res = json.loads(path.read_text())
+    rows = {(r["runtime"], r["batch"]): r for r in res["rows"]}
+    parts = []
+    for grid in ("int4-g128-sym", "int4-g32-asym"):
+        b1, b8 = rows.get((grid, 1)), rows.get((grid, 8))
+        if b1 and b8:
+            decode = f"{b1['decode_tokens_per_s']:.1f} / {b8['decode_tokens_per_s']:.1f}"
+            vs = f"x{b1.get('vs_fp32') or 0:.2f} / x{b8.get('vs_fp32') or 0:.2f}"
+            prefill = f"{b1['prefill_tokens_per_s']:.0f} / {b8['prefill_tokens_per_s']:.0f}"
+            parts.append(f"{grid} decodes {decode} tok/s at batch 1 / 8 ({vs} ORT fp32), prefill {prefill} tok/s")
+    return f"{res['threads']} threads, commit {res['commit'][:7]}: " + "; ".join(parts)
+
+
 def render(result: dict[str, Any]) -> str:
     s, rows = result["setup"], result["rows"]
     order = {g: i for i, g in enumerate(["int4-g128-sym", "int3-g64-asym", "int8-pc-sym"])}
@@ -279,10 +297,8 @@ def render(result: dict[str, Any]) -> str:
         "## Speed (per grid, not per algorithm)",
         "",
         "Every algorithm of a grid exports the same MatMulNBits nodes (same bits, block size and zero-point",
-        "layout), so decode and prefill speed depend on the grid only. Measured in lm_int4_peers.md (idle machine,",
-        "2 threads, 3 interleaved rounds, embedding + lm_head quantized too): int4 g128 sym decodes 200.7 tok/s at",
-        "batch 1 (x5.51 ORT fp32) and 371.7 at batch 8 (x1.91), prefill 501.5 / 600.9 tok/s at batch 1 / 8 (fp32",
-        "465.7 / 656.1); int4 g32 asym x5.58 / x1.41. int3 runs in 4-bit containers (the kernel has no 3-bit path):",
+        "layout), so decode and prefill speed depend on the grid only (lm_int4_peers.md, embedding + lm_head",
+        f"quantized too): {speed_line()}. int3 runs in 4-bit containers (the kernel has no 3-bit path):",
         "exact, with the speed and bytes of int4 at its group size.",
     ]
     for grid, goal in GOALS.items():
