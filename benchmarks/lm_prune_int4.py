@@ -5,9 +5,10 @@ Rows: the fp32 bundle; int4 alone (RTN, groups of 32, asymmetric: the grid the m
 reproduces the weights exactly); then ``--drop`` k blocks removed (``lm-structured drop_layers``, ShortGPT
 input/output similarity on calibration text), optionally distilled back (``--recover-minutes``, ``recover_lm_``
 from the dense model), then the same int4. Every model is exported as an LM bundle (MatMulNBits, parity-checked)
-and decoded in ONNX Runtime with ``THREADS`` threads in interleaved rounds (lm_baseline.py's ``time_runtimes``:
-per-round ratios, medians). Perplexity: the PyTorch fake-quant model (the export's parity holds it to the ONNX)
-on the first ``--windows`` × 256 tokens of The Tempest. Writes benchmarks/results/lm_prune_int4.{json,md}.
+and decoded in ONNX Runtime with ``THREADS`` threads in rounds of one fresh process per bundle
+(``_isolated_timing``: per-round ratios, medians). Perplexity: the PyTorch fake-quant model (the export's parity
+holds it to the ONNX) on the first ``--windows`` × 256 tokens of The Tempest.
+Writes benchmarks/results/lm_prune_int4.{json,md}.
 
     python benchmarks/lm_prune_int4.py --drop 2 3 4
 """
@@ -22,6 +23,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import _isolated_timing as isolated
 import lm_baseline as lb
 import lm_export_speed as les
 import torch
@@ -93,14 +95,12 @@ def build(args: Any) -> dict[str, Any]:
 
 
 def time_rows(out: dict[str, Any], args: Any) -> None:
-    """Interleaved ORT decode rounds over every bundle (``THREADS`` threads); ratios per round against fp32."""
-    from slimtune.runtime.decoder import Decoder, ort_decoder_session
-
-    prompt, run = out["prompt"], {}
-    for row in out["rows"]:
-        decoder = Decoder(ort_decoder_session(Path(row["bundle"]) / "model.onnx", threads=lb.THREADS))
-        run[row["name"]] = lambda b, n, d=decoder: d.generate([prompt] * b, max_new_tokens=n)[0]
-    timing = lb.time_runtimes(run, new_tokens=args.new_tokens, rounds=args.rounds)
+    """ORT decode rounds over every bundle (``THREADS`` threads), each bundle in a fresh process of its own per
+    round (``_isolated_timing``: in one process idle sessions' threads spin while the next is timed); ratios per
+    round against fp32."""
+    specs = {row["name"]: {"kind": "ort", "path": str(row["bundle"])} for row in out["rows"]}
+    timing = isolated.time_isolated(specs, out["prompt"], new_tokens=args.new_tokens, rounds=args.rounds,
+                                    threads=lb.THREADS)  # fmt: skip
     speed = {(r["runtime"], r["batch"]): r["decode_tokens_per_s_rounds"] for r in timing["rows"]}
     for row in out["rows"]:
         for b in (1, 8):
@@ -110,7 +110,7 @@ def time_rows(out: dict[str, Any], args: Any) -> None:
             row[f"decode_b{b}_vs_fp32_spread"] = [min(ratios), max(ratios)]
         row["goal_met"] = row["decode_b1_vs_fp32"] >= GOAL_SPEED and row["perplexity_delta_pct"] <= GOAL_PPL
     out.update(threads=lb.THREADS, rounds=args.rounds, new_tokens=args.new_tokens, timing_commit=commit(),
-               load_per_round=timing["load_per_round"], env=collect())  # fmt: skip
+               load_per_round=timing["load_per_round"], timing_method=timing["method"], env=collect())  # fmt: skip
 
 
 def main() -> None:
@@ -146,7 +146,8 @@ def render(out: dict[str, Any]) -> str:
         f"parity check); int4: GPTQ (defaults) groups of 32 asymmetric on {s['calib']} × 256 train-play tokens, the",
         "tied embedding + lm_head RTN on the same grid (one GatherBlockQuantized/MatMulNBits table); blocks removed by",
         f"ShortGPT similarity on the same tokens; recovery {s['recover_minutes']:g} min. Decode: ONNX Runtime,",
-        f"{out.get('threads', '-')} threads, {out.get('rounds', '-')} interleaved rounds, {out.get('new_tokens', '-')}"
+        f"{out.get('threads', '-')} threads, {out.get('rounds', '-')} rounds "
+        f"({out.get('timing_method', 'interleaved in one process')}), {out.get('new_tokens', '-')}"
         " new tokens; × = median of per-round ratios to fp32 [min, max]; load average per round",
         f"{out.get('load_per_round', '-')}. Commit {out['commit']} (timing: {out.get('timing_commit', '-')}).",
         "",
