@@ -26,6 +26,21 @@ from typing import Any
 Spec = dict[str, Any]  # {"kind": "ort"|"genai"|"llama"|"floor", "path": str}
 
 
+def genai_generate(og_model: Any, prompt: list[int], batch: int, n: int) -> list[int]:
+    """Greedy ``n`` new tokens for ``batch`` copies of ``prompt`` with onnxruntime-genai's own loop (first row)."""
+    import numpy as np
+    import onnxruntime_genai as og
+
+    params = og.GeneratorParams(og_model)
+    params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
+                              batch_size=batch)  # fmt: skip
+    gen = og.Generator(og_model, params)
+    gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
+    while not gen.is_done():
+        gen.generate_next_token()
+    return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
+
+
 def _runner(spec: Spec, prompt: list[int], threads: int) -> Callable[[int, int], list[int]]:
     import numpy as np
 
@@ -38,18 +53,7 @@ def _runner(spec: Spec, prompt: list[int], threads: int) -> Callable[[int, int],
         import onnxruntime_genai as og
 
         model = og.Model(spec["path"])
-
-        def run_genai(batch: int, n: int) -> list[int]:
-            params = og.GeneratorParams(model)
-            params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
-                                      batch_size=batch)  # fmt: skip
-            gen = og.Generator(model, params)
-            gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
-            while not gen.is_done():
-                gen.generate_next_token()
-            return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
-
-        return run_genai
+        return lambda b, n: genai_generate(model, prompt, b, n)
     if spec["kind"] == "llama":
         import llama_cpp
 

@@ -33,8 +33,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 warnings.simplefilter("ignore")
 
-import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from _isolated_timing import genai_generate  # noqa: E402  (lm_baseline: les.genai_generate)
 
 BENCH = Path(__file__).resolve().parent
 CACHE, RESULTS = BENCH / ".cache", BENCH / "results"
@@ -84,20 +84,6 @@ def build_genai(hf_folder: Path, out: Path) -> Path:
     cfg["model"]["decoder"].setdefault("session_options", {})["intra_op_num_threads"] = THREADS
     cfg_path.write_text(json.dumps(cfg, indent=2))
     return out
-
-
-def genai_generate(og_model: Any, prompt: list[int], batch: int, n: int) -> list[int]:
-    """Greedy ``n`` new tokens for ``batch`` copies of ``prompt`` with onnxruntime-genai's own loop (first row)."""
-    import onnxruntime_genai as og
-
-    params = og.GeneratorParams(og_model)
-    params.set_search_options(max_length=len(prompt) + n, min_length=len(prompt) + n, do_sample=False,
-                              batch_size=batch)  # fmt: skip
-    gen = og.Generator(og_model, params)
-    gen.append_tokens(np.asarray([prompt] * batch, dtype=np.int32))
-    while not gen.is_done():
-        gen.generate_next_token()
-    return [int(t) for t in gen.get_sequence(0)[len(prompt) :]]
 
 
 def main() -> None:
