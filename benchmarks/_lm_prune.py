@@ -97,7 +97,8 @@ def recover(student: Any, teacher: Any, corpus: Corpus, *, minutes: float, windo
     return {"minutes": round(result.minutes, 2), "tokens": result.tokens, "steps": result.steps,
             "threads": result.threads, "device": result.device, "lr": lr,
             "cache_minutes": round(result.cache_minutes, 2), "masked_layers": result.masked_layers,
-            "curve": result.curve, "windows": windows_}  # fmt: skip
+            "curve": result.curve, "windows": windows_,
+            "loss": f"forward KL on the teacher's top-{config.top_k} + the rest of its mass as one bucket"}  # fmt: skip
 
 
 def curve_text(rec: dict[str, Any]) -> str:

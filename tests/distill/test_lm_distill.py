@@ -59,7 +59,17 @@ def test_token_kl_by_hand_and_topk_with_full_support_is_forward_kl() -> None:
     assert torch.allclose(topk_kl(s, values, indices, y, temperature=2.0), fwd, atol=1e-5)
     v2, i2 = t.topk(2, dim=-1)
     assert topk_kl(s, v2, i2, y) >= 0
-    assert topk_kl(t, v2, i2, y) > 1e-3  # the teacher itself puts mass off its top 2: not a perfect match
+    assert topk_kl(t, v2, i2, y) > 1e-3  # renormalised: the teacher itself puts mass off its top 2, so it is no match
+    # with the teacher's log-probabilities the mass off the top k is one more bucket: exact KL at full support,
+    # zero for a student equal to the teacher at any k, and positive otherwise
+    logp = t.log_softmax(-1)
+    full_v, full_i = logp.topk(6, dim=-1)
+    one = torch.stack([F.kl_div(F.log_softmax(s[b, i], -1), logp[b, i], log_target=True, reduction="sum")
+                       for b, i in keep]).mean()  # fmt: skip
+    assert torch.allclose(topk_kl(s, full_v, full_i, y, rest=True), one, atol=1e-5)
+    lv2, li2 = logp.topk(2, dim=-1)
+    assert topk_kl(t, lv2, li2, y, rest=True).abs() < 1e-5
+    assert topk_kl(s, lv2, li2, y, rest=True) > 1e-3
 
 
 def test_kd_matches_the_teacher_better_than_plain_ce(markov: DataSplits, teacher: torch.nn.Module) -> None:
@@ -79,10 +89,11 @@ def test_cache_round_trip_and_reuse(markov: DataSplits, teacher: torch.nn.Module
     cache = LMTeacherCache.build(teacher, markov.train.x, top_k=5, path=path)
     with torch.no_grad():
         logits = teacher(markov.train.x[:3]).logits
-    assert torch.allclose(cache.values[:3], logits.topk(5, dim=-1).values, atol=1e-5)
+    assert torch.allclose(cache.values[:3], logits.log_softmax(-1).topk(5, dim=-1).values, atol=1e-5)
     assert torch.equal(cache.indices[:3], logits.topk(5, dim=-1).indices)
     loaded = LMTeacherCache.load(path)
     assert loaded.digests == cache.digests and loaded.teacher_fingerprint == cache.teacher_fingerprint
+    assert cache.logprobs and loaded.logprobs
     assert torch.equal(loaded.values, cache.values) and torch.equal(loaded.indices, cache.indices)
     calls: list[int] = []
     handle = teacher.register_forward_pre_hook(lambda *a: calls.append(1))
@@ -92,6 +103,20 @@ def test_cache_round_trip_and_reuse(markov: DataSplits, teacher: torch.nn.Module
         handle.remove()
     assert not calls and again.top_k == 3 and torch.equal(again.indices, cache.indices[..., :3])
     assert b"pickle" not in path.read_bytes()[:64] and path.read_bytes()[8:9] == b"{"  # safetensors header
+
+
+def test_a_cache_of_raw_logits_is_recomputed(markov: DataSplits, teacher: torch.nn.Module, tmp_path) -> None:
+    """Caches written before the values became log-probabilities hold raw logits: build() does not reuse them."""
+    path = tmp_path / "old.safetensors"
+    x = markov.train.x[:4]
+    built = LMTeacherCache.build(teacher, x, top_k=4)
+    with torch.no_grad():
+        raw = teacher(x).logits.topk(4, dim=-1).values
+    LMTeacherCache(built.digests, raw, built.indices, teacher_fingerprint=built.teacher_fingerprint,
+                   logprobs=False).save(path)  # fmt: skip
+    assert not LMTeacherCache.load(path).logprobs
+    again = LMTeacherCache.build(teacher, x, top_k=4, path=path)
+    assert again.logprobs and torch.allclose(again.values, built.values) and LMTeacherCache.load(path).logprobs
 
 
 def test_cached_distillation_never_calls_the_teacher(markov: DataSplits, teacher: torch.nn.Module) -> None:

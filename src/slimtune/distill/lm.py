@@ -84,14 +84,26 @@ def token_kl(
 
 def topk_kl(
     student: torch.Tensor, values: torch.Tensor, indices: torch.Tensor, labels: torch.Tensor, *,
-    temperature: float = 1.0,
+    temperature: float = 1.0, rest: bool = False,
 ) -> torch.Tensor:  # fmt: skip
-    """T²·mean over predicted positions of Σ_k p_k (log p_k − log q_s[idx_k]): forward KL on the teacher's
-    top-k support, p renormalised over it, q the student's full-vocabulary softmax."""
+    """T²·mean over predicted positions of the forward KL from the teacher's top-k to the student's softmax.
+
+    ``rest`` (``values`` are the teacher's log-probabilities over the whole vocabulary, temperature 1): the KL
+    between the (k + 1)-bucket distributions — the k tokens and everything else — so the student keeps the mass
+    the teacher puts outside its top k; exact KL when k covers the vocabulary. Otherwise the teacher is
+    renormalised over its k tokens and the student is pulled to put all its mass there."""
     mask, count = _positions(student, labels)
     log_q = F.log_softmax(student.float() / temperature, dim=-1).gather(-1, indices)
-    log_p = F.log_softmax(values.float() / temperature, dim=-1)
-    kl = (log_p.exp() * (log_p - log_q)).sum(-1)
+    if rest and temperature == 1.0:
+        log_p = values.float()
+        p = log_p.exp()
+        p_rest = (1 - p.sum(-1)).clamp_min(0)
+        log_q_rest = torch.log1p(-log_q.exp().sum(-1).clamp(max=1 - 1e-6))
+        rest_term = torch.where(p_rest > 0, p_rest * (p_rest.clamp_min(1e-30).log() - log_q_rest), 0.0)
+        kl = (p * (log_p - log_q)).sum(-1) + rest_term
+    else:
+        log_p = F.log_softmax(values.float() / temperature, dim=-1)
+        kl = (log_p.exp() * (log_p - log_q)).sum(-1)
     return (kl * mask).sum() / count * temperature**2
 
 
@@ -198,7 +210,8 @@ class LMDistillationTask:
         else:
             assert self.cache is not None
             values, indices = self.cache.topk_for(x, self.teacher)
-            loss = _mixed(topk_kl(s_logits, values, indices, y, temperature=cfg.temperature), s_logits, y, cfg.alpha)
+            kd = topk_kl(s_logits, values, indices, y, temperature=cfg.temperature, rest=self.cache.logprobs)
+            loss = _mixed(kd, s_logits, y, cfg.alpha)
         for term in terms:
             loss = loss + term.weight * term.loss()
         return loss, s_logits

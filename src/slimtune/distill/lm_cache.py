@@ -3,13 +3,18 @@ every position of every training window, computed once, written to disk, reused 
 the next run with the same teacher), so the teacher runs once per token instead of once per epoch.
 
 A full logit cache would hold ``windows × tokens × vocab`` floats (49,152 per token for SmolLM2); the
-top ``k`` (default 32) hold nearly all of a trained LM's probability mass, and the KD loss is then taken
-on that support (:func:`slimtune.distill.lm.topk_kl`). Windows are keyed by the same 128-bit digest of
-their token ids as the classifier cache (:mod:`slimtune.distill.cache`), so shuffling, DDP shards and
-micro-batches all find their rows; a window not in the cache goes to the teacher live.
+top ``k`` (default 32) hold most of a trained LM's probability mass. They are stored as log-probabilities
+(normalised over the whole vocabulary), so the KD loss (:func:`slimtune.distill.lm.topk_kl`) also knows the
+mass the teacher puts outside them and matches it as one more bucket: without it the loss pulls all of the
+student's mass onto the teacher's k tokens (a student equal to its teacher does not minimise it), and
+perplexity can rise on the tokens outside (SparseGPT-50% SmolLM2 distilled on the renormalised top 32 went
+from +50% to +56%). Windows are keyed by the same 128-bit digest of their token ids as the classifier
+cache (:mod:`slimtune.distill.cache`), so shuffling, DDP shards and micro-batches all find their rows; a
+window not in the cache goes to the teacher live.
 
-On disk: one safetensors file (``values`` float32 (N, T, k), ``indices`` int32 (N, T, k), ``digests``
-uint8 (N, 16)) whose metadata holds the teacher's fingerprint and k. No pickle.
+On disk: one safetensors file (``values`` float32 (N, T, k) log-probabilities, ``indices`` int32 (N, T, k),
+``digests`` uint8 (N, 16)) whose metadata holds the teacher's fingerprint, k and ``values: logprobs`` (a cache
+written before that held raw logits: it is recomputed). No pickle.
 """
 
 from __future__ import annotations
@@ -31,8 +36,8 @@ from slimtune.train.lm import lm_forward
 def teacher_topk(
     teacher: nn.Module, x: torch.Tensor, k: int, *, batch_size: int = 16
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """The eval-mode teacher's top-``k`` logits (N, T, k) float32 and token ids (N, T, k) int64 for ``x``,
-    on the CPU (the teacher's mode is restored)."""
+    """The eval-mode teacher's top-``k`` log-probabilities (N, T, k) float32 (normalised over the whole
+    vocabulary) and token ids (N, T, k) int64 for ``x``, on the CPU (the teacher's mode is restored)."""
     device = model_device(teacher)
     was_training = teacher.training
     teacher.eval()
@@ -43,7 +48,7 @@ def teacher_topk(
             if k > logits.shape[-1]:
                 raise ConfigError(f"top_k {k} exceeds the teacher's vocabulary of {logits.shape[-1]}; lower top_k")
             v, ix = logits.topk(k, dim=-1)
-            values.append(v.cpu())
+            values.append((v - logits.logsumexp(dim=-1, keepdim=True)).cpu())
             indices.append(ix.cpu())
     finally:
         teacher.train(was_training)
@@ -54,8 +59,9 @@ class LMTeacherCache:
     """Top-k teacher logits per window, looked up by the window's digest."""
 
     def __init__(
-        self, digests: list[bytes], values: torch.Tensor, indices: torch.Tensor, *, teacher_fingerprint: str = ""
-    ) -> None:
+        self, digests: list[bytes], values: torch.Tensor, indices: torch.Tensor, *, teacher_fingerprint: str = "",
+        logprobs: bool = True,
+    ) -> None:  # fmt: skip
         if not (len(digests) == len(values) == len(indices)) or values.shape != indices.shape:
             raise DataError(
                 f"LM teacher cache is inconsistent: {len(digests)} keys, values {tuple(values.shape)}, "
@@ -66,6 +72,7 @@ class LMTeacherCache:
         self.indices = indices.detach().long().cpu()
         self.index = {d: i for i, d in enumerate(digests)}
         self.teacher_fingerprint = teacher_fingerprint
+        self.logprobs = logprobs  # values normalised over the vocabulary (False: raw logits of an older cache)
         self.hits = self.misses = 0
 
     @property
@@ -89,7 +96,7 @@ class LMTeacherCache:
         digests = row_digests(x)
         if path is not None and Path(path).exists():
             cached = cls.load(path)
-            fits = cached.teacher_fingerprint == teacher_print and cached.top_k >= top_k
+            fits = cached.teacher_fingerprint == teacher_print and cached.top_k >= top_k and cached.logprobs
             if fits and all(d in cached.index for d in digests):
                 return cached.truncated(top_k)
         values, indices = teacher_topk(teacher, x, top_k, batch_size=batch_size)
@@ -103,8 +110,9 @@ class LMTeacherCache:
         if k >= self.top_k:
             return self
         return LMTeacherCache(
-            self.digests, self.values[..., :k], self.indices[..., :k], teacher_fingerprint=self.teacher_fingerprint
-        )
+            self.digests, self.values[..., :k], self.indices[..., :k], teacher_fingerprint=self.teacher_fingerprint,
+            logprobs=self.logprobs,
+        )  # fmt: skip
 
     def lookup(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(values, indices) of the windows found, and the boolean mask of the windows found, on ``x``'s device."""
@@ -121,6 +129,8 @@ class LMTeacherCache:
         values, indices, found = self.lookup(x)
         if bool(found.all()):
             return values, indices
+        if not self.logprobs:
+            raise DataError("this LM teacher cache holds raw logits (an older format) and misses windows; rebuild it")
         live_v, live_i = teacher_topk(teacher, x[~found], self.top_k)
         out_v = torch.empty((len(x), *live_v.shape[1:]), dtype=torch.float32, device=x.device)
         out_i = torch.empty((len(x), *live_i.shape[1:]), dtype=torch.long, device=x.device)
@@ -139,7 +149,10 @@ class LMTeacherCache:
             "digests": keys.clone(),
         }
         with atomic_path(p) as tmp:
-            save_file(tensors, str(tmp), metadata={"teacher": self.teacher_fingerprint, "top_k": str(self.top_k)})
+            meta = {"teacher": self.teacher_fingerprint, "top_k": str(self.top_k)}
+            if self.logprobs:
+                meta["values"] = "logprobs"
+            save_file(tensors, str(tmp), metadata=meta)
         return p
 
     @classmethod
@@ -154,4 +167,5 @@ class LMTeacherCache:
         except Exception as exc:
             raise DataError(f"cannot read the LM teacher cache '{path}': {exc}; delete it to recompute") from None
         digests = [bytes(row) for row in keys.numpy()]
-        return cls(digests, values, indices, teacher_fingerprint=meta.get("teacher", ""))
+        return cls(digests, values, indices, teacher_fingerprint=meta.get("teacher", ""),
+                   logprobs=meta.get("values") == "logprobs")  # fmt: skip
