@@ -210,6 +210,8 @@ class LMDistillationTask:
         else:
             assert self.cache is not None
             values, indices = self.cache.topk_for(x, self.teacher)
+            # an older cache of raw logits: renormalised (exact per position however its rows mix with live
+            # log-probabilities, which differ from logits by a per-position constant)
             kd = topk_kl(s_logits, values, indices, y, temperature=cfg.temperature, rest=self.cache.logprobs)
             loss = _mixed(kd, s_logits, y, cfg.alpha)
         for term in terms:

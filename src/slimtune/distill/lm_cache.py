@@ -129,8 +129,6 @@ class LMTeacherCache:
         values, indices, found = self.lookup(x)
         if bool(found.all()):
             return values, indices
-        if not self.logprobs:
-            raise DataError("this LM teacher cache holds raw logits (an older format) and misses windows; rebuild it")
         live_v, live_i = teacher_topk(teacher, x[~found], self.top_k)
         out_v = torch.empty((len(x), *live_v.shape[1:]), dtype=torch.float32, device=x.device)
         out_i = torch.empty((len(x), *live_i.shape[1:]), dtype=torch.long, device=x.device)
