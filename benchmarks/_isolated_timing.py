@@ -74,17 +74,17 @@ def _runner(spec: Spec, prompt: list[int], threads: int) -> Callable[[int, int],
     raise ValueError(f"unknown runtime kind {spec['kind']!r}")
 
 
-def matmul_floor_session(model_path: str, threads: int) -> tuple[Any, dict[int, int]]:
+def matmul_floor_session(model_path: str, threads: int) -> tuple[Any, dict[int, int], list[tuple[int, int]]]:
     """An ONNX Runtime session running only the weight MatMuls of a decoder graph (``MatMul`` on an initializer,
     or ``MatMulNBits``, with their own initializers: the same bytes and kernels), each fed a [b, 1, K] input of
-    its width; one run is the floor of a decode step's MatMul time. Returns (session, {K: count})."""
+    its width; one run is the floor of a decode step's MatMul time. Returns (session, {K: count}, [(K, N)])."""
     import onnx
     import onnxruntime as ort
     from onnx import TensorProto, helper
 
     proto = onnx.load(model_path)
     inits = {t.name: t for t in proto.graph.initializer}
-    nodes, outputs, keep, widths = [], [], [], {}
+    nodes, outputs, keep, widths, shapes = [], [], [], {}, []
     for i, node in enumerate(proto.graph.node):
         if node.op_type == "MatMul" and node.input[1] in inits:
             k, n = (int(d) for d in inits[node.input[1]].dims)
@@ -100,6 +100,7 @@ def matmul_floor_session(model_path: str, threads: int) -> tuple[Any, dict[int, 
         nodes.append(copy)
         keep += [x for x in node.input[1:] if x]
         widths[k] = widths.get(k, 0) + 1
+        shapes.append((k, n))
         outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["b", 1, n]))
     inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, ["b", 1, k]) for k in widths]
     graph = helper.make_graph(nodes, "matmul_floor", inputs, outputs, [inits[x] for x in dict.fromkeys(keep)])
@@ -109,14 +110,14 @@ def matmul_floor_session(model_path: str, threads: int) -> tuple[Any, dict[int, 
     opts = ort.SessionOptions()
     opts.intra_op_num_threads = threads
     opts.log_severity_level = 3
-    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), widths
+    return ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"]), widths, shapes
 
 
 def floor_worker(job: dict[str, Any]) -> dict[str, Any]:
     """The MatMul floor of one bundle: per batch, the median of ``reps`` × 20 timed runs (seconds per step)."""
     import numpy as np
 
-    session, widths = matmul_floor_session(str(Path(job["spec"]["path"]) / "model.onnx"), job["threads"])
+    session, widths, _ = matmul_floor_session(str(Path(job["spec"]["path"]) / "model.onnx"), job["threads"])
     rng = np.random.default_rng(0)
     out: dict[str, Any] = {"batches": {}}
     for b in job["batches"]:

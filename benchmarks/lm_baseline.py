@@ -37,6 +37,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import _isolated_timing as isolated
 import lm_export_speed as les  # (sets HF offline, holds the SmolLM2 folder and genai builder)
 import numpy as np
 import torch
@@ -147,31 +148,14 @@ def _llama_cpp(gguf: Path | None) -> Any:
 
 
 class MatMulFloor:
-    """ONNX Runtime running only the MatMuls of an exported KV-cache graph: one MatMul per weight initializer
-    of the graph's MatMul nodes (same shapes, so the same bytes streamed), each fed a [batch, 1, in] activation;
+    """ONNX Runtime running only the weight MatMuls of an exported KV-cache graph
+    (``_isolated_timing.matmul_floor_session``: its own weights, so the same bytes streamed), each fed a
+    [batch, 1, in] activation;
     ``step_s(batch)`` is the median wall time of one pass — the floor of an fp32 decode step here."""
 
     def __init__(self, graph: Path) -> None:
-        import onnx
-        import onnxruntime as ort
-        from onnx import TensorProto, helper, numpy_helper
-
-        proto = onnx.load(str(graph), load_external_data=False)
-        weights = {n.input[1] for n in proto.graph.node if n.op_type == "MatMul"}
-        shapes = [tuple(int(d) for d in t.dims) for t in proto.graph.initializer if t.name in weights]
-        rng = np.random.default_rng(0)
-        inits, nodes, outputs, widths = [], [], [], sorted({k for k, _ in shapes})
-        for i, (k, n) in enumerate(shapes):
-            inits.append(numpy_helper.from_array(rng.standard_normal((k, n), dtype=np.float32) * 0.02, f"w{i}"))
-            nodes.append(helper.make_node("MatMul", [f"x{k}", f"w{i}"], [f"y{i}"]))
-            outputs.append(helper.make_tensor_value_info(f"y{i}", TensorProto.FLOAT, ["b", 1, n]))
-        inputs = [helper.make_tensor_value_info(f"x{k}", TensorProto.FLOAT, ["b", 1, k]) for k in widths]
-        model = helper.make_model(helper.make_graph(nodes, "matmul_floor", inputs, outputs, inits),
-                                  opset_imports=[helper.make_opsetid("", 17)])  # fmt: skip
-        opts = ort.SessionOptions()
-        opts.intra_op_num_threads = THREADS
-        self.session = ort.InferenceSession(model.SerializeToString(), opts, providers=["CPUExecutionProvider"])
-        self.widths = widths
+        self.session, widths, shapes = isolated.matmul_floor_session(str(graph), THREADS)
+        self.widths = sorted(widths)
         self.bytes = sum(4 * k * n for k, n in shapes)
         self.matmuls = len(shapes)
 
