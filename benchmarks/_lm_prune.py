@@ -86,19 +86,23 @@ class Corpus:
         return float(perplexity(model, self.test, window=self.window, batch_size=1)["perplexity"])
 
 
-def recover(student: Any, teacher: Any, corpus: Corpus, *, minutes: float, windows_: int, lr: float) -> dict[str, Any]:
+def recover(
+    student: Any, teacher: Any, corpus: Corpus, *, minutes: float, windows_: int, lr: float, alpha: float = 0.0
+) -> dict[str, Any]:
     """``recover_lm_`` within ``minutes`` on the first ``windows_`` train windows (256 tokens, batch 4), with the
-    teacher's top-32 logits cached once on disk for every benchmark and row; returns the budget record."""
+    teacher's top-32 logits cached once on disk for every benchmark and row (``alpha``: weight of the CE on the
+    true next tokens); returns the budget record."""
     from slimtune.prune import LMRecoverConfig, recover_lm_
 
     data = lm_data(corpus.train_windows(windows_), corpus.val)
-    config = LMRecoverConfig(max_minutes=minutes, lr=lr, batch_size=4, checkpoints=4, top_k=32)
+    config = LMRecoverConfig(max_minutes=minutes, lr=lr, alpha=alpha, batch_size=4, checkpoints=4, top_k=32)
     result = recover_lm_(student, teacher=teacher, data=data, config=config, cache=CACHE, progress=False)
     return {"minutes": round(result.minutes, 2), "tokens": result.tokens, "steps": result.steps,
             "threads": result.threads, "device": result.device, "lr": lr,
             "cache_minutes": round(result.cache_minutes, 2), "masked_layers": result.masked_layers,
-            "curve": result.curve, "windows": windows_,
-            "loss": f"forward KL on the teacher's top-{config.top_k} + the rest of its mass as one bucket"}  # fmt: skip
+            "curve": result.curve, "windows": windows_, "alpha": alpha,
+            "loss": f"{alpha:g}·CE + {1 - alpha:g}·forward KL on the teacher's top-{config.top_k} + the rest of its "
+                    "mass as one bucket"}  # fmt: skip
 
 
 def curve_text(rec: dict[str, Any]) -> str:

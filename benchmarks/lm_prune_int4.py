@@ -1,16 +1,19 @@
 """Prune + int4 on SmolLM2-135M (issue #21, combined goal): ≥ 6× ORT fp32 decode tokens/s at batch 1 with
 ≤ +25% perplexity.
 
-Rows: the fp32 bundle; int4 alone (RTN, groups of 32, asymmetric: the grid the model was stored on, so it
-reproduces the weights exactly); then ``--drop`` k blocks removed (``lm-structured drop_layers``, ShortGPT
-input/output similarity on calibration text), optionally distilled back (``--recover-minutes``, ``recover_lm_``
-from the dense model), then the same int4. Every model is exported as an LM bundle (MatMulNBits, parity-checked)
+Rows: the fp32 bundle; int4 alone (GPTQ with its defaults, groups of ``--group`` (128: the faster MatMulNBits
+grid, lm_int4_peers.md), symmetric unless ``--no-sym``; the tied embedding + lm_head table RTN on the same grid);
+then ``--drop`` k blocks removed (``lm-structured drop_layers``, ShortGPT input/output similarity on calibration
+text), optionally distilled back (``--recover-minutes``, ``recover_lm_`` from the dense model), then the same
+int4; with ``--student`` also a width + depth pruned and recovered model that lm_width_depth.py saved.
+Every model is exported as an LM bundle (MatMulNBits, parity-checked)
 and decoded in ONNX Runtime with ``THREADS`` threads in rounds of one fresh process per bundle
 (``_isolated_timing``: per-round ratios, medians). Perplexity: the PyTorch fake-quant model (the export's parity
 holds it to the ONNX) on the first ``--windows`` × 256 tokens of The Tempest.
 Writes benchmarks/results/lm_prune_int4.{json,md}.
 
     python benchmarks/lm_prune_int4.py --drop 2 3 4
+    python benchmarks/lm_prune_int4.py --drop 4 --student benchmarks/.cache/lm-width-depth/student
 """
 
 from __future__ import annotations
@@ -44,12 +47,13 @@ def export(model: Any, tok: Any, name: str, windows: torch.Tensor) -> Path:
     )
 
 
-def int4_(model: Any, calib: torch.Tensor) -> None:
-    """GPTQ (the defaults) on groups of 32, asymmetric; the tied embedding + lm_head table RTN on the same grid."""
+def int4_(model: Any, calib: torch.Tensor, args: Any) -> None:
+    """GPTQ (the defaults) on ``--group`` groups (``--sym``); the tied embedding + lm_head table RTN on the same
+    grid."""
     from slimtune.quantize.weight_only import GPTQConfig, quantize_lm_
 
-    cfg = GPTQConfig(bits=4, group_size=32, symmetric=False, samples=len(calib), batch_size=4, lm_head=True,
-                     embedding=True)  # fmt: skip
+    cfg = GPTQConfig(bits=4, group_size=args.group, symmetric=args.sym, samples=len(calib), batch_size=4,
+                     lm_head=True, embedding=True, ragged_groups=True)  # fmt: skip
     quantize_lm_(model, cfg, calibration=calib)
 
 
@@ -67,10 +71,17 @@ def build(args: Any) -> dict[str, Any]:
     rows: list[dict[str, Any]] = [{"name": "fp32", "perplexity": dense_ppl, "blocks": len(base.model.layers),
                                    "params": sum(p.numel() for p in base.parameters())}]  # fmt: skip
     rows[0]["bundle"] = str(export(base, tok, "fp32", parity_windows))
-    for k in [0, *args.drop]:
+    grid = f"int4-g{args.group}-{'sym' if args.sym else 'asym'}"
+    for k in [0, *args.drop, *(["student"] if args.student else [])]:
         model, started = copy.deepcopy(base), time.perf_counter()
-        row: dict[str, Any] = {"name": "int4-g32" if not k else f"drop{k}+int4-g32"}
-        if k:
+        row: dict[str, Any] = {"name": grid if not k else f"drop{k}+{grid}"}
+        if k == "student":  # a pruned + recovered model saved by lm_width_depth.py
+            from slimtune.models.serialization import load_model
+
+            model = load_model(args.student)
+            row["name"], row["student"] = f"width-depth+recovery+{grid}", str(args.student)
+            row["dropped_ppl"] = corpus.ppl(model)
+        elif k:
             prune_(model, LMStructuredConfig(drop_layers=k, samples=args.calib), data=data)
             row["dropped_ppl"] = corpus.ppl(model)
             if args.recover_minutes > 0:
@@ -79,7 +90,7 @@ def build(args: Any) -> dict[str, Any]:
                 row["recovered_ppl"] = corpus.ppl(model)
         row["params"] = sum(p.numel() for p in model.parameters())
         row["blocks"] = len(model.model.layers)
-        int4_(model, calib)
+        int4_(model, calib, args)
         row["perplexity"] = corpus.ppl(model)
         row["prepare_s"] = time.perf_counter() - started
         folder = export(model, tok, row["name"], parity_windows)
@@ -126,6 +137,10 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=5e-5)
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--new-tokens", type=int, default=32)
+    parser.add_argument("--group", type=int, default=128, help="int4 group size (128: the faster MatMulNBits grid)")
+    parser.add_argument("--sym", action=argparse.BooleanOptionalAction, default=True)
+    parser.add_argument("--student", type=Path, default=None,
+                        help="a pruned + recovered model saved by lm_width_depth.py: one more row")  # fmt: skip
     args = parser.parse_args()
     path = RESULTS / "lm_prune_int4.json"
     out = build(args) if args.phase != "time" else json.loads(path.read_text(encoding="utf-8"))
@@ -143,7 +158,8 @@ def render(out: dict[str, Any]) -> str:
         "# SmolLM2-135M: depth pruning + int4 (MatMulNBits) vs ORT fp32",
         "",
         f"Perplexity on The Tempest's first {s['windows']} × 256 tokens (PyTorch, fake-quant = the ONNX within its",
-        f"parity check); int4: GPTQ (defaults) groups of 32 asymmetric on {s['calib']} × 256 train-play tokens, the",
+        f"parity check); int4: GPTQ (defaults) groups of {s.get('group', 32)} "
+        f"{'symmetric' if s.get('sym', False) else 'asymmetric'} on {s['calib']} × 256 train-play tokens, the",
         "tied embedding + lm_head RTN on the same grid (one GatherBlockQuantized/MatMulNBits table); blocks removed by",
         f"ShortGPT similarity on the same tokens; recovery {s['recover_minutes']:g} min. Decode: ONNX Runtime,",
         f"{out.get('threads', '-')} threads, {out.get('rounds', '-')} rounds "

@@ -142,6 +142,21 @@ def test_space_combines_prune_then_quantize_and_estimates_bytes(
     assert int4 < fp32 and fitting_group([64, 96], 32) == 32 and fitting_group([64, 80], 32) == 16
 
 
+def test_ragged_groups_keep_the_asked_group_size(lm_and_data: tuple[torch.nn.Module, DataSplits]) -> None:
+    from slimtune.search.lm_techniques import input_widths, with_precision
+
+    model, data = lm_and_data
+    widths = input_widths(model)
+    assert any(w % 128 for w in widths)  # tiny-llama's layers are narrower than one group of 128
+    fitted, notes = with_precision(model, "int4-rtn", data, _config(group_size=128))
+    assert notes["group_size"] == fitting_group(widths, 128) < 128 and "does not divide" in notes["note"]
+    ragged, notes = with_precision(model, "int4-rtn", data, _config(group_size=128, ragged_groups=True))
+    assert notes == {"group_size": 128}
+    w_fit, w_rag = (next(iter(m.model.layers)).mlp.down_proj.weight for m in (fitted, ragged))
+    assert not torch.equal(w_fit, w_rag)  # a different grid, not the same model under another name
+    assert estimated_bytes(model, "int4-rtn", 128) < estimated_bytes(model, "int4-rtn", 16)
+
+
 def test_the_wrong_budget_for_the_model_kind_is_refused(lm_and_data: tuple[torch.nn.Module, DataSplits]) -> None:
     model, data = lm_and_data
     with pytest.raises(ConfigError, match="perplexity budget"):

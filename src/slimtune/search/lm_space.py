@@ -58,18 +58,20 @@ def parse_sparsity(text: str) -> tuple[float | None, str | None]:
 
 @dataclass(frozen=True, kw_only=True)
 class LMSearchConfig(Config):
-    """Find the cheapest LM (``objective``: ONNX Runtime ``latency`` — decode ms/token at batch 1 — or ``size`` of
-    the deployed ONNX file) whose perplexity is at most ``max_ppl_increase`` percent above the model's own.
+    """Find the cheapest LM (``objective``: ONNX Runtime ``latency`` — decode ms/token at batch 1 — or ``size`` of the
+    deployed ONNX file) whose perplexity is at most ``max_ppl_increase`` percent above the model's own.
     ``techniques``: which families to try (width, depth, sparse, quant). ``widths``: fractions of head groups and
     FFN channels removed; ``depths``: fractions of decoder blocks dropped; ``sparse_methods`` × ``sparsities``
     ("0.5", "2:4"); ``precisions``: weight-only int4/int8 algorithms tried on the dense model; ``combine``: those
     tried on every pruned base too (prune then quantize). ``group_size``: quantization groups (a smaller one that
-    divides every layer is taken when it does not). Strategy: every candidate gets a one-shot perplexity on
-    ``proxy_windows`` validation windows; a base more than ``hopeless_increase`` percent above the budget at fp32
-    drops its precisions; the Pareto front's over-budget members cheaper than the best within-budget candidate
-    get a short distillation recovery (``recovery_windows`` train windows × ``recovery_epochs``, at most
-    ``max_recoveries`` bases, none after ``time_budget``); then up to ``max_measured`` front members (and the
-    model) are exported and measured in ONNX Runtime, and the cheapest within the budget is shipped."""
+    divides every layer is taken when it does not, unless ``ragged_groups``: then each row's last group is shorter,
+    as MatMulNBits allows; 128 ragged is the faster int4 grid on CPU, benchmarks/results/lm_int4_peers.md).
+    Strategy: every candidate gets a one-shot perplexity on ``proxy_windows`` validation windows; a base more than
+    ``hopeless_increase`` percent above the budget at fp32 drops its precisions; the Pareto front's over-budget
+    members cheaper than the best within-budget candidate get a short distillation recovery (``recovery_windows``
+    train windows × ``recovery_epochs``, at most ``max_recoveries`` bases, none after ``time_budget``); then up to
+    ``max_measured`` front members (and the model) are exported and measured in ONNX Runtime, and the cheapest
+    within the budget is shipped."""
 
     max_ppl_increase: float = 10.0
     objective: Literal["latency", "size"] = "latency"
@@ -82,6 +84,7 @@ class LMSearchConfig(Config):
     precisions: tuple[str, ...] = ("int4-rtn", "int4-gptq", "int4-awq", "int4-hqq", "int8-rtn")
     combine: tuple[str, ...] = ("int4-rtn", "int4-gptq")
     group_size: int = 32
+    ragged_groups: bool = False
     samples: int = 16
     proxy_windows: int = 8
     hopeless_increase: float = 1000.0
@@ -187,7 +190,7 @@ def estimated_bytes(model: nn.Module, precision: str, group_size: int) -> int:
     bits, _ = parse_precision(precision)
     for layer in block_targets(model).values():
         w = linear_weight(layer)
-        groups = w.shape[0] * (1 if group_size == -1 else max(1, w.shape[1] // group_size))
+        groups = w.shape[0] * (1 if group_size == -1 else -(-w.shape[1] // group_size))  # a ragged group counts
         total += int(w.numel() * bits / 8) + 4 * groups - 4 * w.numel()
     return total
 

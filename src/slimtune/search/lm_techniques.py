@@ -61,13 +61,13 @@ def make_base(teacher: nn.Module, base: Base, data: DataSplits, config: LMSearch
     return model.eval()
 
 
-def quant_config(precision: str, *, group_size: int, samples: int, batch_size: int) -> Any:
+def quant_config(precision: str, *, group_size: int, samples: int, batch_size: int, ragged: bool = False) -> Any:
     """The weight-only config of ``precision`` (``int4-gptq`` …) — the one place the search's quantization
     candidates are made (swap in another candidate list here)."""
     from slimtune.quantize.weight_only import config_for
 
     bits, method = parse_precision(precision)
-    options: dict[str, Any] = {"bits": bits, "group_size": group_size}
+    options: dict[str, Any] = {"bits": bits, "group_size": group_size, "ragged_groups": ragged}
     if method in ("gptq", "awq"):
         options.update(samples=samples, batch_size=batch_size)
     return config_for(method, **options)
@@ -88,9 +88,11 @@ def with_precision(
 
     if precision == "fp32":
         return model, {}
-    group = fitting_group(input_widths(model), config.group_size)
+    widths = input_widths(model)
+    group = config.group_size if config.ragged_groups else fitting_group(widths, config.group_size)
     n = samples(data, config)
-    cfg = quant_config(precision, group_size=group, samples=n, batch_size=config.batch_size)
+    cfg = quant_config(precision, group_size=group, samples=n, batch_size=config.batch_size,
+                       ragged=config.ragged_groups and any(w % group for w in widths))  # fmt: skip
     out = copy.deepcopy(model)
     ids = torch.as_tensor(data.train.x[:n]).long()
     quantize_lm_(out, cfg, calibration=ids)
