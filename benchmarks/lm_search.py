@@ -28,6 +28,15 @@ from slimtune.recipe.schema import DataRef, ModelRef
 from slimtune.search import LMSearchConfig, search
 
 RESULTS = Path(__file__).resolve().parent / "results"
+NOTES: list[str] = [  # what the committed run says (2026-12-07, idle machine, 2 threads)
+    "- **The 15% budget picks int8 weight-only** (RTN, groups of 128): ×1.91 the fp32 model's ORT decode at",
+    "  batch 1, 2.31× smaller, −0.1% validation perplexity, in 476 s of search on 2 idle threads (+4 s loading).",
+    "  int4 GPTQ misses the budget by 0.8 points (+15.8%): the search calibrates on 16 windows of 128 tokens",
+    "  (2k tokens) and keeps lm_head fp32; with 16k calibration tokens the same grid is +6.4%",
+    "  (lm_quantization.md). Every pruned base is over +100% one-shot at these ratios, and one 32-window recovery",
+    "  epoch brings width-0.25 from +169.8% to +100.1% only: at a 15% budget on this model, quantization alone",
+    "  is what fits. Longer recoveries are lm_width_depth.md's and lm_pruning.md's.",
+]
 
 
 def _row(r: dict[str, Any]) -> str:
@@ -126,7 +135,8 @@ def render(out: dict[str, Any]) -> str:
         "# Budget search on SmolLM2-135M (`slimtune search`, LM path)",
         "",
         f"Budget: perplexity at most +{cfg['max_ppl_increase']:g}% over the model's own; objective: "
-        f"{cfg['objective']} (ONNX Runtime decode ms/token at batch 1, {setup['threads']} thread). Shakespeare, "
+        f"{cfg['objective']} (ONNX Runtime decode ms/token at batch 1, {setup['threads']} thread"
+        f"{'s' if setup['threads'] != 1 else ''}). Shakespeare, "
         f"{setup['window']}-token windows, {setup['limit_windows_per_split']} per split; one-shot perplexity on "
         f"{cfg['proxy_windows']} validation windows ranks every candidate, test perplexity on "
         f"{cfg['proxy_windows']} test windows for the exported ones. Trimmed for a shared 2-core machine (see the "
@@ -151,6 +161,7 @@ def render(out: dict[str, Any]) -> str:
         "",
         f"Wall time: load {out['wall_s']['load']:.0f} s, search {out['wall_s']['search']:.0f} s. The chosen bundle "
         f"generated without torch: `{out['generated']['prompt']}{out['generated']['text']}`".replace("\n", " "),
+        *(["", "## Notes", "", *NOTES] if NOTES else []),
     ]
     return "\n".join(lines) + "\n"
 
