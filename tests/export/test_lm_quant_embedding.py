@@ -168,3 +168,29 @@ def test_gather_of_a_transposed_tied_table_becomes_one_row_gather(tmp_path: Path
     assert not [i for i in onnx.load(str(path)).graph.initializer if i.name == "table_t"]
     report = lm_parity(model, path, windows=None, prompts=None, config=CHECK)
     assert report["max_abs_diff"] < 1e-4 and report["greedy_identical"]
+
+
+def test_gptq_quantizes_the_tied_table_on_the_final_hidden_states(tmp_path: Path) -> None:
+    """GPTQ's lm_head (head_gptq) fits the quantized model's own final hidden states: the logit error of the shared
+    table is below RTN's on the same grid; the table stays one tensor and exports with parity."""
+    from slimtune.models.blocks import observe_inputs
+    from slimtune.quantize.weight_only import GPTQConfig
+
+    torch.manual_seed(0)
+    ids = torch.randint(0, 257, (12, 32))
+    errors = {}
+    for head_gptq in (False, True):
+        model, ref = tiny_llama(), tiny_llama()
+        cfg = GPTQConfig(bits=3, group_size=32, samples=8, batch_size=4, lm_head=True, embedding=True,
+                         head_gptq=head_gptq)  # fmt: skip
+        quantize_lm_(model, cfg, calibration=ids[:8])
+        emb, head = model.get_input_embeddings(), model.get_output_embeddings()
+        assert head.weight is emb.weight and quantized_layers(model)["lm_head"][1] is emb.slimtune_qweight
+        hidden: list[torch.Tensor] = []
+        observe_inputs(model, head, ids[8:], batch_size=4, observe=hidden.append)
+        x = torch.cat(hidden).reshape(-1, head.weight.shape[1])
+        errors[head_gptq] = float(((head.weight - ref.lm_head.weight) @ x.T).pow(2).mean())
+        if head_gptq:
+            report = export_lm(model, tmp_path / "g.onnx", config=CHECK)
+            assert report["max_abs_diff"] < 1e-4 and report["greedy_identical"] and report["gather_block_quantized"]
+    assert errors[True] < 0.9 * errors[False], errors

@@ -110,6 +110,27 @@ def capture_block0(model: nn.Module, samples: torch.Tensor, *, batch_size: int) 
     return captured
 
 
+def observe_inputs(
+    model: nn.Module, module: nn.Module, samples: torch.Tensor, *, batch_size: int,
+    observe: Callable[[torch.Tensor], None],
+) -> None:  # fmt: skip
+    """Run ``model`` on ``samples`` (token ids [n, length]) in chunks, hand ``module``'s input to ``observe`` and
+    stop there: nothing after ``module`` runs (for lm_head: no logits are computed)."""
+
+    def grab(_: nn.Module, args: tuple[Any, ...]) -> None:
+        observe(args[0].detach())
+        raise _Stop
+
+    handle = module.register_forward_pre_hook(grab)
+    try:
+        with torch.no_grad():
+            for chunk in samples.long().split(batch_size):
+                with contextlib.suppress(_Stop):
+                    model(input_ids=chunk, use_cache=False)
+    finally:
+        handle.remove()
+
+
 def _progress(total: int, desc: str, enabled: bool) -> Any:
     if not enabled:
         return None

@@ -103,16 +103,26 @@ def _untie_(model: nn.Module, head: Any) -> None:
             config.tie_word_embeddings = False
 
 
-def _quantize_ends_(model: nn.Module, config: WeightOnlyConfig, head: Any, emb: Any) -> None:
-    """RTN of lm_head and/or the token embedding; a tied pair quantized together shares one ``QuantizedWeight``
-    (one tensor in the model, one set of codes in the export); quantizing one of a tied pair unties it first."""
+def _quantize_ends_(
+    model: nn.Module, config: WeightOnlyConfig, head: Any, emb: Any, head_h: torch.Tensor | None = None
+) -> None:
+    """RTN of lm_head and/or the token embedding (GPTQ for lm_head when its Hessian ``head_h`` is given); a tied
+    pair quantized together shares one ``QuantizedWeight`` (one tensor in the model, one set of codes in the
+    export); quantizing one of a tied pair unties it first."""
 
-    def grid(w: torch.Tensor) -> QuantizedWeight:
-        return rtn(w.float(), bits=config.bits, group_size=config.group_size, symmetric=config.symmetric)
+    def grid(w: torch.Tensor, h: torch.Tensor | None = None) -> QuantizedWeight:
+        if h is None:
+            return rtn(w.float(), bits=config.bits, group_size=config.group_size, symmetric=config.symmetric)
+        from slimtune.quantize.weight_only.gptq import gptq
+
+        c: Any = config
+        return gptq(w, h, bits=c.bits, group_size=c.group_size, symmetric=c.symmetric, damp=c.damp,
+                    block_size=c.block_size, act_order=c.act_order, static_groups=c.static_groups, mse=c.mse,
+                    name="lm_head")  # fmt: skip
 
     with torch.no_grad():
         if head is not None and emb is not None and head.weight is emb.weight:
-            qw = grid(emb.weight)
+            qw = grid(emb.weight, head_h)
             store_(emb, qw)
             setattr(head, ATTR, qw)
             return
@@ -121,9 +131,9 @@ def _quantize_ends_(model: nn.Module, config: WeightOnlyConfig, head: Any, emb: 
         tied_head = head if head is not None else _lm_head(model)
         if tied_head is not None:
             _untie_(model, tied_head)  # a no-op when not tied
-        for layer in (head, emb):
+        for layer, h in ((head, head_h), (emb, None)):
             if layer is not None:
-                store_(layer, grid(linear_weight(layer)))
+                store_(layer, grid(linear_weight(layer), h))
 
 
 def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: torch.Tensor | None = None) -> None:
@@ -143,7 +153,15 @@ def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: tor
     if config.needs_calibration:
         calibration = calibration_ids(calibration, samples=int(config.samples))  # type: ignore[attr-defined]
     handler(model, config, calibration)
-    _quantize_ends_(model, config, head, emb)
+    head_h = None
+    if head is not None and getattr(config, "head_gptq", False) and calibration is not None:
+        from slimtune.models.blocks import observe_inputs
+        from slimtune.quantize.weight_only.gptq import HessianStats
+
+        stats = HessianStats(int(linear_weight(head).shape[1]))
+        observe_inputs(model, head, calibration, batch_size=int(config.batch_size), observe=stats.add)  # type: ignore[attr-defined]
+        head_h = stats.h
+    _quantize_ends_(model, config, head, emb, head_h)
 
 
 def calibration_ids(ids: torch.Tensor | None, *, samples: int) -> torch.Tensor:

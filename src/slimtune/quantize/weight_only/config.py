@@ -77,7 +77,9 @@ class CalibratedConfig(WeightOnlyConfig):
 class GPTQConfig(CalibratedConfig):
     """GPTQ: Hessian-weighted error feedback; ``damp`` × mean diag(H) is added to H, columns are processed in
     ``block_size`` blocks, ``act_order`` quantizes the columns with the largest diag(H) first; ``true_sequential``
-    re-collects each stage's Hessian after the stages before it in the block are quantized (``sequential_stages``)."""
+    re-collects each stage's Hessian after the stages before it in the block are quantized (``sequential_stages``).
+    With ``lm_head`` on, ``head_gptq`` quantizes it (and the embedding table it is tied to) by GPTQ too, on the
+    quantized model's own final hidden states, instead of RTN."""
 
     damp: float = 0.01
     block_size: int = 128
@@ -88,6 +90,7 @@ class GPTQConfig(CalibratedConfig):
     refit_scales: bool = False  # least-squares scales for the chosen codes (``refit``): helps without gptaq only
     gptaq: bool = True  # also fit the fp32 model's own layer inputs (GPTAQ's asymmetric term, ``gptq_block``)
     gptaq_alpha: float = 0.25
+    head_gptq: bool = True  # with lm_head: GPTQ on the final hidden states (the tied table too), not RTN
 
     def __post_init__(self) -> None:
         super().__post_init__()
