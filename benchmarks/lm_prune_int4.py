@@ -208,8 +208,9 @@ def render(out: dict[str, Any]) -> str:
     curves = [f"- {r['name']}: {curve_text(r['recovery'])}" for r in out["rows"] if r.get("recovery")]
     if curves:
         lines += ["", "Recovery curves (validation perplexity by training tokens):", "", *curves]
-    dropped = [f"{r['name']}: {r.get('recovered_ppl', r['dropped_ppl']):.2f} before int4" for r in out["rows"]
-               if "dropped_ppl" in r and not r.get("student")]  # fmt: skip
+    dropped = [f"{r['name']}: {r['dropped_ppl']:.2f}"
+               + (f" one-shot, {r['recovered_ppl']:.2f} recovered" if "recovered_ppl" in r else "")
+               for r in out["rows"] if "dropped_ppl" in r and not r.get("student")]  # fmt: skip
     if dropped:
         lines += ["", "Perplexity after the blocks are removed, before int4: " + "; ".join(dropped) + "."]
     return "\n".join(lines) + "\n"

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import importlib.metadata
 import json
 import signal
 import time
@@ -165,10 +166,8 @@ def main() -> None:
     out["params_dense"] = params(base)
     out["rows"] = []
     try:
-        import torch_pruning as tp
-
-        out["torch_pruning"] = tp.__version__
-    except ImportError:
+        out["torch_pruning"] = importlib.metadata.version("torch-pruning")  # 1.6.0 has no __version__
+    except importlib.metadata.PackageNotFoundError:
         out["torch_pruning"] = None
     heads = args.mode == "heads"
     slim = (
