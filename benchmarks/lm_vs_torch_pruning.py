@@ -34,8 +34,10 @@ NOTES: list[str] = [  # what the runs of 2026-12-07 (session 13, shared 2-core m
     "- **Same shapes, different choices.** Both models end with hidden size 432 and 1,152 FFN channels per layer",
     "  (heads kept). Torch-Pruning's parameter count is higher only because pruning unties lm_head from",
     "  embed_tokens (two 49,152 × 432 tables; the values are the same columns): 107.2 M vs 86.0 M counted here.",
-    "- **Same recovery (6 training minutes each, 2 threads, idle machine, ~80k tokens of KD from the dense",
-    "  model):** slimtune 289.5 → 110.1, Torch-Pruning 268,049 → 2,047 (validation curves in the table above).",
+    "- **Same recovery (6 training minutes each, 2 threads, idle machine, 92k / 96k tokens of KD from the dense",
+    "  model, forward KL on the teacher's top 32 + the rest of its mass as one bucket):** slimtune 289.5 → 93.75,",
+    "  Torch-Pruning 268,050 → 1,845 (curves above). The earlier run with the renormalised top-32 loss (a defect,",
+    "  fixed in session 14) gave 110.1 and 2,047: the same order, both better now.",
     "- **One-shot:** slimtune 289.5 vs Torch-Pruning 268,049. Torch-Pruning ranks the hidden channels by the",
     "  L2 norm of the whole coupled group's weights; slimtune by activation energy on calibration text through",
     "  every norm and residual (``lm_hidden``). Magnitude alone keeps channels the model does not use.",
@@ -166,7 +168,7 @@ def main() -> None:
     out["params_dense"] = params(base)
     out["rows"] = []
     try:
-        out["torch_pruning"] = importlib.metadata.version("torch-pruning")  # 1.6.0 has no __version__
+        out["torch_pruning"] = importlib.metadata.version("torch-pruning")  # 1.6.x has no __version__
     except importlib.metadata.PackageNotFoundError:
         out["torch_pruning"] = None
     heads = args.mode == "heads"
