@@ -19,7 +19,7 @@ from slimtune._registry import MethodRegistry
 from slimtune.errors import ConfigError, DataError, UnsupportedModelError
 from slimtune.models.blocks import is_conv1d, linear_weight, target_layers
 from slimtune.models.lm_layers import decoder_layers
-from slimtune.quantize.weight_only.config import GROUP_SIZES, WeightOnlyConfig
+from slimtune.quantize.weight_only.config import GROUP_SIZES, GPTQConfig, WeightOnlyConfig
 from slimtune.quantize.weight_only.grid import QuantizedWeight, rtn
 
 ATTR = "slimtune_qweight"
@@ -154,12 +154,12 @@ def quantize_lm_(model: nn.Module, config: WeightOnlyConfig, *, calibration: tor
         calibration = calibration_ids(calibration, samples=int(config.samples))  # type: ignore[attr-defined]
     handler(model, config, calibration)
     head_h = None
-    if head is not None and getattr(config, "head_gptq", False) and calibration is not None:
+    if head is not None and isinstance(config, GPTQConfig) and config.head_gptq and calibration is not None:
         from slimtune.models.blocks import observe_inputs
         from slimtune.quantize.weight_only.gptq import HessianStats
 
         stats = HessianStats(int(linear_weight(head).shape[1]))
-        observe_inputs(model, head, calibration, batch_size=int(config.batch_size), observe=stats.add)  # type: ignore[attr-defined]
+        observe_inputs(model, head, calibration, batch_size=config.batch_size, observe=stats.add)
         head_h = stats.h
     _quantize_ends_(model, config, head, emb, head_h)
 
