@@ -91,11 +91,17 @@ def ort_runner(session: Any, x: torch.Tensor) -> Runner:
 
 
 def interleaved_latency(
-    runners: dict[str, Callable[[int], Callable[[], Any]]], *, batches: tuple[int, ...], rounds: int, repeats: int
+    runners: dict[str, Callable[[int], Callable[[], Any]]],
+    *,
+    batches: tuple[int, ...],
+    rounds: int,
+    repeats: int,
+    per_round: dict[str, dict[str, list[float]]] | None = None,
 ) -> dict[str, dict[str, float]]:
     """Median latency (ms) per runner and batch size; rounds interleave runners so load drifts hit all alike.
 
     ``runners[name](batch_size)`` returns a zero-argument callable running one batch of that size.
+    ``per_round``, when given, receives every round's time (``per_round[name]["b8"][i]``) for paired ratios.
     """
     calls = {name: {b: make(b) for b in batches} for name, make in runners.items()}
     times: dict[str, dict[str, list[float]]] = {n: {f"b{b}": [] for b in batches} for n in runners}
@@ -103,4 +109,16 @@ def interleaved_latency(
         for name in runners:
             for b in batches:
                 times[name][f"b{b}"].append(median_ms(calls[name][b], repeats=repeats))
+    if per_round is not None:
+        per_round.update(times)
     return {n: {k: statistics.median(v) for k, v in per.items()} for n, per in times.items()}
+
+
+def paired_ratio(per_round: dict[str, dict[str, list[float]]], ref: str, name: str, batch: str) -> dict[str, float]:
+    """``ref``'s time over ``name``'s, round by round (> 1: ``name`` is faster): median, min and max, and
+    slimtune's paired verdict on ``name`` against ``ref`` (faster / slower / tie within 3% / unsure)."""
+    from slimtune.evaluate.paired import verdict
+
+    r = [a / b for a, b in zip(per_round[ref][batch], per_round[name][batch], strict=True)]
+    v = verdict([1 / x for x in r], band=0.03) if name != ref else "tie"
+    return {"median": statistics.median(r), "min": min(r), "max": max(r), "verdict": v}

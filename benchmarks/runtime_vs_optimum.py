@@ -53,6 +53,7 @@ import numpy as np
 import torch
 from _minilm import BENCH, CACHE, RESULTS, SEQ, finetuned_minilm
 from _optimum_side import cycling, time_round
+from _provenance import Provenance, line
 
 BUNDLE = CACHE / "minilm-bundle"
 HF_FOLDER = CACHE / "minilm-hf"  # the fine-tuned model as a plain Hugging Face folder (PyTorch eager)
@@ -205,6 +206,8 @@ def main() -> int:
     args = parser.parse_args()
     warnings.filterwarnings("ignore")
     torch.set_num_threads(THREADS)
+    prov = Provenance(settings={"threads": THREADS, "seq": SEQ, "rounds": args.rounds, "repeats": args.repeats,
+                                "startup_runs": STARTUP_RUNS})  # fmt: skip
     manifest = build_bundle()
     opt_python = optimum_python(args.optimum_venv)
 
@@ -323,6 +326,8 @@ def main() -> int:
                      "load_average_1min": {"latency_start": load_start, "latency_end": os.getloadavg()[0],
                                            "cores": os.cpu_count()}},
         "cpu": collect()["int8"]["note"],
+        "goal": goal_check(times, args.repeats, rows),
+        "provenance": prov.finish(),
     }  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "runtime_vs_optimum.json").write_text(json.dumps(out, indent=2, default=str) + "\n")
@@ -331,6 +336,27 @@ def main() -> int:
     print("\n".join(lines))
     texts_json.unlink(missing_ok=True)
     return 0
+
+
+def goal_check(times: dict[str, list[float]], repeats: int, rows: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    """#22: slimtune's bundle end to end (length-bucketed padding) ≤ Optimum's latency with ``padding=True`` at b1
+    and b8, same accuracy. Paired per round (each round's median call), slimtune's paired verdict, 3% band."""
+    from slimtune.evaluate.paired import ratio_stats, verdict
+
+    def per_round(key: str) -> list[float]:
+        ms = times[key]
+        return [statistics.median(ms[i : i + repeats]) for i in range(0, len(ms), repeats)]
+
+    out: dict[str, Any] = {}
+    for b in (1, 8):
+        r = [a / o for a, o in zip(per_round(f"slimtune|e2e b{b}"), per_round(f"optimum|e2e-dyn b{b}"), strict=True)]
+        out[f"b{b}"] = {"slimtune_over_optimum": ratio_stats(r), "verdict": verdict(r, band=0.03)}
+    slim = rows["slimtune Predictor (int8 bundle)"]
+    opt = rows["Optimum ORTModelForSequenceClassification (same int8 graph)"]
+    out["accuracy"] = {"slimtune": slim["accuracy"], "optimum_dynamic_padding": opt["accuracy_dynamic_padding"]}
+    fast = all(out[f"b{b}"]["verdict"] in ("faster", "tie") for b in (1, 8))
+    out["met"] = fast and slim["accuracy"] >= opt["accuracy_dynamic_padding"] - 1e-9
+    return out
 
 
 def _markdown(out: dict[str, Any]) -> list[str]:
@@ -364,8 +390,9 @@ def _markdown(out: dict[str, Any]) -> list[str]:
         )
     lines += [
         "",
-        "With `padding=True` (pad to the longest text in the batch, the usual transformers call; the bundle "
-        "always pads to the fixed length), e2e p50 / p99 ms:",
+        "With `padding=True` (pad to the longest text in the batch, the usual transformers call; the bundle's "
+        "e2e row above already pads each batch only to its longest text, as export verified the graph masks its "
+        "padding), e2e p50 / p99 ms:",
         "",
         "| runtime | e2e b1 | e2e b8 |",
         "| --- | --- | --- |",
@@ -374,6 +401,22 @@ def _markdown(out: dict[str, Any]) -> list[str]:
         if "e2e_dynamic_padding" in r:
             d = r["e2e_dynamic_padding"]
             lines.append(f"| {name} | {ms(d, 1)} | {ms(d, 8)} |")
+    g = out.get("goal")
+    if g:
+        sp = "; ".join(
+            f"b{b}: slimtune / Optimum ×{g[f'b{b}']['slimtune_over_optimum']['median']:.2f} "
+            f"(quartiles {g[f'b{b}']['slimtune_over_optimum']['low']:.2f}–"
+            f"{g[f'b{b}']['slimtune_over_optimum']['high']:.2f}, {g[f'b{b}']['verdict']})"
+            for b in (1, 8)
+        )
+        acc = g["accuracy"]
+        lines += [
+            "",
+            f"**Goal (#22): the bundle end to end ≤ Optimum's latency with dynamic padding at b1 and b8, same "
+            f"accuracy: {'met' if g['met'] else 'not met'}.** Per-round median e2e time, slimtune over Optimum "
+            f"`padding=True` (< 1: slimtune faster; verdict with a 3% tie band): {sp}. Accuracy: slimtune "
+            f"{100 * acc['slimtune']:.2f}%, Optimum (dynamic padding) {100 * acc['optimum_dynamic_padding']:.2f}%.",
+        ]  # fmt: skip
     lines += [
         "",
         "Notes:",
@@ -395,6 +438,8 @@ def _markdown(out: dict[str, Any]) -> list[str]:
         f"{slim_v['onnxruntime']}, tokenizers {slim_v['tokenizers']}; Optimum side optimum {opt_v['optimum']}, "
         f"transformers {opt_v['transformers']}, onnxruntime {opt_v['onnxruntime']}, torch {opt_v['torch']}.",
     ]
+    if out.get("provenance"):
+        lines += [f"- {line(out['provenance'])}"]
     return lines
 
 

@@ -42,7 +42,8 @@ from typing import Any
 
 import numpy as np
 import torch
-from _minilm import Runner, interleaved_latency, ort_runner, torch_runner
+from _minilm import Runner, interleaved_latency, ort_runner, paired_ratio, torch_runner
+from _provenance import Provenance, line
 from kd_fashion_mnist import TEACHER, TEACHER_CACHE, trained_teacher
 from torch import nn
 
@@ -425,6 +426,20 @@ def markdown(out: dict[str, Any]) -> str:
             f"{r['size_ratio']:.2f}× | {_pair(r.get('speedup_vs_torch_eager'))} | "
             f"{_pair(r.get('speedup_vs_fp32_same_runtime'))} | {r['wall_s']:.0f} s |"
         )
+    g = out.get("goal")
+    if g and "vs_nncf" in g:
+        sp = "; ".join(f"{b} ×{v['median']:.2f} ({v['min']:.2f}–{v['max']:.2f}, {v['verdict']})"
+                       for b, v in g["vs_nncf"].items())  # fmt: skip
+        lines += [
+            "",
+            f"**Goal (#22): slimtune int8 ≥ NNCF's speed at b1 and b8, at ≤ NNCF's accuracy loss, within the 1-pt "
+            f"budget: {'met' if g['met'] else 'not met'}.** slimtune's int8 ({g['chosen']}) vs NNCF int8, both in "
+            f"ORT, NNCF's time over ours paired per round (median, range over 9 rounds, verdict with a 3% tie "
+            f"band): {sp}. Test-accuracy loss vs fp32: slimtune {g['test_loss_pt']['slimtune']:+.2f} pt, NNCF "
+            f"{g['test_loss_pt']['NNCF']:+.2f} pt; within budget on validation: {g['within_budget']}.",
+        ]
+    if out.get("provenance"):
+        lines += ["", line(out["provenance"])]
     lat = out["latency_ms"]
     lines += ["", "Latency (ms, median), batch 1 / 8:", ""]
     lines += [f"- {name}: {d['b1']:.3f} / {d['b8']:.3f}" for name, d in lat.items()]
@@ -437,6 +452,21 @@ def markdown(out: dict[str, Any]) -> str:
     return "\n".join(lines) + "\n"
 
 
+def goal_check(rows: list[dict[str, Any]], per_round: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """#22: slimtune's int8 search row ≥ NNCF's speed-up over ORT fp32 at b1 and b8 (paired per round: NNCF's
+    time over ours, with slimtune's paired verdict), at ≤ NNCF's test-accuracy loss, within the 1-pt budget."""
+    ours = next((r for r in rows if r.get("runner") == "slimtune int8"), None)
+    nncf = next((r for r in rows if r.get("runner") == "NNCF int8"), None)
+    if ours is None or nncf is None or "test_accuracy" not in nncf:
+        return {"met": False, "why": "a row is missing"}
+    speed = {f"b{b}": paired_ratio(per_round, "NNCF int8", "slimtune int8", f"b{b}") for b in BATCHES}
+    loss = {n: 100 * (r["fp32_test_accuracy"] - r["test_accuracy"]) for n, r in (("slimtune", ours), ("NNCF", nncf))}
+    fast = all(v["verdict"] in ("faster", "tie") for v in speed.values())
+    met = fast and loss["slimtune"] <= loss["NNCF"] + 1e-9 and bool(ours.get("met_budget"))
+    return {"met": met, "vs_nncf": speed, "test_loss_pt": loss, "chosen": ours.get("chosen"),
+            "within_budget": ours.get("met_budget")}  # fmt: skip
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quick", action="store_true", help="2,000 examples (smoke run), 3-minute slimtune budget")
@@ -444,6 +474,8 @@ def main(argv: list[str] | None = None) -> int:
     torch.set_num_threads(1)
     warnings.filterwarnings("ignore")
     load_before = [round(v, 2) for v in os.getloadavg()]
+    prov = Provenance(settings={"threads": 1, "rounds": 9, "repeats": 40, "max_drop_pt": MAX_DROP_PT,
+                                "calibration": CALIBRATION, "quick": args.quick})  # fmt: skip
     teacher, data = teacher_and_data(args.quick)
     assert isinstance(data.test.x, torch.Tensor) and isinstance(data.train.x, torch.Tensor)
     work = CACHE / ("quick" if args.quick else "full")
@@ -464,7 +496,8 @@ def main(argv: list[str] | None = None) -> int:
     runners: dict[str, Runner] = {EAGER: torch_runner(teacher, data.test.x[:8].clone())}
     for r in rows:
         runners.update(r.pop("_runners", {}))
-    lat = interleaved_latency(runners, batches=BATCHES, rounds=9, repeats=40)
+    per_round: dict[str, dict[str, list[float]]] = {}
+    lat = interleaved_latency(runners, batches=BATCHES, rounds=9, repeats=40, per_round=per_round)
     finish_rows(rows, lat, teacher_test)
     out = {
         "command": "python benchmarks/search_vs_peers.py" + (" --quick" if args.quick else ""),
@@ -481,7 +514,10 @@ def main(argv: list[str] | None = None) -> int:
         "split_sizes": f"{len(data.train)} train / {len(data.val)} val / {len(data.test)} test",
         "budget": {"max_accuracy_drop_pt": MAX_DROP_PT, "split": "val", "calibration_images": CALIBRATION},
         "latency_ms": lat,
+        "per_round_ms": per_round,
         "rows": rows,
+        "goal": goal_check(rows, per_round),
+        "provenance": prov.finish(),
     }
     stem = "search_vs_peers_quick" if args.quick else "search_vs_peers"
     RESULTS.mkdir(parents=True, exist_ok=True)
