@@ -30,6 +30,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from _provenance import Provenance, line
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval
 
@@ -211,8 +212,10 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="1 epoch on 6,000 images: a smoke run, not results")
     args = parser.parse_args()
+    prov = Provenance(settings={"threads": 2, "quick": args.quick})
     out = run(args.quick)
-    text = markdown(out)
+    out["provenance"] = prov.finish()
+    text = markdown(out) + f"\n{line(out['provenance'])}\n"
     print(text)
     if not args.quick:
         RESULTS.mkdir(exist_ok=True)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _provenance import Provenance, line
 from torch import nn
 
 from slimtune.data import load
@@ -79,6 +80,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(2)
+    prov = Provenance(settings={"threads": 2, "quick": args.quick, "only": args.only})
     rows: list[dict[str, Any]] = []
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
@@ -92,7 +94,8 @@ def main(argv: list[str] | None = None) -> int:
     if args.only and (RESULTS / f"{name}.json").exists():  # merge with the earlier run's other architectures
         earlier = json.loads((RESULTS / f"{name}.json").read_text())["rows"]
         rows = [r for r in earlier if r["arch"] != args.only] + rows
-    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+    record = prov.finish()
+    (RESULTS / f"{name}.json").write_text(json.dumps({"rows": rows, "provenance": record}, indent=2) + "\n")
     archs = list(dict.fromkeys(r["arch"] for r in rows))
     variants = VARIANTS.names()
     cell = {(r["arch"], r["variant"]): r for r in rows}
@@ -113,7 +116,7 @@ def main(argv: list[str] | None = None) -> int:
         f"{passed}/{len(rows)} cells pass (last run {(time.perf_counter() - start) / 60:.1f} min). fp32 cells: "
         "max |Δ logits| ONNX Runtime vs PyTorch (tolerance 1e-4), +TS = TorchScript export with parity too; "
         "int8 cells: argmax agreement with the PyTorch reference beyond near-ties (tolerance 99%), and in brackets "
-        "the raw agreement (every flip counted, near-ties included).",
+        f"the raw agreement (every flip counted, near-ties included). {line(record)}",
         "",
         "| architecture | " + " | ".join(variants) + " |",
         "| --- |" + " --- |" * len(variants),

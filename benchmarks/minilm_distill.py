@@ -24,6 +24,7 @@ from typing import Any
 
 import torch
 from _minilm import CACHE, RESULTS, SEQ, accuracy, finetuned_minilm, interleaved_latency
+from _provenance import Provenance, line
 from torch import nn
 
 from slimtune.distill import KDConfig, distill_, student_from_teacher
@@ -72,6 +73,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--with-baseline", action="store_true", help="also fine-tune the student without KD")
     args = parser.parse_args(argv)
     torch.set_num_threads(2)
+    prov = Provenance(settings={"threads": 2, "with_baseline": args.with_baseline})
     teacher, data = finetuned_minilm()
     assert isinstance(data.test.x, torch.Tensor)
 
@@ -111,7 +113,8 @@ def main(argv: list[str] | None = None) -> int:
                 row[f"{rt}_{b}_ms"] = lat[f"{name} / {rt}"][b]
                 row[f"{rt}_{b}_speedup"] = lat[f"{t} / {rt}"][b] / lat[f"{name} / {rt}"][b]
     out = {"rows": rows, "train": TRAIN.to_dict(), "kd": KD.to_dict(), "layers": list(LAYERS), "seq": SEQ,
-           "test_examples": len(data.test.y), "threads": torch.get_num_threads()}  # fmt: skip
+           "test_examples": len(data.test.y), "threads": torch.get_num_threads(),
+           "provenance": prov.finish()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "minilm_distill.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
@@ -120,7 +123,7 @@ def main(argv: list[str] | None = None) -> int:
         f"Student = teacher's embeddings + encoder layers {list(LAYERS)} + head, distilled {TRAIN.epochs} epochs "
         f"(mixed KD, T = {KD.temperature}, α = {KD.alpha}, lr {TRAIN.lr}, teacher logits cached). Test set "
         f"{len(data.test.y)} tweets; latency at sequence {SEQ}, {torch.get_num_threads()} threads, medians of 5 "
-        "interleaved rounds in one process. Anchor: DistilBERT keeps 97% at 1.6× speed.",
+        f"interleaved rounds in one process. Anchor: DistilBERT keeps 97% at 1.6× speed. {line(out['provenance'])}",
         "",
         "| model | accuracy | retained | params | torch b1 (ms) | torch b8 (ms) | ORT b1 (ms) | ORT b8 (ms) | train |",
         "| --- | --- | --- | --- | --- | --- | --- | --- | --- |",

@@ -23,6 +23,7 @@ from typing import Any
 
 import torch
 from _minilm import finetuned_minilm, interleaved_latency, ort_runner, torch_runner
+from _provenance import Provenance, line
 from torch import nn
 
 from slimtune._io import path_bytes
@@ -84,6 +85,8 @@ SETTINGS: dict[str, dict[str, Any]] = {
 
 def run(name: str, quick: bool, *, resume: bool = False) -> dict[str, Any]:
     setting = SETTINGS[name]
+    prov = Provenance(settings={"setting": name, "quick": quick, "resume": resume, "threads": torch.get_num_threads(),
+                                "budget": "2m" if quick else setting["budget"], "space": setting["space"]})  # fmt: skip
     teacher, data = setting["teacher"](quick)
     assert isinstance(data.test.x, torch.Tensor)
     teacher.eval()
@@ -141,6 +144,7 @@ def run(name: str, quick: bool, *, resume: bool = False) -> dict[str, Any]:
         "search_wall_s": wall,
         "candidates": len(result.candidates),
         "front": [r["name"] for r in result.front],
+        "provenance": prov.finish(),
     }
 
 
@@ -177,7 +181,8 @@ def markdown(rows: list[dict[str, Any]], *, quick: bool) -> str:
                 f"- Goal (MiniLM ≥ {MINILM_GOAL:g}× faster than PyTorch fp32 at ≤ {MINILM_LOSS:g} pt loss): {verdict} "
                 f"({', '.join(at)}; test loss {loss:.2f} pt)"
             )
-    lines += [*(f"- {r['setting']}, run conditions: {r['note']}" for r in rows if r.get("note")), ""]
+    lines += [*(f"- {r['setting']}, run conditions: {r['note']}" for r in rows if r.get("note"))]
+    lines += [*(f"- {r['setting']}: {line(r['provenance'])}" for r in rows if r.get("provenance")), ""]
     return "\n".join(lines)
 
 

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from _provenance import Provenance, line
 from torch import nn
 
 from slimtune.data import load
@@ -121,6 +122,7 @@ def bisect(attempt: Callable[[float], nn.Module], macs_of: Callable[[nn.Module],
 
 def main() -> int:
     torch.set_num_threads(2)
+    prov = Provenance(settings={"threads": 2, "recovery_lrs": list(RECOVER_LRS)})
     data = load("fashion-mnist", seed=0)
     assert isinstance(data.test.x, torch.Tensor)
     torch.manual_seed(0)
@@ -202,7 +204,7 @@ def main() -> int:
         r["fold_speedup_per_mac_b32"] = r["fold_speedup_b32"] / r["macs_reduction"]
         r["ort_speedup_per_mac_b32"] = r["ort_speedup_b32"] / r["macs_reduction"]
     out = {"rows": rows, "train_seconds": round(train_s), "threads": torch.get_num_threads(), "train": TRAIN.to_dict(),
-           "recovery": RECOVER.to_dict(), "recovery_lrs": list(RECOVER_LRS)}  # fmt: skip
+           "recovery": RECOVER.to_dict(), "recovery_lrs": list(RECOVER_LRS), "provenance": prov.finish()}  # fmt: skip
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / "structured_vs_torch_pruning.json").write_text(json.dumps(out, indent=2) + "\n")
     lines = [
@@ -212,6 +214,7 @@ def main() -> int:
         f"{' or '.join(f'{lr:g}' for lr in RECOVER_LRS)}, chosen per model on validation accuracy), "
         f"{torch.get_num_threads()} threads, latency medians of 5 interleaved rounds in one process, PyTorch eager "
         "and ONNX Runtime; "
+        f"{line(out['provenance'])} "
         "`round_to=8`: kept channel counts are multiples of 8 (both tools); *default*: slimtune's default "
         "`channel_round_to='auto'` (convolution channels in multiples of this CPU's ONNX Runtime NCHWc block, "
         f"{nchwc_block()} here); *+block*: the default plus `targets=('channels', 'layers')`: the one residual "
