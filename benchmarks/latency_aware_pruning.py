@@ -38,7 +38,7 @@ from slimtune.export import export_onnx, ort_session
 from slimtune.models import build
 from slimtune.prune import prune_summarized_
 from slimtune.prune.structured import StructuredPruneConfig
-from slimtune.prune.structured.latency import measure_latency_table
+from slimtune.prune.structured.latency import LatencyTable, measure_latency_table
 from slimtune.train import TrainConfig, fit, predict
 
 BENCH = Path(__file__).resolve().parent
@@ -46,6 +46,7 @@ RESULTS = BENCH / "results"
 CACHE = BENCH / ".cache" / "latency_aware"
 TARGETS = (0.5, 0.25)
 THREADS = 2
+BLOCK: dict[str, Any] = {"targets": ("channels", "layers"), "layers_ratio": 0.5}
 
 
 def commit() -> str:
@@ -66,7 +67,9 @@ def dense_model(data: Any, epochs: int, quick: bool) -> nn.Module:
     return model
 
 
-def pruned_models(dense: nn.Module, data: Any, table: Path, skipped: dict[str, str]) -> dict[str, nn.Module]:
+def pruned_models(
+    dense: nn.Module, data: Any, table: Path, skipped: dict[str, str], only: set[str] | None = None
+) -> dict[str, nn.Module]:
     x1 = data.test.x[:1]
     out: dict[str, nn.Module] = {}
     for keep in TARGETS:
@@ -80,8 +83,13 @@ def pruned_models(dense: nn.Module, data: Any, table: Path, skipped: dict[str, s
             f"mac@{keep}": StructuredPruneConfig(target_macs=keep, importance="l1"),
             f"table@macs{keep}": StructuredPruneConfig(target_macs=keep, **table_options),
             f"table@latency{keep}": StructuredPruneConfig(target_latency=keep, **table_options),
+            # depth and width: the one removable residual block goes first, then channels to the MAC target
+            f"mac+block@{keep}": StructuredPruneConfig(target_macs=keep, importance="l1", **BLOCK),
+            f"table@macs+block{keep}": StructuredPruneConfig(target_macs=keep, **BLOCK, **table_options),
         }
         for name, config in configs.items():
+            if only is not None and name not in only:
+                continue
             m = copy.deepcopy(dense)
             try:
                 result = prune_summarized_(m, config, data=data)
@@ -91,7 +99,8 @@ def pruned_models(dense: nn.Module, data: Any, table: Path, skipped: dict[str, s
                 continue
             m.slimtune_predicted = result.record.get("latency_ms_predicted")  # type: ignore[assignment]
             out[name] = m
-        out[f"torch-pruning@{keep}"] = torch_pruning(dense, x1, keep)
+        if only is None or f"torch-pruning@{keep}" in only:
+            out[f"torch-pruning@{keep}"] = torch_pruning(dense, x1, keep)
     return out
 
 
@@ -101,6 +110,8 @@ def main() -> int:
     ap.add_argument("--epochs", type=int, default=3, help="recovery epochs per pruned model (default 3)")
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--render", action="store_true", help="only rewrite the Markdown from the saved JSON")
+    ap.add_argument("--only", help="comma-separated rows to (re)run, merged into the saved JSON; the saved table "
+                    "is reused and each row's speedup is paired with the dense model timed in this run")  # fmt: skip
     args = ap.parse_args()
     if args.render:
         name = "latency_aware_pruning" + ("_quick" if args.quick else "")
@@ -113,10 +124,14 @@ def main() -> int:
     dense = dense_model(data, 1 if args.quick else 3, args.quick)
     x1, x32 = data.test.x[:1], data.test.x[:32]
     table_path = RESULTS / ("latency_table_resnet_small.json" if not args.quick else ".latency_table_quick.json")
-    table = measure_latency_table(dense, x1, batch=32, threads=THREADS, step=8)
-    table.save(table_path)
+    only = set(args.only.split(",")) if args.only else None
+    if only is None:
+        table = measure_latency_table(dense, x1, batch=32, threads=THREADS, step=8)
+        table.save(table_path)
+    else:
+        table = LatencyTable.load(table_path)
     skipped: dict[str, str] = {}
-    candidates = pruned_models(dense, data, table_path, skipped)
+    candidates = pruned_models(dense, data, table_path, skipped, only)
     dense_macs = count_macs(dense, x1)
     rows: dict[str, dict[str, Any]] = {"dense": {"accuracy": [float((predict(dense, data.test.x).argmax(1) ==
                                                                       data.test.y).float().mean())]}}  # fmt: skip
@@ -154,6 +169,15 @@ def main() -> int:
            "seconds": round(time.perf_counter() - started), "table": str(table_path.name),
            "table_model_ms": table.model_ms, "table_calibration": table.calibration, "skipped": skipped}  # fmt: skip
     name = "latency_aware_pruning" + ("_quick" if args.quick else "")
+    if only is not None:  # merge: the saved run's rows stay, these rows (and this run's record) are added
+        saved = json.loads((RESULTS / f"{name}.json").read_text())
+        run = {k: out[k] for k in ("commit", "load_average_before", "load_average_after", "seconds")}
+        for n in rows:
+            if n != "dense":
+                saved["rows"][n] = {**rows[n], "run": {**run, "dense_ort_b32_ms": rows["dense"]["ort_b32_ms"]}}
+        saved.setdefault("skipped", {}).update(skipped)
+        saved.setdefault("added_runs", []).append({**run, "rows": sorted(n for n in rows if n != "dense")})
+        out = saved
     RESULTS.mkdir(exist_ok=True)
     (RESULTS / f"{name}.json").write_text(json.dumps(out, indent=2) + "\n")
     (RESULTS / f"{name}.md").write_text(render(out) + "\n")
@@ -183,8 +207,16 @@ def render(out: dict[str, Any]) -> str:
             f"| {r['ort_b32_ms']:.2f} | ×{r['ort_speedup_b32']:.2f} | {r['speedup_spread']:.2f} | "
             f"{r['per_mac']:.2f} | {pred} |"
         )
-    if out.get("skipped"):
-        lines += ["", *(f"- {n}: not built: {why}" for n, why in out["skipped"].items())]
+    notes = [f"- {n}: not built: {why}" for n, why in out.get("skipped", {}).items()]
+    for run in out.get("added_runs", []):
+        notes.append(
+            f"- {', '.join(run['rows'])}: added by a later run (`--only`, commit {run['commit'][:7]}, load "
+            f"{run['load_average_before']:.1f} → {run['load_average_after']:.1f}, {run['seconds']} s), the same "
+            "cached dense model and saved table; their speedups are paired with the dense model timed in that run"
+        )
+    if out.get("note"):
+        notes.append(f"- Note: {out['note']}")
+    lines += ["", *notes] if notes else []
     lines += ["", "## Goal check (one model ≥ 0.9 per MAC and ≥ Torch-Pruning's mean accuracy)", ""]
     for keep in TARGETS:
         tp = rows[f"torch-pruning@{keep}"]
