@@ -8,9 +8,12 @@ from typing import Any
 
 import numpy as np
 import pytest
+import torch
 
-from slimtune.export.bundle import export_bundle
+from slimtune.export.bundle import _padding_is_masked, export_bundle
+from slimtune.export.onnx import export_onnx
 from slimtune.models.serialization import get_spec
+from slimtune.quantize.ort_dynamic import OrtDynamicInt8Config, quantize_dynamic_onnx
 from slimtune.runtime import Predictor
 from slimtune.runtime.text import length_buckets
 from slimtune.testing.tiny import SEQ, tiny
@@ -67,3 +70,44 @@ def test_length_buckets_group_similar_lengths_and_keep_track_of_rows() -> None:
     buckets = length_buckets(ids, 0, 2)
     assert [rows for rows, _ in buckets] == [[1, 3], [4, 0], [2]]
     assert buckets[0][1] == [[5], [0]] and buckets[1][1] == [[5, 6, 0], [5, 6, 7]] and buckets[2][1] == [ids[2]]
+
+
+class _LengthDependent(torch.nn.Module):
+    """A float model that does not mask its padding: its logits move with the padded length."""
+
+    def __init__(self, inner: torch.nn.Module) -> None:
+        super().__init__()
+        self.inner = inner
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        out: torch.Tensor = self.inner(ids)
+        return out + 0.01 * ids.shape[1]
+
+
+def test_dynamic_int8_text_bundle_pads_dynamically_when_the_float_model_masks(tmp_path: Path) -> None:
+    """A dynamic int8 graph's activation scales see the padding, so cutting it moves the logits by a quantization
+    step: the float model is checked instead, and the graph's predictions must not change."""
+    tokenizers = pytest.importorskip("tokenizers")
+    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
+    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
+    tok.enable_padding(length=SEQ, pad_id=0)
+    tok.enable_truncation(SEQ)
+    model, data = tiny("tiny-bert")
+    get_spec(model)["preprocess"] = {"hf_tokenizer": tok.to_str(), "max_length": SEQ}
+    fit(model, data, config=TrainConfig(epochs=1, batch_size=16), progress=False)
+    model.eval()
+    ids = torch.tensor([e.ids for e in tok.encode_batch(TEXTS)])
+    fp32 = export_onnx(model, ids[:1], tmp_path / "fp32.onnx")
+    int8 = tmp_path / "int8.onnx"
+    quantize_dynamic_onnx(fp32, int8, OrtDynamicInt8Config())
+    assert _padding_is_masked(int8, ids, 0, model)
+    assert not _padding_is_masked(int8, ids, 0, _LengthDependent(model))  # the float model must mask
+    assert not _padding_is_masked(int8, ids, None, model)  # no pad id: nothing to cut
+    folder = export_bundle(model, tmp_path / "bundle", data=data, onnx=int8)
+    p = Predictor(folder)
+    assert p.manifest.input["tokenizer"]["trim_padding"] is True
+    fixed = np.concatenate([p.session.run(None, {p.input_name: row[None].numpy()})[0] for row in ids])
+    got = p.logits(TEXTS, batch_size=1)
+    assert (got.argmax(1) == fixed.argmax(1)).all()
+    np.testing.assert_allclose(got, fixed, atol=0.1)  # the same answers up to the int8 activation scales
+    assert p.preprocess(TEXTS[:1]).shape[1] < SEQ  # the padding is cut

@@ -71,23 +71,43 @@ def _pad_id(model: nn.Module) -> int | None:
     return None
 
 
-def _padding_is_masked(onnx_path: Path, ids: torch.Tensor, pad_id: int | None) -> bool:
+def _padding_is_masked(onnx_path: Path, ids: torch.Tensor, pad_id: int | None, model: nn.Module) -> bool:
     """True when cutting trailing padding leaves the outputs unchanged (the model masks its padding), so the
-    runtime may pad each batch only to its longest text instead of to max_length."""
+    runtime may pad each batch only to its longest text instead of to max_length.
+
+    A dynamic int8 graph computes its activation scales from the whole batch, padding included, so cutting
+    padding moves its logits by a quantization step even when the model masks its padding: for it the float
+    model must mask its padding (same 1e-4 test) and the graph's predictions must not change on the rows."""
     from slimtune.export.onnx import ort_session
+    from slimtune.runtime.predictor import _dynamic_quantized
 
     if pad_id is None or len(ids) == 0:
         return False
     session = ort_session(onnx_path)
+    rows = []
     for row in ids.numpy():
         used = np.nonzero(row != pad_id)[0]
         keep = int(used[-1]) + 1 if len(used) else 1
-        if keep == len(row):
-            continue
-        full = session.run(None, {"input": row[None]})[0]
-        cut = session.run(None, {"input": row[None, :keep]})[0]
-        if np.abs(full - cut).max() > 1e-4:
-            return False
+        if keep < len(row):
+            rows.append((row, keep))
+    outputs = [(session.run(None, {"input": r[None]})[0], session.run(None, {"input": r[None, :k]})[0])
+               for r, k in rows]  # fmt: skip
+    if all(np.abs(full - cut).max() <= 1e-4 for full, cut in outputs):
+        return True
+    if not _dynamic_quantized(onnx_path) or any((f.argmax(-1) != c.argmax(-1)).any() for f, c in outputs):
+        return False
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.inference_mode():
+            for r, k in rows:
+                full, cut = model(torch.from_numpy(r[None])), model(torch.from_numpy(r[None, :k]))
+                if (full - cut).abs().max().item() > 1e-4:
+                    return False
+    except Exception:  # a model that takes only its fixed length cannot be cut
+        return False
+    finally:
+        model.train(was_training)
     return True
 
 
@@ -164,7 +184,7 @@ def export_bundle(
         files["model"] = path.name
         labels = _check_fits(path, inp, _labels(model, data), source=Path(onnx) if onnx is not None else path)
         if inp["kind"] == "text" and x_test is not None:
-            inp["tokenizer"]["trim_padding"] = _padding_is_masked(path, x_test[:16], _pad_id(model))
+            inp["tokenizer"]["trim_padding"] = _padding_is_masked(path, x_test[:16], _pad_id(model), model)
         if inp["kind"] != "text" and x_test is not None and examples > 0:
             np.save(folder / "examples.npy", x_test[:examples].numpy().astype(np.float32), allow_pickle=False)
             files["examples"] = "examples.npy"
