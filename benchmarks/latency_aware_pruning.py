@@ -216,6 +216,7 @@ def render(out: dict[str, Any]) -> str:
         )
     if out.get("note"):
         notes.append(f"- Note: {out['note']}")
+    notes += [f"- {a}" for a in out.get("analysis", [])]
     lines += ["", *notes] if notes else []
     lines += ["", "## Goal check (one model ≥ 0.9 per MAC and ≥ Torch-Pruning's mean accuracy)", ""]
     for keep in TARGETS:
