@@ -36,7 +36,8 @@ class Recorder:
 
 
 @pytest.fixture(scope="module")
-def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+def trained() -> tuple[Any, Any, Any]:
+    """A tiny BERT trained one epoch, with a word-level tokenizer that pads to ``SEQ`` with id 0."""
     tokenizers = pytest.importorskip("tokenizers")
     tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
     tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
@@ -45,6 +46,12 @@ def bundle(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
     model, data = tiny("tiny-bert")
     get_spec(model)["preprocess"] = {"hf_tokenizer": tok.to_str(), "max_length": SEQ}
     fit(model, data, config=TrainConfig(epochs=1, batch_size=16), progress=False)
+    return model.eval(), data, tok
+
+
+@pytest.fixture(scope="module")
+def bundle(trained: tuple[Any, Any, Any], tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Any]:
+    model, data, tok = trained
     return export_bundle(model, tmp_path_factory.mktemp("b") / "hf", data=data), tok
 
 
@@ -84,18 +91,12 @@ class _LengthDependent(torch.nn.Module):
         return out + 0.01 * ids.shape[1]
 
 
-def test_dynamic_int8_text_bundle_pads_dynamically_when_the_float_model_masks(tmp_path: Path) -> None:
+def test_dynamic_int8_text_bundle_pads_dynamically_when_the_float_model_masks(
+    trained: tuple[Any, Any, Any], tmp_path: Path
+) -> None:
     """A dynamic int8 graph's activation scales see the padding, so cutting it moves the logits by a quantization
     step: the float model is checked instead, and the graph's predictions must not change."""
-    tokenizers = pytest.importorskip("tokenizers")
-    tok = tokenizers.Tokenizer(tokenizers.models.WordLevel({w: i for i, w in enumerate(WORDS)}, unk_token="[UNK]"))
-    tok.pre_tokenizer = tokenizers.pre_tokenizers.Whitespace()
-    tok.enable_padding(length=SEQ, pad_id=0)
-    tok.enable_truncation(SEQ)
-    model, data = tiny("tiny-bert")
-    get_spec(model)["preprocess"] = {"hf_tokenizer": tok.to_str(), "max_length": SEQ}
-    fit(model, data, config=TrainConfig(epochs=1, batch_size=16), progress=False)
-    model.eval()
+    model, data, tok = trained
     ids = torch.tensor([e.ids for e in tok.encode_batch(TEXTS)])
     fp32 = export_onnx(model, ids[:1], tmp_path / "fp32.onnx")
     int8 = tmp_path / "int8.onnx"
