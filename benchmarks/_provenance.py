@@ -70,7 +70,9 @@ class Provenance:
     def finish(self) -> dict[str, Any]:
         return {
             "commit": commit(),
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no")),
+            # code changed and not committed (result files being rewritten by runs do not count)
+            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
+                               ":(top,exclude)benchmarks/results")),  # fmt: skip
             "date": self.date,
             "settings": self.settings,
             "cpu_model": _cpu_model(),
