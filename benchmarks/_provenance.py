@@ -58,6 +58,12 @@ def _versions() -> dict[str, str | None]:
     return out
 
 
+def _dirty() -> bool:
+    """Code changed and not committed (result files being rewritten by runs do not count)."""
+    exclude = ":(top,exclude)benchmarks/results"
+    return bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":(top)", exclude))
+
+
 class Provenance:
     """Started at the beginning of a run; :meth:`finish` returns the record for the result JSON."""
 
@@ -70,9 +76,7 @@ class Provenance:
     def finish(self) -> dict[str, Any]:
         return {
             "commit": commit(),
-            # code changed and not committed (result files being rewritten by runs do not count)
-            "dirty": bool(_git("status", "--porcelain", "--untracked-files=no", "--", ":(top)",
-                               ":(top,exclude)benchmarks/results")),  # fmt: skip
+            "dirty": _dirty(),
             "date": self.date,
             "settings": self.settings,
             "cpu_model": _cpu_model(),
