@@ -21,13 +21,13 @@ import copy
 import json
 import os
 import statistics
-import subprocess
 import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import torch
+from _provenance import commit
 from structured_vs_torch_pruning import ort_latency_ms, torch_pruning
 from torch import nn
 
@@ -47,11 +47,6 @@ CACHE = BENCH / ".cache" / "latency_aware"
 TARGETS = (0.5, 0.25)
 THREADS = 2
 BLOCK: dict[str, Any] = {"targets": ("channels", "layers"), "layers_ratio": 0.5}
-
-
-def commit() -> str:
-    out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, cwd=BENCH)
-    return out.stdout.strip() or "unknown"
 
 
 def dense_model(data: Any, epochs: int, quick: bool) -> nn.Module:
